@@ -1,0 +1,297 @@
+"""AnthropicProvider through the real anthropic SDK against the local FakeAnthropic."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+
+import pytest
+
+from workbench._retry import RetryPolicy, complete_with_retries
+from workbench.errors import (
+    AuthenticationFailed,
+    BadRequest,
+    ConfigError,
+    Overloaded,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+)
+from workbench.providers.anthropic import AnthropicProvider, _retry_after
+from workbench.providers.base import Provider, Request
+
+try:  # tests/ may or may not become a package
+    from .fake_anthropic import FakeAnthropic
+except ImportError:
+    from fake_anthropic import FakeAnthropic
+
+KEY = "sk-ant-test-0123456789"
+FAST = RetryPolicy(initial_backoff_s=0.001, max_backoff_s=0.002)
+
+
+@pytest.fixture
+def server():
+    with FakeAnthropic() as fake:
+        yield fake
+
+
+@pytest.fixture
+def provider(server):
+    return AnthropicProvider(api_key=KEY, base_url=server.base_url)
+
+
+def complete(provider: AnthropicProvider, request: Request):
+    return asyncio.run(provider.complete(request))
+
+
+def failure(provider: AnthropicProvider, request: Request) -> ProviderError:
+    with pytest.raises(ProviderError) as info:
+        complete(provider, request)
+    return info.value
+
+
+def test_is_a_provider(provider):
+    assert isinstance(provider, Provider)
+    assert (provider.name, provider.simulated) == ("anthropic", False)
+
+
+def test_text_model_and_ids_come_from_the_response(server, provider):
+    result = complete(provider, Request.of("claude-test-1", "hello there"))
+    assert result.text == "Echo: hello there"
+    assert result.model == "claude-test-1"
+    assert result.stop_reason == "end_turn"
+    assert result.provider == "anthropic"
+    assert result.request_id is not None and result.request_id.startswith("msg_fake_")
+    assert server.completed == 1
+    assert server.calls_for("hello there") == 1
+
+
+def test_usage_is_mapped_exactly(server, provider):
+    server.usage_override = {
+        "input_tokens": 11,
+        "output_tokens": 7,
+        "cache_read_input_tokens": 2000,
+        "cache_creation_input_tokens": 300,
+    }
+    usage = complete(provider, Request.of("m", "hi")).usage
+    assert (usage.input_tokens, usage.output_tokens) == (11, 7)
+    assert (usage.cache_read_tokens, usage.cache_write_tokens) == (2000, 300)
+    assert usage.total_input_tokens == 2311
+
+
+def test_cache_system_writes_then_reads_the_cache(server, provider):
+    system = "You are a careful assistant. " * 40
+    request = Request.of("m", "question one", system=system, cache_system=True)
+    first = complete(provider, request).usage
+    second = complete(provider, Request.of("m", "question two", system=system, cache_system=True)).usage
+    assert first.cache_write_tokens > 0 and first.cache_read_tokens == 0
+    assert second.cache_read_tokens == first.cache_write_tokens and second.cache_write_tokens == 0
+    # input_tokens excludes the cached prefix, as Anthropic reports it.
+    assert first.input_tokens < first.cache_write_tokens
+    sent = server.requests_to("/v1/messages")[0].body["system"]
+    assert sent == [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
+
+
+def test_plain_system_temperature_and_stop_only_when_set(server, provider):
+    complete(provider, Request.of("m", "a", system="Be brief."))
+    complete(provider, Request.of("m", "b", temperature=0.0, stop=["zz"], max_tokens=50))
+    plain, tuned = (r.body for r in server.requests_to("/v1/messages"))
+    assert plain["system"] == "Be brief."
+    assert "temperature" not in plain and "stop_sequences" not in plain
+    assert tuned["temperature"] == 0.0 and tuned["stop_sequences"] == ["zz"]
+    assert tuned["max_tokens"] == 50 and tuned["stream"] is True
+    assert "system" not in tuned
+
+
+def test_stop_sequence_reaches_the_model(server, provider):
+    server.reply = lambda body: "first part STOP second part"
+    result = complete(provider, Request.of("m", "x", stop=["STOP"]))
+    assert result.text == "first part "
+    assert result.stop_reason == "stop_sequence"
+
+
+def test_ttft_is_the_first_delta_and_precedes_the_end():
+    with FakeAnthropic(delta_delay=0.03, delta_chars=4) as server:
+        server.reply = lambda body: "x" * 40  # ten deltas, nine gaps of 30 ms
+        provider = AnthropicProvider(api_key=KEY, base_url=server.base_url)
+        result = complete(provider, Request.of("m", "time me"))
+    assert result.ttft_ms is not None
+    assert 0 < result.ttft_ms <= result.latency_ms
+    assert result.latency_ms - result.ttft_ms >= 9 * 30 * 0.8
+
+
+def test_key_is_sent_as_a_bearer_token_and_never_shown(server, provider):
+    complete(provider, Request.of("m", "hi"))
+    headers = server.requests[-1].headers
+    assert headers["authorization"] == f"Bearer {KEY}"
+    assert headers["anthropic-version"]
+    assert KEY not in repr(provider) and KEY not in repr(vars(provider))
+
+
+def test_wrong_key_is_authentication_failed():
+    with FakeAnthropic(api_key="the-right-key") as server:
+        provider = AnthropicProvider(api_key="a-wrong-key", base_url=server.base_url)
+        error = failure(provider, Request.of("m", "hi"))
+    assert isinstance(error, AuthenticationFailed) and error.status_code == 401
+    assert not error.retryable
+
+
+def test_missing_key_names_the_variable(monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
+        AnthropicProvider()
+
+
+def test_key_and_base_url_from_the_environment(server, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-from-env")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+    result = complete(AnthropicProvider(), Request.of("m", "env"))
+    assert result.text == "Echo: env"
+    assert server.requests[-1].headers["authorization"] == "Bearer sk-from-env"
+
+
+@pytest.mark.parametrize(
+    ("fault", "cls", "status", "error_type", "retry_after"),
+    [
+        (("status", 429, {"retry-after": "3"}), RateLimited, 429, "rate_limit_error", 3.0),
+        (("status", 429, {"retry-after-ms": "1500", "retry-after": "9"}), RateLimited, 429, "rate_limit_error", 1.5),
+        (("status", 529), Overloaded, 529, "overloaded_error", None),
+        (("status", 500), ProviderUnavailable, 500, "api_error", None),
+        (("status", 503, {"retry-after": "2"}), ProviderUnavailable, 503, "api_error", 2.0),
+        (("status", 400), BadRequest, 400, "invalid_request_error", None),
+        (("status", 401), AuthenticationFailed, 401, "authentication_error", None),
+        (("status", 408), ProviderTimeout, 408, "timeout_error", None),
+    ],
+)
+def test_status_faults_keep_their_structure(server, provider, fault, cls, status, error_type, retry_after):
+    server.queue_faults([fault])
+    error = failure(provider, Request.of("m", "hi"))
+    assert type(error) is cls
+    assert error.status_code == status
+    assert error.error_type == error_type
+    assert error.request_id == server.requests[-1].request_id
+    assert error.request_id.startswith("req_fake_")
+    assert error.retry_after == retry_after
+    assert error.retryable is (status not in (400, 401))
+    assert len(server.requests) == 1, "the SDK must not retry on its own"
+
+
+def test_dropped_connection_is_a_connection_error(server, provider):
+    server.queue_faults([("drop",)])
+    error = failure(provider, Request.of("m", "hi"))
+    assert type(error) is ProviderConnectionError
+    assert error.status_code is None and error.retryable
+
+
+def test_connection_cut_mid_stream_is_a_connection_error(server, provider):
+    server.queue_faults([("cut",)])
+    error = failure(provider, Request.of("m", "hi"))
+    assert type(error) is ProviderConnectionError
+    assert server.completed == 0
+
+
+def test_slow_answer_past_the_timeout_is_a_timeout(server):
+    provider = AnthropicProvider(api_key=KEY, base_url=server.base_url, timeout=0.1)
+    server.queue_faults([("slow", 0.5)])
+    error = failure(provider, Request.of("m", "hi"))
+    assert type(error) is ProviderTimeout and error.retryable
+
+
+def test_slow_answer_within_the_timeout_completes(server, provider):
+    server.queue_faults([("slow", 0.05)])
+    result = complete(provider, Request.of("m", "patience"))
+    assert result.text == "Echo: patience"
+    assert result.ttft_ms is not None and result.ttft_ms >= 50
+
+
+def test_error_event_mid_stream_is_overloaded(server, provider):
+    server.queue_faults([("stream_error", "overloaded_error")])
+    error = failure(provider, Request.of("m", "hi"))
+    assert type(error) is Overloaded and error.retryable
+    assert error.error_type == "overloaded_error"
+    assert error.status_code == 200  # the HTTP status really received
+    assert error.request_id == server.requests[-1].request_id
+    assert server.completed == 0
+
+
+def test_retries_429_and_529_then_succeeds(server, provider):
+    server.queue_faults([("status", 429, {"retry-after": "0"}), ("status", 529)])
+    outcome = asyncio.run(complete_with_retries(provider, Request.of("m", "again"), FAST, random.Random(0)))
+    assert outcome.error is None and outcome.completion is not None
+    assert outcome.completion.text == "Echo: again"
+    assert outcome.attempts == 3
+    assert [r.headers["x-stainless-retry-count"] for r in server.requests] == ["0", "0", "0"]
+    assert server.calls_for("again") == 1
+
+
+def test_bad_request_is_not_retried(server, provider):
+    server.queue_faults([("status", 400)])
+    outcome = asyncio.run(complete_with_retries(provider, Request.of("m", "bad"), FAST))
+    assert outcome.completion is None and isinstance(outcome.error, BadRequest)
+    assert outcome.attempts == 1
+    assert len(server.requests) == 1
+
+
+def test_a_given_client_is_used_without_its_retries(server):
+    import anthropic
+
+    client = anthropic.AsyncAnthropic(api_key=KEY, base_url=server.base_url, max_retries=5)
+    provider = AnthropicProvider(client=client)
+    server.queue_faults([("status", 529)])
+    assert isinstance(failure(provider, Request.of("m", "hi")), Overloaded)
+    assert len(server.requests) == 1
+
+
+def test_one_provider_survives_several_event_loops(server, provider):
+    for prompt in ("one", "two"):
+        assert complete(provider, Request.of("m", prompt)).text == f"Echo: {prompt}"
+
+
+def test_count_tokens(server, provider):
+    request = Request.of("m", "x" * 40, system="y" * 20, max_tokens=10, temperature=0.5)
+    assert asyncio.run(provider.count_tokens(request)) == 15
+    body = server.requests[-1].body
+    assert server.requests[-1].path == "/v1/messages/count_tokens"
+    assert "max_tokens" not in body and "temperature" not in body
+    assert server.completed == 0
+
+
+def test_retry_after_parses_milliseconds_seconds_and_dates():
+    soon = datetime.now(timezone.utc) + timedelta(seconds=30)
+    assert _retry_after({"retry-after-ms": "250"}) == 0.25
+    assert _retry_after({"retry-after-ms": "junk", "retry-after": "4"}) == 4.0
+    assert 25 < _retry_after({"retry-after": format_datetime(soon, usegmt=True)}) <= 30
+    assert _retry_after({"retry-after": "not a date"}) is None
+    assert _retry_after({}) is None
+
+
+def test_fake_random_faults_are_seeded():
+    def run(seed: int) -> list[bool]:
+        with FakeAnthropic() as server:
+            server.fault_rate(0.5, statuses=(429, 529), seed=seed)
+            provider = AnthropicProvider(api_key=KEY, base_url=server.base_url)
+
+            async def go() -> list[bool]:
+                out = []
+                for i in range(12):
+                    try:
+                        await provider.complete(Request.of("m", str(i)))
+                        out.append(True)
+                    except (RateLimited, Overloaded):
+                        out.append(False)
+                return out
+
+            return asyncio.run(go())
+
+    first = run(seed=7)
+    assert first == run(seed=7)
+    assert 0 < first.count(False) < 12
+
+
+def test_fake_rejects_unknown_faults(server):
+    with pytest.raises(ValueError, match="unknown fault"):
+        server.queue_faults([("explode",)])

@@ -1,0 +1,55 @@
+"""One background event loop per process for workbench's async work.
+
+Sync helpers submit coroutines here, so they work the same from a script and
+from inside Jupyter's running loop, and provider clients always live on one loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+_loop: asyncio.AbstractEventLoop | None = None
+_lock = threading.Lock()
+
+
+def loop() -> asyncio.AbstractEventLoop:
+    """The background loop, started on first use."""
+    global _loop
+    with _lock:
+        if _loop is None or _loop.is_closed():
+            new = asyncio.new_event_loop()
+            thread = threading.Thread(target=new.run_forever, name="workbench-loop", daemon=True)
+            thread.start()
+            _loop = new
+        return _loop
+
+
+def in_background_loop() -> bool:
+    try:
+        return asyncio.get_running_loop() is _loop
+    except RuntimeError:
+        return False
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on the background loop and wait for it; Ctrl-C cancels it."""
+    if in_background_loop():
+        coro.close()
+        raise RuntimeError("run_sync called from the workbench loop itself; await the async API instead")
+    future = asyncio.run_coroutine_threadsafe(coro, loop())
+    try:
+        return future.result()
+    except BaseException:
+        future.cancel()
+        raise
+
+
+async def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro`` on the background loop from any other loop."""
+    if in_background_loop():
+        return await coro
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop()))

@@ -1,0 +1,85 @@
+"""The retry policy and loop, shared by every provider call.
+
+The policy follows the anthropic SDK's: retry 408/409/429/5xx/529 and connection
+errors; honour ``retry-after-ms`` / ``retry-after`` up to a cap; otherwise back
+off from 0.5 s doubling to 8 s with jitter. Providers never retry on their own,
+so every attempt is counted on the trace.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .errors import ProviderError
+from .providers.base import Completion, Provider, Request
+
+MAX_ATTEMPTS = 3
+"""One try plus two retries, as the SDK's default ``max_retries=2``."""
+INITIAL_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 8.0
+MAX_RETRY_AFTER_S = 60.0
+"""A provider asking for a longer wait is not waited for: the error is raised."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry a failed call."""
+
+    max_attempts: int = MAX_ATTEMPTS
+    initial_backoff_s: float = INITIAL_BACKOFF_S
+    max_backoff_s: float = MAX_BACKOFF_S
+    max_retry_after_s: float = MAX_RETRY_AFTER_S
+
+    def delay(self, attempt: int, error: ProviderError, rng: random.Random) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``, or None to give up."""
+        if attempt >= self.max_attempts or not error.retryable:
+            return None
+        if error.retry_after is not None and error.retry_after >= 0:
+            if error.retry_after > self.max_retry_after_s:
+                return None
+            return error.retry_after
+        backoff = min(self.initial_backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
+        # Jitter downwards by up to 25%, as the SDK does.
+        return backoff * (1 - 0.25 * rng.random())
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+@dataclass
+class Attempted:
+    """The outcome of a call with retries."""
+
+    completion: Completion | None
+    error: ProviderError | None
+    attempts: int
+    waited_s: float
+
+
+async def complete_with_retries(
+    provider: Provider,
+    request: Request,
+    policy: RetryPolicy = DEFAULT_POLICY,
+    rng: random.Random | None = None,
+) -> Attempted:
+    """Call ``provider.complete`` until it succeeds or the policy gives up.
+
+    Never raises a ``ProviderError``: the last one is returned so the caller can
+    record it as an error trace before deciding to raise.
+    """
+    rng = rng or random.Random()
+    attempt = 0
+    waited = 0.0
+    while True:
+        attempt += 1
+        try:
+            completion = await provider.complete(request)
+        except ProviderError as exc:
+            delay = policy.delay(attempt, exc, rng)
+            if delay is None:
+                return Attempted(None, exc, attempt, waited)
+            waited += delay
+            await provider.sleep(delay)
+            continue
+        return Attempted(completion, None, attempt, waited)

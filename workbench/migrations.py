@@ -1,0 +1,124 @@
+"""Numbered schema migrations of the workbench file.
+
+Each migration runs in a transaction. A migration that has shipped is never
+edited: change the schema with a new, higher-numbered one.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+MIGRATION_SET = "workbench"
+migrations = Migrations(MIGRATION_SET)
+
+
+@migrations()
+def m001_prompts(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE prompts (
+            id TEXT PRIMARY KEY,            -- time-sortable UUIDv7
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,       -- 1, 2, ... per name
+            template TEXT NOT NULL,
+            model TEXT NOT NULL,
+            params_json TEXT NOT NULL,      -- temperature, max_tokens, system, ...
+            variables_json TEXT NOT NULL,   -- template fields in first-use order
+            content_hash TEXT NOT NULL,     -- 'sha256:' of canonical JSON of template, model, params
+            created_at TEXT NOT NULL,       -- UTC ISO 8601
+            UNIQUE (name, version),
+            UNIQUE (name, content_hash)
+        );
+        CREATE TABLE prompt_labels (
+            name TEXT NOT NULL,
+            label TEXT NOT NULL,            -- production, staging, ...
+            version INTEGER,                -- the version the label points at
+            split_json TEXT,                -- traffic split {version: weight}, when split
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (name, label)
+        );
+        CREATE TABLE prompt_label_history (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            label TEXT NOT NULL,
+            version INTEGER,
+            split_json TEXT,
+            previous_version INTEGER,
+            previous_split_json TEXT,
+            action TEXT NOT NULL,           -- set, rollback, delete
+            set_at TEXT NOT NULL
+        );
+        CREATE INDEX idx_prompt_label_history ON prompt_label_history (name, label, set_at);
+        """
+    )
+
+
+@migrations()
+def m002_traces(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE traces (
+            id TEXT PRIMARY KEY,            -- span id, UUIDv7
+            trace_id TEXT NOT NULL,         -- root span id of the tree
+            parent_id TEXT,
+            kind TEXT NOT NULL,             -- llm, span
+            name TEXT NOT NULL,
+            started_at TEXT NOT NULL,       -- UTC ISO 8601
+            provider TEXT,                  -- anthropic, simulated, ...
+            simulated INTEGER NOT NULL DEFAULT 0,
+            model TEXT,                     -- as requested
+            resolved_model TEXT,            -- as the provider answered
+            prompt_name TEXT,
+            prompt_version INTEGER,
+            experiment_id TEXT,
+            variant TEXT,
+            item_id TEXT,
+            repeat INTEGER,
+            user_id TEXT,
+            input TEXT,
+            output TEXT,
+            input_tokens INTEGER,           -- Anthropic semantics: excludes cache reads and writes
+            output_tokens INTEGER,
+            cache_read_tokens INTEGER,
+            cache_write_tokens INTEGER,
+            latency_ms REAL,
+            ttft_ms REAL,
+            cost_usd REAL,                  -- NULL when the price is unknown, never a guess
+            price_source TEXT,              -- which price data priced it
+            status TEXT NOT NULL,           -- ok, error, cached, guardrail
+            error_type TEXT,
+            error TEXT,
+            attempts INTEGER,
+            stop_reason TEXT,
+            request_id TEXT,
+            tags_json TEXT,
+            metadata_json TEXT
+        );
+        CREATE INDEX idx_traces_started_at ON traces (started_at);
+        CREATE INDEX idx_traces_trace_id ON traces (trace_id);
+        CREATE INDEX idx_traces_experiment ON traces (experiment_id, variant)
+            WHERE experiment_id IS NOT NULL;
+        CREATE VIEW llm_calls AS
+            SELECT id, started_at, provider, simulated, model, prompt_name, prompt_version,
+                   status, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+                   latency_ms, ttft_ms, cost_usd, attempts, error_type, user_id
+            FROM traces WHERE kind = 'llm';
+        """
+    )
+
+
+@migrations()
+def m003_price_overrides(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE price_overrides (
+            model TEXT PRIMARY KEY,
+            input_per_mtok REAL NOT NULL,       -- dollars per million uncached input tokens
+            output_per_mtok REAL NOT NULL,
+            cache_read_per_mtok REAL,           -- NULL: same as input
+            cache_write_per_mtok REAL,
+            updated_at TEXT NOT NULL
+        );
+        """
+    )

@@ -1,0 +1,160 @@
+"""Usage to dollars.
+
+Prices come from ``genai-prices`` (offline data shipped in the package), with one
+translation: Anthropic's ``input_tokens`` excludes cache reads and writes, while
+genai-prices counts them inside its input. An unknown model costs ``None`` and
+warns once, never 0 or a guess. Overrides (a fine-tune, a negotiated discount)
+live in the ``price_overrides`` table of the workbench file.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .errors import ConfigError
+from .providers.base import Usage
+
+if TYPE_CHECKING:
+    from .store import Store
+
+
+class UnknownPriceWarning(UserWarning):
+    """A model has no known price; its calls are stored with cost NULL."""
+
+
+@dataclass(frozen=True)
+class Price:
+    """Dollars per million tokens of each kind."""
+
+    input: float
+    """Uncached input."""
+    output: float
+    """Output."""
+    cache_read: float | None = None
+    """Cache reads; defaults to the input price."""
+    cache_write: float | None = None
+    """Cache writes (5-minute); defaults to the input price."""
+
+    def cost(self, usage: Usage) -> float:
+        cr = self.input if self.cache_read is None else self.cache_read
+        cw = self.input if self.cache_write is None else self.cache_write
+        return (
+            usage.input_tokens * self.input
+            + usage.output_tokens * self.output
+            + usage.cache_read_tokens * cr
+            + usage.cache_write_tokens * cw
+        ) / 1_000_000
+
+
+def genai_prices_version() -> str:
+    import genai_prices
+
+    return f"genai-prices {genai_prices.__version__}"
+
+
+def price_from_genai_prices(model: str, usage: Usage, provider_id: str = "anthropic") -> float:
+    """Cost of one call from genai-prices; raises LookupError for an unknown model."""
+    from genai_prices import Usage as GPUsage
+    from genai_prices import calc_price
+
+    result = calc_price(
+        GPUsage(
+            # genai-prices' input is the total input, cache reads and writes included.
+            input_tokens=usage.total_input_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            output_tokens=usage.output_tokens,
+        ),
+        model,
+        provider_id=provider_id,
+    )
+    return float(result.total_price)
+
+
+class Pricer:
+    """Prices calls, with overrides first and one warning per unknown model."""
+
+    def __init__(self, store: Store | None = None, provider_id: str = "anthropic") -> None:
+        self.store = store
+        self.provider_id = provider_id
+        self._overrides: dict[str, Price] = {}
+        self._warned: set[str] = set()
+        self._lock = threading.Lock()
+        self._source = genai_prices_version()
+        if store is not None:
+            for row in store.query("SELECT * FROM price_overrides"):
+                self._overrides[row["model"]] = Price(
+                    row["input_per_mtok"],
+                    row["output_per_mtok"],
+                    row["cache_read_per_mtok"],
+                    row["cache_write_per_mtok"],
+                )
+
+    def set_price(
+        self,
+        model: str,
+        *,
+        input: float,
+        output: float,
+        cache_read: float | None = None,
+        cache_write: float | None = None,
+    ) -> Price:
+        """Price ``model`` by hand (dollars per million tokens); stored in the file."""
+        for field, value in (("input", input), ("output", output), ("cache_read", cache_read), ("cache_write", cache_write)):
+            if value is not None and (not isinstance(value, (int, float)) or value < 0):
+                raise ConfigError(f"price {field} for {model!r} must be a number >= 0, got {value!r}")
+        price = Price(float(input), float(output), cache_read, cache_write)
+        if self.store is not None:
+            from ._ids import utc_now
+
+            self.store.execute(
+                "INSERT INTO price_overrides (model, input_per_mtok, output_per_mtok, "
+                "cache_read_per_mtok, cache_write_per_mtok, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (model) DO UPDATE SET input_per_mtok = excluded.input_per_mtok, "
+                "output_per_mtok = excluded.output_per_mtok, cache_read_per_mtok = excluded.cache_read_per_mtok, "
+                "cache_write_per_mtok = excluded.cache_write_per_mtok, updated_at = excluded.updated_at",
+                (model, price.input, price.output, cache_read, cache_write, utc_now()),
+            )
+        with self._lock:
+            self._overrides[model] = price
+            self._warned.discard(model)
+        return price
+
+    def overrides(self) -> dict[str, Price]:
+        return dict(self._overrides)
+
+    def cost(self, model: str | None, usage: Usage) -> tuple[float | None, str | None]:
+        """Return (cost in dollars or None, which price data priced it)."""
+        if not model:
+            return None, None
+        override = self._overrides.get(model)
+        if override is not None:
+            return override.cost(usage), "override"
+        try:
+            return price_from_genai_prices(model, usage, self.provider_id), self._source
+        except LookupError:
+            with self._lock:
+                first = model not in self._warned
+                self._warned.add(model)
+            if first:
+                warnings.warn(
+                    f"no price known for model {model!r}: its calls are stored with cost NULL. "
+                    f"Set one with bench.pricing.set_price({model!r}, input=..., output=...) "
+                    "(dollars per million tokens).",
+                    UnknownPriceWarning,
+                    stacklevel=3,
+                )
+            return None, None
+
+    def estimate(self, model: str, usage: Usage) -> float | None:
+        """Cost without warnings, for budgets and estimates."""
+        override = self._overrides.get(model)
+        if override is not None:
+            return override.cost(usage)
+        try:
+            return price_from_genai_prices(model, usage, self.provider_id)
+        except LookupError:
+            return None

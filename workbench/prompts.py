@@ -1,0 +1,360 @@
+"""The prompt registry: immutable, content-hashed versions with labels.
+
+Only this module writes the ``prompts``, ``prompt_labels`` and
+``prompt_label_history`` tables.
+"""
+
+from __future__ import annotations
+
+import difflib
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import _html
+from ._canonical import canonical_json, content_hash, dumps, loads
+from ._ids import new_id, utc_now
+from .errors import ConfigError, PromptNotFound, RenderError, TemplateError
+
+if TYPE_CHECKING:
+    from .providers.base import Request
+    from .store import Store
+
+REQUEST_PARAMS = ("system", "max_tokens", "temperature", "stop", "cache_system")
+"""Params that shape the request; any other param is kept as metadata."""
+
+
+def parse_template(template: str) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """Split a template into (literal, field) parts and its variables.
+
+    Raises:
+        TemplateError: unbalanced braces, positional ``{}``, attribute or index
+            access, or conversions and format specs (templates stay plain).
+    """
+    if not isinstance(template, str):
+        raise TemplateError(f"template must be a string, got {type(template).__name__}")
+    parts: list[tuple[str, str | None]] = []
+    variables: list[str] = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise TemplateError(
+            f"malformed template: {exc}. Use {{name}} for a variable and {{{{ or }}}} for a literal brace"
+        ) from None
+    for literal, name, spec, conversion in parsed:
+        if name is None:
+            parts.append((literal, None))
+            continue
+        if name == "" or not name.isidentifier():
+            raise TemplateError(
+                f"malformed template field {{{name}}}: a field must be a plain name like {{question}}; "
+                "write {{ and }} for literal braces"
+            )
+        if spec or conversion:
+            raise TemplateError(
+                f"template field {{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}} "
+                "uses a conversion or format spec; format the value before rendering"
+            )
+        parts.append((literal, name))
+        if name not in variables:
+            variables.append(name)
+    return parts, variables
+
+
+@dataclass(frozen=True)
+class PromptVersion:
+    """One immutable version of a named prompt."""
+
+    name: str
+    """The prompt's name, e.g. ``support``."""
+    version: int
+    """1, 2, ... in order of registration."""
+    template: str
+    """Text with ``{variable}`` fields."""
+    model: str
+    """Model the prompt is meant for."""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    """temperature, max_tokens, system, ... (do not mutate)."""
+    content_hash: str = ""
+    """``sha256:`` of the canonical JSON of template, model and params."""
+    created_at: str = ""
+    """When this version was first registered (UTC)."""
+    id: str = ""
+    """Row id in the store."""
+
+    @property
+    def variables(self) -> list[str]:
+        """Template variables in first-use order."""
+        return parse_template(self.template)[1]
+
+    @property
+    def ref(self) -> str:
+        """``name@vN``."""
+        return f"{self.name}@v{self.version}"
+
+    def render(self, variables: Mapping[str, Any] | None = None, /, *, allow_extra: bool = False, **kwargs: Any) -> str:
+        """Fill the template; strict about missing and unexpected variables."""
+        values = {**(variables or {}), **kwargs}
+        parts, expected = parse_template(self.template)
+        missing = [v for v in expected if v not in values]
+        if missing:
+            raise RenderError(
+                f"missing variable{'s' if len(missing) > 1 else ''} {', '.join(repr(m) for m in missing)} "
+                f"for prompt {self.name!r} v{self.version} (template uses: {', '.join(expected) or 'nothing'})"
+            )
+        if not allow_extra:
+            extra = sorted(set(values) - set(expected))
+            if extra:
+                raise RenderError(
+                    f"unexpected variable{'s' if len(extra) > 1 else ''} {', '.join(repr(e) for e in extra)} "
+                    f"for prompt {self.name!r} v{self.version} (template uses: {', '.join(expected) or 'nothing'}); "
+                    "pass allow_extra=True to ignore them"
+                )
+        return "".join(literal + ("" if name is None else str(values[name])) for literal, name in parts)
+
+    def to_request(self, variables: Mapping[str, Any] | None = None, /, *, allow_extra: bool = False, model: str | None = None, **overrides: Any) -> Request:
+        """The provider request for these variables (params can be overridden)."""
+        from .providers.base import Message, Request
+
+        params = {**self.params, **overrides}
+        kwargs = {k: params[k] for k in REQUEST_PARAMS if k in params and params[k] is not None}
+        if "stop" in kwargs:
+            kwargs["stop"] = tuple(kwargs["stop"])
+        text = self.render(variables, allow_extra=allow_extra)
+        return Request(
+            model=model or self.model,
+            messages=(Message("user", text),),
+            metadata={"prompt_name": self.name, "prompt_version": self.version},
+            **kwargs,
+        )
+
+    def __repr__(self) -> str:
+        return f"<PromptVersion {self.ref} model={self.model} {self.content_hash[:15]}>"
+
+    def _repr_html_(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in sorted(self.params.items())) or "none"
+        return (
+            f'<div class="wb-prompt"><b>{_html.esc(self.ref)}</b> · model <code>{_html.esc(self.model)}</code>'
+            f" · params {_html.esc(params)} · variables {_html.esc(', '.join(self.variables) or 'none')}"
+            f"<br><small>{_html.esc(self.content_hash)} · {_html.esc(self.created_at)}</small>"
+            f"{_html.pre(self.template)}</div>"
+        )
+
+
+@dataclass(frozen=True)
+class PromptDiff:
+    """What changed between two versions."""
+
+    a: PromptVersion
+    b: PromptVersion
+    template_diff: str
+    """Unified diff of the templates ('' when equal)."""
+    changed: dict[str, tuple[Any, Any]]
+    """model and params that differ: name -> (a value, b value)."""
+
+    def __str__(self) -> str:
+        lines = [f"{self.a.ref} -> {self.b.ref}"]
+        for k, (x, y) in self.changed.items():
+            lines.append(f"  {k}: {x!r} -> {y!r}")
+        if self.template_diff:
+            lines.append(self.template_diff.rstrip("\n"))
+        else:
+            lines.append("  template unchanged")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<PromptDiff {self.a.ref} -> {self.b.ref}: {len(self.changed)} params changed>"
+
+    def _repr_html_(self) -> str:
+        rows = []
+        for line in self.template_diff.splitlines():
+            cls = "add" if line.startswith("+") and not line.startswith("+++") else (
+                "del" if line.startswith("-") and not line.startswith("---") else "ctx")
+            color = {"add": "#e6ffed", "del": "#ffeef0", "ctx": "transparent"}[cls]
+            rows.append(f'<div style="background:{color};white-space:pre-wrap;font-family:monospace">{_html.esc(line)}</div>')
+        changed = _html.table(["field", self.a.ref, self.b.ref], [(k, repr(x), repr(y)) for k, (x, y) in self.changed.items()])
+        return f"<div><b>{_html.esc(self.a.ref)} → {_html.esc(self.b.ref)}</b>{changed if self.changed else ''}{''.join(rows) or '<i>template unchanged</i>'}</div>"
+
+
+def diff_versions(a: PromptVersion, b: PromptVersion) -> PromptDiff:
+    lines = difflib.unified_diff(
+        a.template.splitlines(), b.template.splitlines(), fromfile=a.ref, tofile=b.ref, lineterm=""
+    )
+    text = "\n".join(lines)
+    changed: dict[str, tuple[Any, Any]] = {}
+    if a.model != b.model:
+        changed["model"] = (a.model, b.model)
+    for key in sorted(set(a.params) | set(b.params)):
+        if a.params.get(key) != b.params.get(key):
+            changed[key] = (a.params.get(key), b.params.get(key))
+    return PromptDiff(a, b, text, changed)
+
+
+def _from_row(row: Mapping[str, Any]) -> PromptVersion:
+    return PromptVersion(
+        name=row["name"],
+        version=row["version"],
+        template=row["template"],
+        model=row["model"],
+        params=loads(row["params_json"], {}),
+        content_hash=row["content_hash"],
+        created_at=row["created_at"],
+        id=row["id"],
+    )
+
+
+class PromptRegistry:
+    """``bench.prompts``: register, fetch, label and diff prompt versions."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def register(self, name: str, template: str, model: str, **params: Any) -> PromptVersion:
+        """Register a version; identical content returns the existing version."""
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError("prompt name must be a non-empty string")
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigError(f"prompt {name!r}: model must be a non-empty string such as 'claude-haiku-4-5'")
+        parts, variables = parse_template(template)
+        if "stop" in params and params["stop"] is not None:
+            params["stop"] = list(params["stop"])
+        try:
+            canonical_json(params)
+        except TypeError as exc:
+            raise ConfigError(f"prompt {name!r}: params must be JSON values: {exc}") from None
+        digest = content_hash({"template": template, "model": model, "params": params})
+        with self.store.transaction() as conn:
+            row = conn.execute(
+                "SELECT * FROM prompts WHERE name = ? AND content_hash = ?", (name, digest)
+            ).fetchone()
+            if row is None:
+                (last,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM prompts WHERE name = ?", (name,)).fetchone()
+                conn.execute(
+                    "INSERT INTO prompts (id, name, version, template, model, params_json, variables_json, "
+                    "content_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (new_id(), name, last + 1, template, model, canonical_json(params), dumps(variables), digest, utc_now()),
+                )
+        return self._one("name = ? AND content_hash = ?", (name, digest), f"prompt {name!r}")
+
+    def _one(self, where: str, params: tuple[Any, ...], what: str) -> PromptVersion:
+        rows = self.store.query(f"SELECT * FROM prompts WHERE {where} ORDER BY version DESC LIMIT 1", params)
+        if not rows:
+            raise PromptNotFound(f"{what} not found; registered prompts: {', '.join(self.names()) or 'none'}")
+        return _from_row(rows[0])
+
+    def names(self) -> list[str]:
+        return [r["name"] for r in self.store.query("SELECT DISTINCT name FROM prompts ORDER BY name")]
+
+    def get(self, name: str, version: int | None = None, *, label: str | None = None) -> PromptVersion:
+        """The latest version, a given version, or the one a label points at."""
+        if version is not None and label is not None:
+            raise ConfigError("pass version or label, not both")
+        if label is not None:
+            rows = self.store.query("SELECT version FROM prompt_labels WHERE name = ? AND label = ?", (name, label))
+            if not rows or rows[0]["version"] is None:
+                labels = [r["label"] for r in self.store.query("SELECT label FROM prompt_labels WHERE name = ?", (name,))]
+                raise PromptNotFound(f"prompt {name!r} has no label {label!r} (labels: {', '.join(labels) or 'none'})")
+            version = rows[0]["version"]
+        if version is not None:
+            rows = self.store.query("SELECT * FROM prompts WHERE name = ? AND version = ?", (name, version))
+            if not rows:
+                versions = [str(r["version"]) for r in self.store.query("SELECT version FROM prompts WHERE name = ? ORDER BY version", (name,))]
+                if not versions:
+                    raise PromptNotFound(f"prompt {name!r} not found; registered prompts: {', '.join(self.names()) or 'none'}")
+                raise PromptNotFound(f"prompt {name!r} has no version {version} (versions: {', '.join(versions)})")
+            return _from_row(rows[0])
+        return self._one("name = ?", (name,), f"prompt {name!r}")
+
+    def by_hash(self, name: str, digest: str) -> PromptVersion:
+        return self._one("name = ? AND content_hash = ?", (name, digest), f"prompt {name!r} with hash {digest}")
+
+    def history(self, name: str) -> list[PromptVersion]:
+        """Every version of ``name``, oldest first."""
+        rows = self.store.query("SELECT * FROM prompts WHERE name = ? ORDER BY version", (name,))
+        if not rows:
+            raise PromptNotFound(f"prompt {name!r} not found; registered prompts: {', '.join(self.names()) or 'none'}")
+        return [_from_row(r) for r in rows]
+
+    def list(self) -> list[PromptVersion]:
+        """The latest version of every prompt."""
+        rows = self.store.query(
+            "SELECT p.* FROM prompts p JOIN (SELECT name, MAX(version) AS v FROM prompts GROUP BY name) m "
+            "ON p.name = m.name AND p.version = m.v ORDER BY p.name"
+        )
+        return [_from_row(r) for r in rows]
+
+    def labels(self, name: str | None = None) -> dict[str, dict[str, int | None]]:
+        """``{name: {label: version}}``."""
+        sql = "SELECT name, label, version FROM prompt_labels"
+        rows = self.store.query(sql + (" WHERE name = ?" if name else "") + " ORDER BY name, label", (name,) if name else ())
+        out: dict[str, dict[str, int | None]] = {}
+        for r in rows:
+            out.setdefault(r["name"], {})[r["label"]] = r["version"]
+        return out
+
+    def set_label(self, name: str, label: str, version: int | PromptVersion) -> PromptVersion:
+        """Point ``label`` at a version; the move is kept in the label history."""
+        if isinstance(version, PromptVersion):
+            if version.name != name:
+                raise ConfigError(f"version {version.ref} belongs to prompt {version.name!r}, not {name!r}")
+            version = version.version
+        target = self.get(name, version)
+        self._move(name, label, target.version, "set")
+        return target
+
+    def _move(self, name: str, label: str, version: int | None, action: str) -> None:
+        now = utc_now()
+        with self.store.transaction() as conn:
+            prev = conn.execute("SELECT version FROM prompt_labels WHERE name = ? AND label = ?", (name, label)).fetchone()
+            conn.execute(
+                "INSERT INTO prompt_labels (name, label, version, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name, label) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
+                (name, label, version, now),
+            )
+            conn.execute(
+                "INSERT INTO prompt_label_history (id, name, label, version, previous_version, action, set_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (new_id(), name, label, version, prev[0] if prev else None, action, now),
+            )
+
+    def label_history(self, name: str, label: str | None = None) -> list[dict[str, Any]]:
+        """Moves of labels, newest first."""
+        sql = "SELECT name, label, version, previous_version, action, set_at FROM prompt_label_history WHERE name = ?"
+        params: tuple[Any, ...] = (name,)
+        if label is not None:
+            sql += " AND label = ?"
+            params += (label,)
+        return self.store.query(sql + " ORDER BY id DESC", params)
+
+    def rollback(self, name: str, label: str) -> PromptVersion:
+        """Move ``label`` back to the version it pointed at before its last move."""
+        hist = self.label_history(name, label)
+        if not hist:
+            raise PromptNotFound(f"prompt {name!r} has no label {label!r} to roll back")
+        previous = hist[0]["previous_version"]
+        if previous is None:
+            raise ConfigError(f"label {label!r} of prompt {name!r} has no earlier version to roll back to")
+        self._move(name, label, previous, "rollback")
+        return self.get(name, previous)
+
+    def diff(self, a: PromptVersion | int, b: PromptVersion | int, name: str | None = None) -> PromptDiff:
+        """Compare two versions: ``diff(v1, v2)`` or ``diff(1, 2, name="support")``."""
+        if not isinstance(a, PromptVersion) or not isinstance(b, PromptVersion):
+            if name is None:
+                raise ConfigError("diff by version numbers needs name=...")
+            a = a if isinstance(a, PromptVersion) else self.get(name, a)
+            b = b if isinstance(b, PromptVersion) else self.get(name, b)
+        return diff_versions(a, b)
+
+    def __repr__(self) -> str:
+        (n,) = self.store.execute("SELECT COUNT(*) FROM prompts").fetchone()
+        return f"<PromptRegistry {n} versions>"
+
+    def _repr_html_(self) -> str:
+        labels = self.labels()
+        rows = []
+        for p in self.list():
+            lab = ", ".join(f"{k}→v{v}" for k, v in labels.get(p.name, {}).items())
+            rows.append((p.name, p.version, p.model, ", ".join(p.variables), lab, p.created_at[:19]))
+        return _html.table(["prompt", "latest", "model", "variables", "labels", "created"], rows)

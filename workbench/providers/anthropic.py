@@ -1,0 +1,331 @@
+"""The Anthropic provider: one streamed Messages API call per ``complete``.
+
+The SDK is imported only when the first call is made, so ``import workbench``
+stays fast. The SDK's own retries are switched off (``max_retries=0``): the
+caller's loop in ``workbench._retry`` retries, so every attempt is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
+
+from ..errors import (
+    AuthenticationFailed,
+    BadRequest,
+    ConfigError,
+    Overloaded,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+    provider_error_for_status,
+)
+from .base import Completion, Request, Usage
+
+if TYPE_CHECKING:
+    import anthropic
+
+__all__ = ["AnthropicProvider"]
+
+API_KEY_ENV = "ANTHROPIC_API_KEY"
+BASE_URL_ENV = "ANTHROPIC_BASE_URL"
+
+# An `event: error` inside a 200 stream has no HTTP status of its own: classify it
+# by its error type instead.
+_STREAM_ERROR_CLASSES: dict[str, type[ProviderError]] = {
+    "rate_limit_error": RateLimited,
+    "overloaded_error": Overloaded,
+    "api_error": ProviderUnavailable,
+    "timeout_error": ProviderTimeout,
+    "authentication_error": AuthenticationFailed,
+    "permission_error": AuthenticationFailed,
+    "invalid_request_error": BadRequest,
+    "not_found_error": BadRequest,
+    "request_too_large": BadRequest,
+}
+
+
+class _Secret:
+    """Holds the API key so that no repr, log line or traceback shows it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("an API key is not pickled")
+
+
+class AnthropicProvider:
+    """Completes requests with the Anthropic Messages API, streamed.
+
+    Args:
+        api_key: the API key; defaults to ``$ANTHROPIC_API_KEY``. Not needed when
+            ``client`` is given.
+        base_url: the API root; defaults to ``$ANTHROPIC_BASE_URL``, else the SDK's.
+        timeout: seconds the SDK waits for a connection or for the next bytes.
+        client: an ``anthropic.AsyncAnthropic`` to use instead of building one; it is
+            copied with ``max_retries=0``.
+
+    Raises:
+        ConfigError: no ``api_key``, no ``client`` and ``ANTHROPIC_API_KEY`` unset.
+    """
+
+    name = "anthropic"
+    simulated = False
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float = 600,
+        client: anthropic.AsyncAnthropic | None = None,
+    ) -> None:
+        self.base_url = base_url or os.environ.get(BASE_URL_ENV) or None
+        self.timeout = timeout
+        self._key: _Secret | None = None
+        self._client: anthropic.AsyncAnthropic | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._owns_client = client is None
+        if client is not None:
+            self._client = client.with_options(max_retries=0)
+            return
+        key = api_key or os.environ.get(API_KEY_ENV)
+        if not key:
+            raise ConfigError(
+                f"no Anthropic API key: pass AnthropicProvider(api_key=...) or set {API_KEY_ENV}"
+            )
+        self._key = _Secret(key)
+
+    def __repr__(self) -> str:
+        where = self.base_url or "default base URL"
+        return f"AnthropicProvider({where}, timeout={self.timeout:g})"
+
+    def _get_client(self) -> anthropic.AsyncAnthropic:
+        if not self._owns_client:
+            assert self._client is not None
+            return self._client
+        loop = asyncio.get_running_loop()
+        # An httpx connection pool belongs to the loop that opened it; a caller
+        # that runs each call under a fresh asyncio.run() needs a fresh client.
+        if self._client is None or self._client_loop is not loop:
+            import anthropic
+
+            assert self._key is not None
+            self._client = anthropic.AsyncAnthropic(
+                api_key=self._key.reveal(),
+                base_url=self.base_url,
+                # Keep the SDK's short connect timeout; `timeout` bounds each read.
+                timeout=anthropic.Timeout(self.timeout, connect=min(5.0, self.timeout)),
+                max_retries=0,
+            )
+            self._client_loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections of a client this provider built."""
+        if self._owns_client and self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+    async def complete(self, request: Request) -> Completion:
+        """Complete ``request`` once, streamed, timing the first text delta.
+
+        Raises:
+            ProviderError: the subclass matching the failure; never retried here.
+        """
+        client = self._get_client()
+        params = _message_params(request)
+        if "temperature" in params and not _takes_temperature(client):
+            raise BadRequest(
+                f"anthropic: temperature={request.temperature!r} cannot be sent: anthropic "
+                f"{_sdk_version()} speaks API version {_api_version()}, which rejects "
+                "temperature, top_p and top_k; leave Request.temperature as None for this provider",
+                error_type="invalid_request_error",
+            )
+        started = time.perf_counter()
+        first_text: float | None = None
+        try:
+            async with client.messages.stream(**params) as stream:
+                async for event in stream:
+                    if (
+                        first_text is None
+                        and event.type == "content_block_delta"
+                        and getattr(event.delta, "type", None) == "text_delta"
+                    ):
+                        first_text = time.perf_counter()
+                message = await stream.get_final_message()
+        except Exception as exc:
+            raise _provider_error(exc) from exc
+        finished = time.perf_counter()
+        usage = message.usage
+        return Completion(
+            text="".join(b.text for b in message.content if getattr(b, "type", None) == "text"),
+            model=message.model,
+            stop_reason=message.stop_reason,
+            usage=Usage(
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_read_tokens=usage.cache_read_input_tokens or 0,
+                cache_write_tokens=usage.cache_creation_input_tokens or 0,
+            ),
+            latency_ms=(finished - started) * 1000,
+            ttft_ms=None if first_text is None else (first_text - started) * 1000,
+            request_id=message.id,
+            provider=self.name,
+        )
+
+    async def count_tokens(self, request: Request) -> int:
+        """Input tokens the API counts for ``request`` (system and messages)."""
+        params = _message_params(request)
+        kwargs = {k: params[k] for k in ("model", "messages", "system") if k in params}
+        try:
+            result = await self._get_client().messages.count_tokens(**kwargs)
+        except Exception as exc:
+            raise _provider_error(exc) from exc
+        return result.input_tokens
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait between retries, in real time."""
+        await asyncio.sleep(seconds)
+
+
+def _takes_temperature(client: Any) -> bool:
+    """Whether this SDK still has a ``temperature`` argument (1.x and older do)."""
+    try:
+        return "temperature" in inspect.signature(client.messages.stream).parameters
+    except (TypeError, ValueError):
+        return True
+
+
+def _sdk_version() -> str:
+    import anthropic
+
+    return getattr(anthropic, "__version__", "?")
+
+
+def _api_version() -> str:
+    try:
+        from anthropic._constants import ANTHROPIC_API_VERSION
+    except ImportError:
+        return "?"
+    return ANTHROPIC_API_VERSION
+
+
+def _message_params(request: Request) -> dict[str, Any]:
+    """Keyword arguments for ``messages.create`` / ``messages.stream``."""
+    params: dict[str, Any] = {
+        "model": request.model,
+        "max_tokens": request.max_tokens,
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+    }
+    if request.system:
+        if request.cache_system:
+            params["system"] = [
+                {"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}
+            ]
+        else:
+            params["system"] = request.system
+    if request.temperature is not None:
+        params["temperature"] = request.temperature
+    if request.stop:
+        params["stop_sequences"] = list(request.stop)
+    return params
+
+
+def _provider_error(exc: Exception) -> Exception:
+    """Translate an SDK or transport exception; anything else passes through."""
+    import anthropic
+
+    if isinstance(exc, anthropic.APIStatusError):
+        return _status_error(exc)
+    # APITimeoutError subclasses APIConnectionError: test it first.
+    if isinstance(exc, anthropic.APITimeoutError):
+        return ProviderTimeout(f"anthropic: request timed out: {exc.message}")
+    if isinstance(exc, anthropic.APIConnectionError):
+        return ProviderConnectionError(f"anthropic: connection failed: {_cause(exc)}")
+    # A failure while reading the stream body reaches us unwrapped by the SDK.
+    timeouts, transports = _transport_error_types()
+    if isinstance(exc, timeouts):
+        return ProviderTimeout(f"anthropic: timed out reading the stream: {exc!r}")
+    if isinstance(exc, transports):
+        return ProviderConnectionError(f"anthropic: connection lost mid-stream: {exc!r}")
+    return exc
+
+
+def _status_error(exc: anthropic.APIStatusError) -> ProviderError:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    error_type = error.get("type") or getattr(exc, "type", None)
+    detail = error.get("message") or exc.message
+    request_id = exc.request_id or body.get("request_id")
+    status = exc.status_code
+    kwargs: dict[str, Any] = {
+        "request_id": request_id,
+        "error_type": error_type,
+        "retry_after": _retry_after(exc.response.headers),
+    }
+    if status < 400:
+        cls = _STREAM_ERROR_CLASSES.get(error_type or "", ProviderUnavailable)
+        return cls(f"anthropic {error_type} mid-stream: {detail}", status_code=status, **kwargs)
+    return provider_error_for_status(status, f"anthropic {error_type}: {detail}", **kwargs)
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds from ``retry-after-ms``, else ``retry-after`` (seconds or an HTTP date)."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            value = float(millis) / 1000
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(value):
+                return max(value, 0.0)
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
+    return max(value, 0.0) if math.isfinite(value) else None
+
+
+def _transport_error_types() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """Timeout and transport base classes of whichever httpx the SDK uses."""
+    timeouts: list[type[BaseException]] = []
+    transports: list[type[BaseException]] = []
+    for name in ("httpx2", "httpx"):
+        module = sys.modules.get(name)  # the SDK has imported its own by now
+        if module is not None:
+            timeouts.append(module.TimeoutException)
+            transports.append(module.TransportError)
+    return tuple(timeouts), tuple(transports)
+
+
+def _cause(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc.__context__
+    return repr(cause) if cause is not None else str(exc)

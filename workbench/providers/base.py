@@ -1,0 +1,147 @@
+"""The provider protocol and the plain records that cross it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat turn."""
+
+    role: str
+    """``user`` or ``assistant``."""
+    content: str
+    """Plain text of the turn."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a provider is asked to complete."""
+
+    model: str
+    """Model name as the user asked for it, e.g. ``claude-haiku-4-5``."""
+    messages: tuple[Message, ...]
+    """The conversation, oldest first."""
+    system: str | None = None
+    """System prompt."""
+    max_tokens: int = 1024
+    """Upper bound on output tokens."""
+    temperature: float | None = None
+    """Sampling temperature; None leaves the provider default."""
+    stop: tuple[str, ...] = ()
+    """Stop sequences."""
+    cache_system: bool = False
+    """Mark the system prompt for prompt caching (Anthropic ``cache_control``)."""
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    """Free-form data for the trace; never sent to the provider."""
+
+    @classmethod
+    def of(
+        cls,
+        model: str,
+        messages: list[dict[str, str]] | list[Message] | tuple[Message, ...] | str,
+        **kwargs: Any,
+    ) -> Request:
+        """Build a request from a prompt string or a list of ``{"role", "content"}`` dicts."""
+        if isinstance(messages, str):
+            msgs: tuple[Message, ...] = (Message("user", messages),)
+        else:
+            msgs = tuple(
+                m if isinstance(m, Message) else Message(m["role"], _text_of(m["content"]))
+                for m in messages
+            )
+        if "stop" in kwargs and kwargs["stop"] is not None:
+            kwargs["stop"] = tuple(kwargs["stop"])
+        elif "stop" in kwargs:
+            kwargs["stop"] = ()
+        return cls(model=model, messages=msgs, **kwargs)
+
+    def prompt_text(self) -> str:
+        """The request as one text, for traces and simulated reading."""
+        parts = []
+        if self.system:
+            parts.append(f"[system]\n{self.system}")
+        for m in self.messages:
+            parts.append(f"[{m.role}]\n{m.content}")
+        return "\n\n".join(parts)
+
+
+def _text_of(content: Any) -> str:
+    """Flatten Anthropic-style content (a string or a list of blocks) to text."""
+    if isinstance(content, str):
+        return content
+    out = []
+    for block in content:
+        if isinstance(block, dict):
+            if block.get("type") == "text":
+                out.append(block.get("text", ""))
+        else:
+            text = getattr(block, "text", None)
+            if text is not None:
+                out.append(text)
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts with Anthropic's semantics."""
+
+    input_tokens: int = 0
+    """Uncached input tokens; EXCLUDES cache reads and cache writes."""
+    output_tokens: int = 0
+    """Generated tokens."""
+    cache_read_tokens: int = 0
+    """Input tokens read from the prompt cache."""
+    cache_write_tokens: int = 0
+    """Input tokens written to the prompt cache (cache creation)."""
+
+    @property
+    def total_input_tokens(self) -> int:
+        """All input tokens: uncached + cache reads + cache writes."""
+        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A provider's answer to one request."""
+
+    text: str
+    """The generated text."""
+    model: str
+    """The model that answered (may be more specific than the one requested)."""
+    stop_reason: str | None
+    """``end_turn``, ``max_tokens``, ``stop_sequence``, ..."""
+    usage: Usage
+    """Token counts."""
+    latency_ms: float
+    """Time from sending the request to the last byte of the answer."""
+    ttft_ms: float | None = None
+    """Time to the first text token, when streamed."""
+    request_id: str | None = None
+    """The provider's id for the response (``msg_...``)."""
+    provider: str = ""
+    """Name of the provider that produced it (``anthropic``, ``simulated``)."""
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Anything that completes a request.
+
+    Implementations raise ``workbench.errors.ProviderError`` subclasses on failure
+    and do not retry on their own: the caller's retry loop counts attempts.
+    """
+
+    name: str
+    """Recorded in every trace (``anthropic``, ``simulated``)."""
+    simulated: bool
+    """True when answers are simulated rather than produced by a model."""
+
+    async def complete(self, request: Request) -> Completion:
+        """Complete one request, once."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait between retries (a simulated provider may compress time)."""
+        ...

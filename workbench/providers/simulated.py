@@ -1,0 +1,248 @@
+"""A simulated provider: no key, no network, deterministic per (request, seed).
+
+It reads the rendered prompt like a small extractive model: it finds the
+question, scores the other sentences of the prompt by word overlap with it,
+and answers with the best one, or, with a probability set by the model
+profile's skill, with a plausible wrong one. A prompt that carries the context
+therefore really does better than one that does not; no answer key is read.
+Latency (lognormal), time to first token, errors and verbosity come from
+per-model profiles named after the models they stand in for, and calls are
+priced as those models. Every trace it produces is marked simulated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import random
+import re
+import threading
+from dataclasses import dataclass
+
+from ..errors import Overloaded, RateLimited
+from .base import Completion, Request, Usage
+
+CHARS_PER_TOKEN = 4
+MIN_CACHEABLE_TOKENS = 1024
+"""The simulator caches a system prompt of at least this many tokens, as Sonnet and Opus do."""
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """How a simulated model behaves."""
+
+    ttft_median_ms: float
+    """Median time to first token."""
+    tokens_per_s: float
+    """Output speed once streaming."""
+    latency_sigma: float
+    """Lognormal sigma of both TTFT and generation time."""
+    error_rate: float
+    """Chance that one attempt fails with a 529 or 429."""
+    skill: float
+    """Chance of answering with the best-matching sentence."""
+    verbosity: float
+    """Chance of wrapping the answer in pleasantries (more output tokens)."""
+
+
+PROFILES: dict[str, ModelProfile] = {
+    "claude-haiku-4-5": ModelProfile(380, 190, 0.35, 0.02, 0.80, 0.25),
+    "claude-sonnet-4-5": ModelProfile(750, 85, 0.35, 0.01, 0.93, 0.45),
+    "claude-opus-4-5": ModelProfile(1100, 55, 0.35, 0.01, 0.97, 0.55),
+}
+GENERIC_PROFILE = ModelProfile(600, 100, 0.4, 0.02, 0.75, 0.3)
+"""Any other model name: answered, but priced only if genai-prices knows it."""
+
+_STOPWORDS = frozenset(
+    """a an the and or but if then so to of in on at by for with from as is are was were be been
+    being it its this that these those i me my we our you your he she they them their what which who
+    whom when where why how do does did doing can could should would will shall may might must have
+    has had not no yes there here about into over under up down out than too very just also any all
+    each some such only own same other more most get got please thanks hi hello""".split()
+)
+_WORD = re.compile(r"[a-z0-9]+")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+_LABEL = re.compile(r"^\s*(\[[a-z]+\]|[A-Z][A-Za-z ]{0,20}:)\s*")
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def content_words(text: str) -> set[str]:
+    return {_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count (4 characters a token), at least 1 for non-empty text."""
+    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN)) if text else 0
+
+
+def _sentences(text: str) -> list[str]:
+    out = []
+    for raw in _SENTENCE.split(text):
+        s = _LABEL.sub("", raw).strip()
+        if s:
+            out.append(s)
+    return out
+
+
+def read_answer(request: Request, rng: random.Random, skill: float) -> tuple[str, bool]:
+    """Answer the last question in the prompt from the prompt's own sentences.
+
+    Returns the answer and whether it came from the best-matching sentence.
+    """
+    user_text = "\n".join(m.content for m in request.messages if m.role == "user")
+    sentences = _sentences(user_text)
+    questions = [s for s in sentences if s.endswith("?")]
+    question = questions[-1] if questions else (sentences[-1] if sentences else "")
+    q_words = content_words(question)
+    candidates = [s for s in _sentences((request.system or "") + "\n" + user_text) if s != question and not s.endswith("?")]
+    scored = []
+    for s in candidates:
+        overlap = len(q_words & content_words(s))
+        if overlap:
+            scored.append((overlap / math.sqrt(len(content_words(s)) or 1), s))
+    if not scored:
+        return (
+            "I don't have the details for that. You can usually find it in the app's Settings, "
+            "or contact our support team and they will help.",
+            False,
+        )
+    scored.sort(key=lambda t: -t[0])
+    if len(scored) == 1 or rng.random() < skill:
+        return scored[0][1], True
+    # A plausible mistake: one of the next best matches.
+    return rng.choice(scored[1:4])[1], False
+
+
+class SimulatedProvider:
+    """Deterministic stand-in for Claude models.
+
+    Args:
+        seed: changes every draw; the same (request, seed) gives the same answer.
+        time_scale: real seconds slept per simulated second (0.01 makes a 1 s call
+            take 10 ms of wall time). Recorded latencies are the simulated ones.
+        fixed_latency_ms: every call takes exactly this long (benchmarks).
+        error_rate: overrides every profile's error rate when set.
+        profiles: extra or replacement model profiles.
+    """
+
+    name = "simulated"
+    simulated = True
+
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        time_scale: float = 1.0,
+        fixed_latency_ms: float | None = None,
+        error_rate: float | None = None,
+        profiles: dict[str, ModelProfile] | None = None,
+    ) -> None:
+        self.seed = seed
+        self.time_scale = time_scale
+        self.fixed_latency_ms = fixed_latency_ms
+        self.error_rate = error_rate
+        self.profiles = {**PROFILES, **(profiles or {})}
+        self._lock = threading.Lock()
+        self._attempts: dict[str, int] = {}
+        self._cached: set[str] = set()
+        self.calls = 0
+        """Attempts made, successful or not."""
+
+    def profile(self, model: str) -> ModelProfile:
+        if model in self.profiles:
+            return self.profiles[model]
+        for name, prof in self.profiles.items():
+            # Dated ids such as claude-haiku-4-5-20251001 use their family's profile.
+            if model.startswith(name):
+                return prof
+        return GENERIC_PROFILE
+
+    def _key(self, request: Request) -> str:
+        sample = request.metadata.get("sample", 0)
+        raw = repr((self.seed, sample, request.model, request.system, request.messages, request.max_tokens, request.temperature, request.stop))
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    async def complete(self, request: Request) -> Completion:
+        key = self._key(request)
+        prof = self.profile(request.model)
+        with self._lock:
+            attempt = self._attempts.get(key, 0) + 1
+            self._attempts[key] = attempt
+            self.calls += 1
+        fail = random.Random(f"{key}:attempt:{attempt}")
+        error_rate = prof.error_rate if self.error_rate is None else self.error_rate
+        rng = random.Random(key)
+        if fail.random() < error_rate:
+            wait_ms = rng.lognormvariate(math.log(prof.ttft_median_ms), prof.latency_sigma)
+            await asyncio.sleep(wait_ms / 1000 * self.time_scale)
+            if fail.random() < 0.5:
+                raise Overloaded(
+                    "simulated overload", status_code=529, request_id=f"sim_req_{key[:16]}",
+                    error_type="overloaded_error",
+                )
+            raise RateLimited(
+                "simulated rate limit", status_code=429, request_id=f"sim_req_{key[:16]}",
+                error_type="rate_limit_error", retry_after=1.0,
+            )
+        answer, _ = read_answer(request, rng, prof.skill)
+        if rng.random() < prof.verbosity:
+            answer = f"Thanks for reaching out! {answer} Let me know if there is anything else I can help with."
+        out_tokens = estimate_tokens(answer)
+        stop_reason = "end_turn"
+        if out_tokens > request.max_tokens:
+            answer = answer[: request.max_tokens * CHARS_PER_TOKEN]
+            out_tokens = request.max_tokens
+            stop_reason = "max_tokens"
+        usage = self._usage(request, out_tokens)
+        if self.fixed_latency_ms is not None:
+            latency = float(self.fixed_latency_ms)
+            ttft = latency / 2
+        else:
+            ttft = rng.lognormvariate(math.log(prof.ttft_median_ms), prof.latency_sigma)
+            gen = out_tokens / prof.tokens_per_s * 1000 * rng.lognormvariate(0, prof.latency_sigma)
+            latency = ttft + gen
+        if latency > 0 and self.time_scale > 0:
+            await asyncio.sleep(latency / 1000 * self.time_scale)
+        return Completion(
+            text=answer,
+            model=request.model,
+            stop_reason=stop_reason,
+            usage=usage,
+            latency_ms=round(latency, 3),
+            ttft_ms=round(ttft, 3),
+            request_id=f"sim_msg_{key[:24]}",
+            provider=self.name,
+        )
+
+    def _usage(self, request: Request, out_tokens: int) -> Usage:
+        msg_tokens = sum(estimate_tokens(m.content) + 4 for m in request.messages)
+        sys_tokens = estimate_tokens(request.system or "")
+        read = write = 0
+        if request.cache_system and sys_tokens >= MIN_CACHEABLE_TOKENS:
+            cache_key = hashlib.sha256(f"{request.model}\0{request.system}".encode()).hexdigest()
+            with self._lock:
+                if cache_key in self._cached:
+                    read = sys_tokens
+                else:
+                    self._cached.add(cache_key)
+                    write = sys_tokens
+            sys_tokens = 0
+        return Usage(
+            input_tokens=msg_tokens + sys_tokens,
+            output_tokens=out_tokens,
+            cache_read_tokens=read,
+            cache_write_tokens=write,
+        )
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds * self.time_scale)
+
+    def __repr__(self) -> str:
+        return f"<SimulatedProvider seed={self.seed} time_scale={self.time_scale}>"
