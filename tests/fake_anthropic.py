@@ -11,6 +11,14 @@ Standard library only, so it cannot break with a dependency upgrade::
 Endpoints: ``POST /v1/messages`` (JSON, or SSE when ``"stream": true``) and
 ``POST /v1/messages/count_tokens``. Either ``x-api-key`` or
 ``Authorization: Bearer`` authenticates; with ``api_key=`` set only that key does.
+As the real API does from ``anthropic-version: 2026-10-21`` (what SDK 2.x sends),
+``temperature``, ``top_p`` and ``top_k`` in the body get a 400.
+
+Answers are "Echo: " + the last user message unless ``server.reply`` says otherwise;
+``stop_sequences`` and ``max_tokens`` cut them as the API would. Usage counts about
+four characters a token; a system prompt sent as blocks with ``cache_control`` is
+reported as a cache write the first time its text is seen and a cache read after.
+``server.usage_override`` forces exact numbers.
 
 Faults, consumed one per request in arrival order (``queue_faults``), or drawn at
 random (``fault_rate``):
@@ -116,6 +124,16 @@ def _last_user_text(body: dict[str, Any]) -> str | None:
         if isinstance(message, dict) and message.get("role") == "user":
             return _text(message.get("content"))
     return None
+
+
+def _prompt_chars(body: dict[str, Any]) -> int:
+    """Characters of system prompt and message text in a request body."""
+    system = body.get("system")
+    chars = len(_text(system) if isinstance(system, list) else system if isinstance(system, str) else "")
+    for message in body.get("messages") or []:
+        if isinstance(message, dict):
+            chars += len(_text(message.get("content")))
+    return chars
 
 
 def _tokens(chars: int) -> int:
@@ -291,12 +309,14 @@ class FakeAnthropic:
             self._counter += 1
             return self._counter
 
-    def _record(self, recorded: RecordedRequest) -> Fault | None:
+    def _record(self, recorded: RecordedRequest, faultable: bool) -> Fault | None:
         """Store the request and pick the fault it gets, atomically."""
         with self._lock:
             self.requests.append(recorded)
-            if self._faults:
-                fault: Fault | None = self._faults.popleft()
+            if not faultable:
+                fault: Fault | None = None
+            elif self._faults:
+                fault = self._faults.popleft()
             elif self._fault_p and self._rng.random() < self._fault_p:
                 fault = ("status", self._rng.choice(self._fault_statuses), dict(self._fault_headers))
             else:
@@ -337,11 +357,9 @@ class FakeAnthropic:
             if marked:
                 prefix = _text(system[: marked[-1] + 1])
                 cached_chars, cache_key = len(prefix), (str(body.get("model")), prefix)
-        total_chars = len(_text(system) if isinstance(system, list) else system or "")
-        total_chars += sum(len(_text(m.get("content"))) for m in body.get("messages") or [])
         cached = _tokens(cached_chars)
         usage = {
-            "input_tokens": _tokens(total_chars) - cached,
+            "input_tokens": _tokens(_prompt_chars(body)) - cached,
             "output_tokens": max(1, _tokens(len(text))),
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
@@ -357,10 +375,7 @@ class FakeAnthropic:
         return usage
 
     def _count_tokens(self, body: dict[str, Any]) -> int:
-        system = body.get("system")
-        chars = len(_text(system) if isinstance(system, list) else system or "")
-        chars += sum(len(_text(m.get("content"))) for m in body.get("messages") or [])
-        return _tokens(chars)
+        return _tokens(_prompt_chars(body))
 
     def _mark_completed(self, body: dict[str, Any]) -> None:
         with self._lock:
@@ -386,6 +401,9 @@ def _check_fault(fault: Fault) -> Fault:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 resets connections when a benchmark
+    # opens hundreds at once.
+    request_queue_size = 1024
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that gave up (a timeout test) or a server being stopped is normal here.
@@ -404,6 +422,9 @@ class _Handler(BaseHTTPRequestHandler):
     fake: FakeAnthropic
     protocol_version = "HTTP/1.1"  # keep-alive, as real clients pool connections
     server_version = "FakeAnthropic/1"
+    # Headers, body and each SSE frame are separate small writes: without
+    # TCP_NODELAY, Nagle plus delayed ACKs adds about 40 ms to every response.
+    disable_nagle_algorithm = True
 
     def setup(self) -> None:
         super().setup()
@@ -423,13 +444,14 @@ class _Handler(BaseHTTPRequestHandler):
     # -- dispatch ----------------------------------------------------------
 
     def do_GET(self) -> None:
-        self._read_and_record()
+        self._read_and_record(faultable=False)
         self._send_error(404, f"not found: GET {self.path}")
 
     def do_POST(self) -> None:
-        recorded, fault = self._read_and_record()
         path = self.path.split("?", 1)[0]
-        if path not in ("/v1/messages", "/v1/messages/count_tokens"):
+        known = path in ("/v1/messages", "/v1/messages/count_tokens")
+        recorded, fault = self._read_and_record(faultable=known)
+        if not known:
             self._send_error(404, f"not found: POST {path}")
             return
         if not self._authorised():
@@ -466,7 +488,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         fault_kind = fault[0] if fault else None
         # A stream that fails part-way does not write the prompt cache.
-        message = self.fake._complete(body, cache=fault_kind not in ("stream_error", "cut"))
+        try:
+            message = self.fake._complete(body, cache=fault_kind not in ("stream_error", "cut"))
+        except Exception as exc:  # a broken `reply` callable should fail loudly, not hang
+            self._send_error(500, f"fake reply raised {exc!r}")
+            return
         if not stream:
             self._send_json(200, message)
             self.fake._mark_completed(body)
@@ -477,7 +503,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- helpers -----------------------------------------------------------
 
-    def _read_and_record(self) -> tuple[RecordedRequest, Fault | None]:
+    def _read_and_record(self, faultable: bool) -> tuple[RecordedRequest, Fault | None]:
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if length else b""
         body: Any = None
@@ -493,7 +519,7 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
         )
         self._recorded = recorded
-        return recorded, self.fake._record(recorded)
+        return recorded, self.fake._record(recorded, faultable)
 
     def _authorised(self) -> bool:
         key = self.headers.get("x-api-key")
@@ -513,12 +539,18 @@ class _Handler(BaseHTTPRequestHandler):
         self._recorded.request_id = request_id
         return request_id
 
-    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+    def _send_json(
+        self,
+        status: int,
+        payload: Any,
+        headers: dict[str, str] | None = None,
+        request_id: str | None = None,
+    ) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status, _reason(status))
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))
-        self.send_header("request-id", self._request_id())
+        self.send_header("request-id", request_id or self._request_id())
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
@@ -533,21 +565,9 @@ class _Handler(BaseHTTPRequestHandler):
         error_type: str | None = None,
     ) -> None:
         request_id = self._request_id()
-        payload = {
-            "type": "error",
-            "error": {"type": error_type or ERROR_TYPES.get(status, "api_error"), "message": message},
-            "request_id": request_id,
-        }
-        data = json.dumps(payload).encode()
-        self.send_response(status, _reason(status))
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.send_header("request-id", request_id)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-        self.wfile.flush()
+        error = {"type": error_type or ERROR_TYPES.get(status, "api_error"), "message": message}
+        payload = {"type": "error", "error": error, "request_id": request_id}
+        self._send_json(status, payload, headers, request_id)
 
     def _drop(self) -> None:
         self.close_connection = True
@@ -579,11 +599,11 @@ class _Handler(BaseHTTPRequestHandler):
             start = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
             start["usage"] = {**usage, "output_tokens": 1}
             self._event("message_start", {"type": "message_start", "message": start})
+            self._event("ping", {"type": "ping"})
             self._event(
                 "content_block_start",
                 {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
             )
-            self._event("ping", {"type": "ping"})
             for i, piece in enumerate(pieces):
                 if i and self.fake.delta_delay:
                     time.sleep(self.fake.delta_delay)
@@ -647,3 +667,32 @@ def _reason(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Error"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve until interrupted, for benchmarks that want the fake in its own process
+    (in-process, it shares the GIL with the client under test)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--delta-delay", type=float, default=0.0, help="seconds between text deltas")
+    parser.add_argument("--delta-chars", type=int, default=8)
+    parser.add_argument("--fault-rate", type=float, default=0.0)
+    parser.add_argument("--fault-statuses", default="429,529", help="comma-separated")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    server = FakeAnthropic(delta_delay=args.delta_delay, delta_chars=args.delta_chars, port=args.port)
+    with server:
+        if args.fault_rate:
+            statuses = [int(s) for s in args.fault_statuses.split(",") if s]
+            server.fault_rate(args.fault_rate, statuses=statuses, seed=args.seed)
+        print(server.base_url, flush=True)  # the first line is the URL to use
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import _html, _loop, config, traces
+from .datasets import Dataset, Datasets
 from .errors import ConfigError
+from .experiments import Experiment, Experiments
 from .pricing import Pricer
 from .prompts import PromptRegistry, PromptVersion
 from .providers.base import Provider, Request
@@ -54,6 +56,39 @@ class Workbench:
         self.provider = make_provider(provider, seed=seed, time_scale=time_scale)
         self.seed = seed
         self.tracer = Tracer(lambda: self.store.writer, self.pricing)
+        self.datasets = Datasets(self.store)
+        self.experiments = Experiments(self)
+
+    def experiment(
+        self,
+        name: str,
+        *,
+        dataset: Dataset,
+        variants: dict[str, Any],
+        scorers: Sequence[Any] = (),
+        repeats: int = 1,
+        seed: int | None = None,
+        concurrency: int = 8,
+        budget_usd: float | None = None,
+        max_error_rate: float | None = None,
+    ) -> Experiment:
+        """Create (or reopen, when the config is identical) an experiment; then ``.run()``.
+
+        Args:
+            name: unique per file; the same name with a different config is refused.
+            dataset: from ``bench.datasets.load``.
+            variants: ``{"A": v1, "B": wb.variant(v1, model="claude-sonnet-4-5")}``.
+            scorers: e.g. ``[wb.scorers.contains_reference()]``.
+            repeats: calls per (item, variant); repeats are averaged per item.
+            seed: sampling seed of the simulated provider (default: the bench's).
+            concurrency: calls in flight at once.
+            budget_usd: the run stops before it could exceed this, in-flight calls included.
+            max_error_rate: stop when more than this share of calls fail (after 20 calls).
+        """
+        return self.experiments.create(
+            name, dataset=dataset, variants=variants, scorers=scorers, repeats=repeats, seed=seed,
+            concurrency=concurrency, budget_usd=budget_usd, max_error_rate=max_error_rate,
+        )
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -152,6 +187,36 @@ class Workbench:
     def trace(self, trace_id: str) -> dict[str, Any] | None:
         self.flush()
         return traces.get_trace(self.store, trace_id)
+
+    def traces_df(self, **filters: Any) -> Any:
+        """Traces as a Polars frame (filters: since, until, model, prompt_name, prompt_version,
+        experiment_id, variant, status, user_id, kind, columns)."""
+        from . import frames
+
+        return frames.traces_df(self.store, **filters)
+
+    def scores_df(self, experiment_id: str | None = None) -> Any:
+        from . import frames
+
+        return frames.scores_df(self.store, experiment_id=experiment_id)
+
+    def experiments_df(self) -> Any:
+        from . import frames
+
+        return frames.experiments_df(self.store)
+
+    def metrics(self, by: str | list[str] | None = None, every: str | None = None, **filters: Any) -> Any:
+        """Requests, errors, tokens, cost and latency percentiles, grouped ``by`` and bucketed ``every``."""
+        from . import frames
+
+        return frames.metrics(self.store, by=by, every=every, **filters)
+
+    def report(self, obj: Any, path: str | os.PathLike[str], **kwargs: Any) -> Any:
+        """Write a self-contained HTML report of an experiment (or ``"traces"``); returns the path."""
+        from .report import write_report
+
+        self.flush()
+        return write_report(self, obj, path, **kwargs)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -122,3 +122,92 @@ def m003_price_overrides(db: Database) -> None:
         );
         """
     )
+
+
+@migrations()
+def m004_datasets(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE datasets (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,       -- a new version when content changes under one name
+            content_hash TEXT NOT NULL,     -- 'sha256:' of the canonical JSON of the items
+            n_items INTEGER NOT NULL,
+            source TEXT,                    -- file path or 'frame' / 'records'
+            created_at TEXT NOT NULL,
+            UNIQUE (name, version),
+            UNIQUE (name, content_hash)
+        );
+        CREATE TABLE dataset_items (
+            dataset_id TEXT NOT NULL REFERENCES datasets (id),
+            item_id TEXT NOT NULL,          -- the file's id, or item-0001 ...
+            idx INTEGER NOT NULL,           -- position in the file
+            inputs_json TEXT NOT NULL,      -- template variables
+            expected_json TEXT,             -- reference output (JSON: text or structured)
+            metadata_json TEXT,
+            cluster TEXT,                   -- items sharing a passage or conversation
+            PRIMARY KEY (dataset_id, item_id)
+        );
+        """
+    )
+
+
+@migrations()
+def m005_experiments(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE experiments (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            dataset_id TEXT REFERENCES datasets (id),
+            config_json TEXT NOT NULL,      -- pins prompt hashes, models, params, dataset hash, scorers, repeats, seed
+            config_hash TEXT NOT NULL,
+            status TEXT NOT NULL,           -- created, running, interrupted, stopped_budget, stopped_errors, completed
+            status_message TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE scores (
+            id TEXT PRIMARY KEY,
+            trace_id TEXT NOT NULL,         -- the call that was scored
+            experiment_id TEXT,
+            variant TEXT,
+            item_id TEXT,
+            repeat INTEGER,
+            scorer TEXT NOT NULL,
+            value REAL,                     -- NULL when the scorer could not score
+            passed INTEGER,                 -- 1/0, NULL where pass/fail does not apply
+            rationale TEXT,
+            judge_trace_id TEXT,            -- the judge's own call, for LLM-as-judge
+            created_at TEXT NOT NULL,
+            UNIQUE (trace_id, scorer)
+        );
+        CREATE INDEX idx_scores_experiment ON scores (experiment_id, variant, scorer);
+        """
+    )
+
+
+@migrations()
+def m006_feedback(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE feedback (
+            id TEXT PRIMARY KEY,
+            experiment_id TEXT,
+            item_id TEXT,
+            variant_a TEXT,                 -- pairwise preference between two variants ...
+            variant_b TEXT,
+            choice TEXT,                    -- a, b, tie, both_bad
+            trace_id TEXT,                  -- ... or a rating of one trace
+            rating REAL,
+            comment TEXT,
+            rater TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE UNIQUE INDEX idx_feedback_pair ON feedback (experiment_id, item_id, variant_a, variant_b, rater)
+            WHERE trace_id IS NULL;
+        CREATE UNIQUE INDEX idx_feedback_trace ON feedback (trace_id, rater) WHERE trace_id IS NOT NULL;
+        """
+    )

@@ -80,7 +80,7 @@ BOOTSTRAP_STATS = ("mean", "median", "p95")
 _QUANTILE_OF = {"median": 0.5, "p95": 0.95}
 
 _BOOTSTRAP_CHUNK_ELEMENTS = 1 << 22
-"""Resampled values held at once (32 MiB of float64), which bounds memory for large n."""
+"""Resample indices drawn at once; bounds memory (tens of MiB) however large the samples."""
 
 
 # --- records -----------------------------------------------------------------
@@ -314,7 +314,7 @@ def _mean_and_se(
 
 
 def mean_ci(values: Any, clusters: Any = None, confidence: float = 0.95) -> Estimate:
-    """Mean with a CLT confidence interval (Miller, sections 2 and 3).
+    """Mean with a CLT confidence interval.
 
     Args:
         values: One value per item (average repeats first with `item_means`).
@@ -366,7 +366,7 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
 def paired_difference(
     a: Any, b: Any, clusters: Any = None, confidence: float = 0.95
 ) -> PairedDifference:
-    """Compare two variants scored on the same items (Miller, section 4).
+    """Compare two variants scored on the same items.
 
     Pairing removes the variance of item difficulty the two variants share:
     the standard error is that of the per-item differences, which is small
@@ -383,8 +383,8 @@ def paired_difference(
 
     Returns:
         The difference B − A. Items where either score is NaN are dropped.
-        When every difference is the same, the standard error is 0 and the
-        p-value is 1.0 if that difference is 0, else 0.0.
+        When every difference is exactly the same, the standard error is 0
+        and the p-value is 1.0 if that difference is 0, else 0.0.
 
     Raises:
         ValueError: If the inputs differ in length, or the confidence is not
@@ -511,10 +511,10 @@ def mcnemar_exact(a_pass: Any, b_pass: Any) -> McNemar:
 
 
 def _row_quantile(sorted_values: np.ndarray, ranks: np.ndarray, q: float) -> np.ndarray:
-    """Linear-method quantile ``q`` of each row, given rows of ranks into ``sorted_values``.
+    """Linear-method quantile ``q`` of each row, given rows of positions in ``sorted_values``.
 
-    Ranks are small integers whose order is the order of the values, so the
-    selection partitions them rather than the float values, which is cheaper.
+    Positions sort in the same order as the values they point to, so the
+    selection partitions small integers rather than floats, which is cheaper.
     """
     n = ranks.shape[1]
     h = (n - 1) * q
@@ -534,19 +534,26 @@ def _row_quantile(sorted_values: np.ndarray, ranks: np.ndarray, q: float) -> np.
 class _Resampler:
     """Evaluates one statistic on rows of resample indices into one sample."""
 
-    def __init__(self, x: np.ndarray, stat: str) -> None:
-        self.x = x
+    def __init__(self, x: np.ndarray, stat: str, paired: bool) -> None:
         self.q = _QUANTILE_OF.get(stat)
+        self.values = x
+        self.ranks: np.ndarray | None = None
         if self.q is not None:
             order = np.argsort(x, kind="stable")
-            self.sorted = x[order]
-            self.ranks = np.empty(len(x), dtype=np.int32 if len(x) < 2**31 else np.int64)
-            self.ranks[order] = np.arange(len(x))
+            self.values = x[order]
+            # Unpaired draws index the sorted copy directly: resampling the
+            # sorted sample is resampling the sample, and it skips a gather.
+            # Paired draws index items, so they go through each item's rank.
+            if paired:
+                # int32 ranks partition faster than 64-bit ones.
+                self.ranks = np.empty(len(x), dtype=np.int32 if len(x) < 2**31 else np.intp)
+                self.ranks[order] = np.arange(len(x))
 
     def __call__(self, idx: np.ndarray) -> np.ndarray:
         if self.q is None:
-            return self.x[idx].mean(axis=1)
-        return _row_quantile(self.sorted, self.ranks[idx], self.q)
+            return self.values[idx.astype(np.intp, copy=False)].mean(axis=1)
+        ranks = idx if self.ranks is None else self.ranks[idx.astype(np.intp, copy=False)]
+        return _row_quantile(self.values, ranks, self.q)
 
 
 def _chunks(n_boot: int, row_length: int) -> list[int]:
@@ -622,20 +629,20 @@ def bootstrap_difference(
 
     q = _QUANTILE_OF.get(stat)
     point = (lambda x: float(np.mean(x))) if q is None else (lambda x: float(np.quantile(x, q)))
-    resample_a, resample_b = _Resampler(xa, stat), _Resampler(xb, stat)
+    resample_a, resample_b = _Resampler(xa, stat, paired), _Resampler(xb, stat, paired)
     rng = np.random.default_rng(seed)
-    # int32 indices halve the cost of drawing them, the bulk of the work.
+    # int32 indices are several times cheaper to draw than int64, the bulk of the work.
     index_type = np.int32 if max(n_a, n_b) < 2**31 else np.int64
     diffs = []
     for rows in _chunks(n_boot, n_a if paired else n_a + n_b):
         if paired:
-            idx = rng.integers(0, n_a, size=(rows, n_a), dtype=index_type)
-            idx = idx.astype(np.intp)
+            # Cast once here rather than once per side.
+            idx = rng.integers(0, n_a, size=(rows, n_a), dtype=index_type).astype(np.intp)
             diffs.append(resample_b(idx) - resample_a(idx))
         else:
             idx_a = rng.integers(0, n_a, size=(rows, n_a), dtype=index_type)
             idx_b = rng.integers(0, n_b, size=(rows, n_b), dtype=index_type)
-            diffs.append(resample_b(idx_b.astype(np.intp)) - resample_a(idx_a.astype(np.intp)))
+            diffs.append(resample_b(idx_b) - resample_a(idx_a))
     tail = (1 - confidence) / 2
     low, high = np.quantile(np.concatenate(diffs), [tail, 1 - tail])
     return result(point(xa), point(xb), float(low), float(high))
@@ -692,7 +699,7 @@ def minimum_detectable_effect(
     alpha: float = 0.05,
     power: float = 0.8,
 ) -> float:
-    """Smallest true difference a paired comparison of n items detects (Miller, section 5).
+    """Smallest true difference a paired comparison of n items detects.
 
     The inverse of `sample_size_needed`:
     ``(z_{1-alpha/2} + z_power) * sqrt((sd_a² + sd_b² − 2·rho·sd_a·sd_b) / n)``.
@@ -727,7 +734,7 @@ def sample_size_needed(
     alpha: float = 0.05,
     power: float = 0.8,
 ) -> int:
-    """Items a paired comparison needs to detect ``effect`` (Miller, section 5).
+    """Items a paired comparison needs to detect ``effect``.
 
     ``n = (z_{1-alpha/2} + z_power)² · (sd_a² + sd_b² − 2·rho·sd_a·sd_b) / effect²``,
     rounded up.
@@ -853,7 +860,8 @@ def verdict(
         p_value: P-value of the difference.
         alpha: Significance level.
         higher_is_better: False for metrics like latency or cost.
-        a: Name of variant A.
+        a: Name of variant A (the verdicts name only B, so it is unused
+            today; callers pass it for symmetry).
         b: Name of variant B.
 
     Returns:

@@ -98,21 +98,39 @@ class Store:
 
         with self.lock:
             db = self.db
-            known = {m.name for m in migrations._migrations}
-            applied = {m.name for m in migrations.applied(db)}
-            unknown = applied - known
-            if unknown:
-                raise StoreError(
-                    f"{self.path} was migrated by a newer workbench ({', '.join(sorted(unknown))}); "
-                    "upgrade workbench to open it"
-                )
-            pending = [m.name for m in migrations.pending(db)]
-            if pending:
-                try:
+            if not self._pending(db):
+                return []
+            # Another process may be migrating the same new file right now: take the
+            # write lock, then decide again what is pending, so each migration runs once.
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                pending = self._pending(db)
+                if pending:
                     migrations.apply(db)
-                except sqlite3.OperationalError as exc:
-                    raise StoreError(f"migrating {self.path} ({MIGRATION_SET}) failed: {exc}") from exc
+                self.conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise StoreError(f"migrating {self.path} ({MIGRATION_SET}) failed: {exc}") from exc
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
             return pending
+
+    def _pending(self, db: Any) -> list[str]:
+        """Names of migrations not yet applied; refuses a file from a newer workbench."""
+        from .migrations import migrations
+
+        known = {m.name for m in migrations._migrations}
+        applied = {m.name for m in migrations.applied(db)}
+        unknown = applied - known
+        if unknown:
+            raise StoreError(
+                f"{self.path} was migrated by a newer workbench ({', '.join(sorted(unknown))}); "
+                "upgrade workbench to open it"
+            )
+        return [m.name for m in migrations.pending(db)]
 
     def applied_migrations(self) -> list[str]:
         from .migrations import migrations

@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,10 @@ _STREAM_ERROR_CLASSES: dict[str, type[ProviderError]] = {
 }
 
 
+class IgnoredParamWarning(UserWarning):
+    """A request param the provider cannot send was left out."""
+
+
 class _Secret:
     """Holds the API key so that no repr, log line or traceback shows it."""
 
@@ -68,9 +73,6 @@ class _Secret:
     def __repr__(self) -> str:
         return "<secret>"
 
-    def __reduce__(self) -> Any:
-        raise TypeError("an API key is not pickled")
-
 
 class AnthropicProvider:
     """Completes requests with the Anthropic Messages API, streamed.
@@ -79,7 +81,8 @@ class AnthropicProvider:
         api_key: the API key; defaults to ``$ANTHROPIC_API_KEY``. Not needed when
             ``client`` is given.
         base_url: the API root; defaults to ``$ANTHROPIC_BASE_URL``, else the SDK's.
-        timeout: seconds the SDK waits for a connection or for the next bytes.
+        timeout: seconds the SDK waits for the next bytes (connecting waits at most
+            5 s); ignored when ``client`` is given.
         client: an ``anthropic.AsyncAnthropic`` to use instead of building one; it is
             copied with ``max_retries=0``.
 
@@ -103,6 +106,7 @@ class AnthropicProvider:
         self._client: anthropic.AsyncAnthropic | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._owns_client = client is None
+        self._warned_temperature = False
         if client is not None:
             self._client = client.with_options(max_retries=0)
             return
@@ -140,8 +144,11 @@ class AnthropicProvider:
 
     async def aclose(self) -> None:
         """Close the HTTP connections of a client this provider built."""
-        if self._owns_client and self._client is not None:
-            client, self._client = self._client, None
+        if not self._owns_client or self._client is None:
+            return
+        client, self._client = self._client, None
+        # A pool opened on a loop that has since closed cannot be closed from here.
+        if self._client_loop is asyncio.get_running_loop():
             await client.close()
 
     async def complete(self, request: Request) -> Completion:
@@ -153,12 +160,17 @@ class AnthropicProvider:
         client = self._get_client()
         params = _message_params(request)
         if "temperature" in params and not _takes_temperature(client):
-            raise BadRequest(
-                f"anthropic: temperature={request.temperature!r} cannot be sent: anthropic "
-                f"{_sdk_version()} speaks API version {_api_version()}, which rejects "
-                "temperature, top_p and top_k; leave Request.temperature as None for this provider",
-                error_type="invalid_request_error",
-            )
+            # The API version this SDK speaks rejects sampling params; a prompt's
+            # temperature is a wish we cannot send, so drop it and say so once.
+            del params["temperature"]
+            if not self._warned_temperature:
+                self._warned_temperature = True
+                warnings.warn(
+                    f"anthropic {_sdk_version()} speaks API version {_api_version()}, which takes no "
+                    "temperature; the prompt's temperature is not sent (the model's default applies)",
+                    IgnoredParamWarning,
+                    stacklevel=2,
+                )
         started = time.perf_counter()
         first_text: float | None = None
         try:
@@ -172,7 +184,10 @@ class AnthropicProvider:
                         first_text = time.perf_counter()
                 message = await stream.get_final_message()
         except Exception as exc:
-            raise _provider_error(exc) from exc
+            error = _provider_error(exc)
+            if error is None:
+                raise
+            raise error from exc
         finished = time.perf_counter()
         usage = message.usage
         return Completion(
@@ -198,7 +213,10 @@ class AnthropicProvider:
         try:
             result = await self._get_client().messages.count_tokens(**kwargs)
         except Exception as exc:
-            raise _provider_error(exc) from exc
+            error = _provider_error(exc)
+            if error is None:
+                raise
+            raise error from exc
         return result.input_tokens
 
     async def sleep(self, seconds: float) -> None:
@@ -249,8 +267,8 @@ def _message_params(request: Request) -> dict[str, Any]:
     return params
 
 
-def _provider_error(exc: Exception) -> Exception:
-    """Translate an SDK or transport exception; anything else passes through."""
+def _provider_error(exc: Exception) -> ProviderError | None:
+    """The ProviderError for an SDK or transport exception; None for anything else."""
     import anthropic
 
     if isinstance(exc, anthropic.APIStatusError):
@@ -266,7 +284,7 @@ def _provider_error(exc: Exception) -> Exception:
         return ProviderTimeout(f"anthropic: timed out reading the stream: {exc!r}")
     if isinstance(exc, transports):
         return ProviderConnectionError(f"anthropic: connection lost mid-stream: {exc!r}")
-    return exc
+    return None
 
 
 def _status_error(exc: anthropic.APIStatusError) -> ProviderError:

@@ -64,6 +64,10 @@ _STOPWORDS = frozenset(
 _WORD = re.compile(r"[a-z0-9]+")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _LABEL = re.compile(r"^\s*(\[[a-z]+\]|[A-Z][A-Za-z ]{0,20}:)\s*")
+_INSTRUCTION = re.compile(
+    r"^(you are|you're|answer|reply|respond|use |using |be |do not|don't|only |always |never |keep |please )", re.I
+)
+"""Sentences that instruct the model are not facts to answer with."""
 
 
 def _stem(word: str) -> str:
@@ -101,7 +105,10 @@ def read_answer(request: Request, rng: random.Random, skill: float) -> tuple[str
     questions = [s for s in sentences if s.endswith("?")]
     question = questions[-1] if questions else (sentences[-1] if sentences else "")
     q_words = content_words(question)
-    candidates = [s for s in _sentences((request.system or "") + "\n" + user_text) if s != question and not s.endswith("?")]
+    candidates = [
+        s for s in _sentences((request.system or "") + "\n" + user_text)
+        if s != question and not s.endswith("?") and not _INSTRUCTION.match(s)
+    ]
     scored = []
     for s in candidates:
         overlap = len(q_words & content_words(s))

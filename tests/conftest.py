@@ -1,0 +1,101 @@
+"""Shared fixtures: a store, a workbench on the simulator, and a scripted provider."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+import pytest
+
+import workbench as wb
+from workbench.providers.base import Completion, Request, Usage
+from workbench.providers.simulated import SimulatedProvider
+from workbench.store import Store
+
+
+class ScriptedProvider:
+    """A provider that answers from a queue: Completions are returned, errors raised.
+
+    ``calls`` counts attempts and ``requests`` keeps what each attempt was asked,
+    so tests can see retries. An empty queue is a test bug and fails loudly.
+    """
+
+    name = "scripted"
+    simulated = False
+
+    def __init__(self, outcomes: Iterable[Completion | BaseException | str] = ()) -> None:
+        self.outcomes: deque[Completion | BaseException | str] = deque(outcomes)
+        self.calls = 0
+        self.requests: list[Request] = []
+
+    def queue(self, *outcomes: Completion | BaseException | str) -> ScriptedProvider:
+        self.outcomes.extend(outcomes)
+        return self
+
+    @staticmethod
+    def completion(
+        text: str = "scripted answer",
+        *,
+        model: str = "claude-haiku-4-5",
+        input_tokens: int = 100,
+        output_tokens: int = 20,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        latency_ms: float = 250.0,
+        ttft_ms: float | None = 120.0,
+        request_id: str | None = "msg_scripted",
+        stop_reason: str = "end_turn",
+    ) -> Completion:
+        return Completion(
+            text=text,
+            model=model,
+            stop_reason=stop_reason,
+            usage=Usage(input_tokens, output_tokens, cache_read_tokens, cache_write_tokens),
+            latency_ms=latency_ms,
+            ttft_ms=ttft_ms,
+            request_id=request_id,
+            provider="scripted",
+        )
+
+    async def complete(self, request: Request) -> Completion:
+        self.calls += 1
+        self.requests.append(request)
+        if not self.outcomes:
+            raise AssertionError(f"ScriptedProvider has nothing queued for call {self.calls}")
+        outcome = self.outcomes.popleft()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if isinstance(outcome, str):
+            return self.completion(outcome, model=request.model)
+        return outcome
+
+    async def sleep(self, seconds: float) -> None:
+        pass
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "store.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def bench(tmp_path):
+    b = wb.open(tmp_path / "wb.db", provider=SimulatedProvider(seed=0, time_scale=0))
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def scripted():
+    """A fresh ScriptedProvider with nothing queued."""
+    return ScriptedProvider()
+
+
+@pytest.fixture
+def scripted_bench(tmp_path, scripted):
+    """A workbench whose calls go to the ``scripted`` provider."""
+    b = wb.open(tmp_path / "scripted.db", provider=scripted)
+    yield b
+    b.close()

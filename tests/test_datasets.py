@@ -1,0 +1,244 @@
+"""Datasets: loading JSONL, CSV, frames and records; versioning by content; clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from workbench.errors import DatasetError, DatasetNotFound
+
+SUPPORT_QA = Path(__file__).resolve().parent.parent / "data" / "support_qa.jsonl"
+
+
+def counts(bench) -> tuple[int, int]:
+    """Rows in datasets and dataset_items."""
+    (d,) = bench.store.execute("SELECT COUNT(*) FROM datasets").fetchone()
+    (i,) = bench.store.execute("SELECT COUNT(*) FROM dataset_items").fetchone()
+    return d, i
+
+
+def write_jsonl(path: Path, records: list[object]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+def test_load_shipped_jsonl(bench):
+    ds = bench.datasets.load("support-qa", SUPPORT_QA)
+    assert len(ds) == 60
+    assert ds.version == 1 and ds.name == "support-qa" and ds.ref == "support-qa@v1"
+    assert ds.content_hash.startswith("sha256:")
+    assert ds.has_clusters
+    assert len({i.cluster for i in ds}) > 1
+    first = ds[0]
+    assert first.item_id == "sq-001"
+    assert set(first.inputs) == {"context", "question"}
+    assert first.expected == "up to 2 devices"
+    assert first.metadata == {"topic": "sync", "difficulty": "easy"}
+    assert first.cluster == "sync"
+    assert ds["sq-001"] == first
+    with pytest.raises(DatasetNotFound, match="no item 'nope'"):
+        ds["nope"]
+    assert counts(bench) == (1, 60)
+    # What was stored reads back equal.
+    again = bench.datasets.get("support-qa")
+    assert again.items == ds.items and again.content_hash == ds.content_hash
+
+
+def test_load_csv_flat_columns_and_metadata_columns(bench, tmp_path):
+    path = tmp_path / "qa.csv"
+    path.write_text(
+        "id,question,context,expected,metadata.topic,cluster\n"
+        "q1,How many devices?,Up to 2 devices.,2 devices,sync,c1\n"
+        "q2,Where is export?,Use File > Export.,File > Export,export,c2\n",
+        encoding="utf-8",
+    )
+    ds = bench.datasets.load("csv-qa", path)
+    assert [i.item_id for i in ds] == ["q1", "q2"]
+    assert ds[0].inputs == {"question": "How many devices?", "context": "Up to 2 devices."}
+    assert ds[0].expected == "2 devices"
+    assert ds[0].metadata == {"topic": "sync"}
+    assert ds[1].cluster == "c2"
+
+
+def test_load_csv_selects_input_columns(bench, tmp_path):
+    path = tmp_path / "wide.csv"
+    path.write_text(
+        "question,notes,expected,metadata.source\n"
+        "What is 2+2?,ignore me,4,book\n"
+        "What is 3+3?,ignore me too,6,web\n",
+        encoding="utf-8",
+    )
+    ds = bench.datasets.load("wide", path, inputs=["question"])
+    assert [dict(i.inputs) for i in ds] == [{"question": "What is 2+2?"}, {"question": "What is 3+3?"}]
+    assert [i.expected for i in ds] == ["4", "6"]
+    assert [i.metadata for i in ds] == [{"source": "book"}, {"source": "web"}]
+    # Without an id column, ids follow the position.
+    assert [i.item_id for i in ds] == ["item-0001", "item-0002"]
+    with pytest.raises(DatasetError, match=r"wide\.csv line 2: missing input column\(s\) answer"):
+        bench.datasets.load("wide2", path, inputs=["answer"])
+
+
+def test_load_polars_frame(bench):
+    df = pl.DataFrame({
+        "id": ["a", "b", "c"],
+        "question": ["q one?", "q two?", "q three?"],
+        "expected": ["one", "two", "three"],
+        "cluster": ["x", "x", "y"],
+    })
+    ds = bench.datasets.load("frame", df)
+    assert len(ds) == 3
+    assert ds["b"].inputs == {"question": "q two?"} and ds["b"].expected == "two"
+    assert [i.cluster for i in ds] == ["x", "x", "y"]
+    out = ds.to_polars()
+    assert out.height == 3 and out["item_id"].to_list() == ["a", "b", "c"]
+
+
+def test_load_list_of_dicts(bench):
+    records = [
+        {"id": 1, "inputs": {"question": "hi?"}, "expected": ["hello", "hi"], "metadata": {"k": 1}},
+        {"id": 2, "question": "bye?"},
+    ]
+    ds = bench.datasets.load("records", records)
+    assert [i.item_id for i in ds] == ["1", "2"]
+    assert ds[0].expected == ["hello", "hi"] and ds[0].metadata == {"k": 1}
+    assert ds[1].inputs == {"question": "bye?"} and ds[1].expected is None
+
+
+# -- versions -------------------------------------------------------------------------------------
+
+
+def test_identical_content_same_version_changed_content_new_version(bench, tmp_path):
+    records = [{"id": "a", "question": "one?", "expected": "1"}, {"id": "b", "question": "two?", "expected": "2"}]
+    v1 = bench.datasets.load("versions", records)
+    # The same content from a file is the same dataset.
+    same = bench.datasets.load("versions", write_jsonl(tmp_path / "same.jsonl", records))
+    assert (same.id, same.version, same.content_hash) == (v1.id, 1, v1.content_hash)
+    assert counts(bench) == (1, 2)
+
+    changed = [*records[:1], {"id": "b", "question": "two?", "expected": "II"}]
+    v2 = bench.datasets.load("versions", changed)
+    assert v2.version == 2 and v2.content_hash != v1.content_hash
+    assert counts(bench) == (2, 4)
+    assert bench.datasets.get("versions").version == 2
+    old = bench.datasets.get("versions", 1)
+    assert old.id == v1.id and old["b"].expected == "2"
+    assert bench.datasets.get("versions", 2)["b"].expected == "II"
+    # Loading v1's content again finds v1; it does not make v3.
+    assert bench.datasets.load("versions", records).version == 1
+    assert bench.datasets.by_id(v2.id).version == 2
+    with pytest.raises(DatasetNotFound, match=r"dataset 'versions' v7 not found"):
+        bench.datasets.get("versions", 7)
+    with pytest.raises(DatasetNotFound, match="datasets: versions"):
+        bench.datasets.get("nope")
+    assert [(r["name"], r["version"], r["n_items"]) for r in bench.datasets.list()] == [
+        ("versions", 1, 2), ("versions", 2, 2),
+    ]
+
+
+def test_same_content_under_another_name_is_its_own_dataset(bench):
+    records = [{"question": "one?"}]
+    a = bench.datasets.load("a", records)
+    b = bench.datasets.load("b", records)
+    assert a.id != b.id and a.content_hash == b.content_hash and b.version == 1
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+def test_malformed_jsonl_names_file_and_line_and_writes_nothing(bench, tmp_path):
+    bench.datasets.load("existing", [{"question": "q?"}])
+    before = counts(bench)
+    path = tmp_path / "broken.jsonl"
+    path.write_text(
+        '{"id": "1", "question": "fine?"}\n'
+        '{"id": "2", "question": "fine too?"}\n'
+        '{"id": "3", "question": "broken?"\n'
+        '{"id": "4", "question": "never read?"}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(DatasetError) as info:
+        bench.datasets.load("broken", path)
+    message = str(info.value)
+    assert str(path) in message and "line 3" in message and "invalid JSON" in message
+    assert counts(bench) == before
+    assert not bench.store.query("SELECT 1 FROM datasets WHERE name = 'broken'")
+
+
+def test_blank_lines_are_skipped_and_do_not_shift_line_numbers(bench, tmp_path):
+    path = tmp_path / "gaps.jsonl"
+    path.write_text('{"question": "a?"}\n\n{"question": "b?"}\n\n[1, 2]\n', encoding="utf-8")
+    before = counts(bench)
+    with pytest.raises(DatasetError, match=r"gaps\.jsonl line 5: each item must be a JSON object, got list"):
+        bench.datasets.load("gaps", path)
+    assert counts(bench) == before
+
+
+def test_duplicate_ids(bench, tmp_path):
+    path = write_jsonl(tmp_path / "dup.jsonl", [{"id": "x", "question": "a?"}, {"id": "y", "question": "b?"},
+                                                {"id": "x", "question": "c?"}])
+    with pytest.raises(DatasetError) as info:
+        bench.datasets.load("dup", path)
+    message = str(info.value)
+    assert "duplicate id 'x'" in message and "line 3" in message and "line 1" in message
+    assert counts(bench) == (0, 0)
+
+
+def test_non_object_line(bench, tmp_path):
+    path = tmp_path / "scalar.jsonl"
+    path.write_text('{"question": "a?"}\n"just a string"\n', encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"scalar\.jsonl line 2: each item must be a JSON object, got str"):
+        bench.datasets.load("scalar", path)
+    assert counts(bench) == (0, 0)
+
+
+def test_empty_file(bench, tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n  \n", encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"empty\.jsonl: no items"):
+        bench.datasets.load("empty", path)
+    with pytest.raises(DatasetError, match="no items"):
+        bench.datasets.load("empty", [])
+    assert counts(bench) == (0, 0)
+
+
+def test_missing_file(bench, tmp_path):
+    path = tmp_path / "nowhere.jsonl"
+    with pytest.raises(DatasetError, match=r"dataset file .*nowhere\.jsonl not found"):
+        bench.datasets.load("missing", path)
+    assert counts(bench) == (0, 0)
+
+
+def test_unsupported_extension(bench, tmp_path):
+    path = tmp_path / "data.txt"
+    path.write_text("question\nwhat?\n", encoding="utf-8")
+    with pytest.raises(DatasetError) as info:
+        bench.datasets.load("txt", path)
+    message = str(info.value)
+    assert "data.txt" in message and "'.txt'" in message and ".jsonl" in message and ".csv" in message
+    assert counts(bench) == (0, 0)
+
+
+def test_item_without_inputs_and_bad_fields(bench):
+    with pytest.raises(DatasetError, match=r"record 2: item 'b' has no inputs"):
+        bench.datasets.load("x", [{"id": "a", "q": "?"}, {"id": "b", "expected": "e"}])
+    with pytest.raises(DatasetError, match="'inputs' must be an object"):
+        bench.datasets.load("x", [{"inputs": ["q"]}])
+    with pytest.raises(DatasetError, match="'metadata' must be an object"):
+        bench.datasets.load("x", [{"q": "?", "metadata": "m"}])
+    with pytest.raises(DatasetError, match="cannot load a dataset from int"):
+        bench.datasets.load("x", 42)
+    assert counts(bench) == (0, 0)
+
+
+def test_csv_row_with_extra_fields(bench, tmp_path):
+    path = tmp_path / "ragged.csv"
+    path.write_text("question,expected\na?,1\nb?,2,surplus\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"ragged\.csv line 3: more fields than the header"):
+        bench.datasets.load("ragged", path)
+    assert counts(bench) == (0, 0)

@@ -1,0 +1,253 @@
+"""The ``workbench`` command: a thin layer over the Python API.
+
+Heavy modules are imported inside commands so ``workbench --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from . import config
+from .errors import WorkbenchError
+
+db_option = click.option("--db", "db", default=None, help="SQLite file (default: $WORKBENCH_DB or workbench.db).")
+
+
+def _open(db: str | None, **kwargs: Any) -> Any:
+    from .bench import open as wb_open
+
+    return wb_open(db, **kwargs)
+
+
+class _Group(click.Group):
+    """Turns WorkbenchError into one clear line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except WorkbenchError as exc:
+            if config.debug():
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+
+
+def _list_default(group: click.Group) -> click.Group:
+    """Make a noun group run its ``list`` command when called bare."""
+    group.invoke_without_command = True
+    original = group.callback
+
+    def callback(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        if original is not None:
+            original(*args, **kwargs)
+        if ctx.invoked_subcommand is None:
+            ctx.invoke(group.commands["list"], **{k: v for k, v in kwargs.items() if k in {p.name for p in group.commands["list"].params}})
+
+    group.callback = callback
+    return group
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="workbench")
+def cli() -> None:
+    """workbench: prompts, experiments, evaluation and tracing in one SQLite file."""
+
+
+@cli.command()
+@db_option
+@click.option("--dataset", default="data/support_qa.jsonl", show_default=True, help="JSONL dataset to run on.")
+@click.option("--repeats", default=3, show_default=True, help="Calls per item and variant.")
+@click.option("--report", "report_path", default="reports/demo.html", show_default=True, help="Where to write the HTML report.")
+@click.option("--provider", default=None, help="simulated, anthropic or auto (default: $WORKBENCH_PROVIDER or auto).")
+@click.option("--time-scale", default=0.05, show_default=True, help="Simulated provider: real seconds per simulated second.")
+def demo(db: str | None, dataset: str, repeats: int, report_path: str, provider: str | None, time_scale: float) -> None:
+    """Run the offline demo: two prompt versions, an A/B experiment, a report."""
+    from .demo import run_demo
+
+    run_demo(db=db or "workbench.db", dataset=dataset, repeats=repeats, report_path=report_path,
+             provider=provider, time_scale=time_scale, echo=click.echo)
+
+
+# -- prompts ---------------------------------------------------------------------------------
+
+
+@cli.group()
+def prompts() -> None:
+    """Prompt versions and labels."""
+
+
+@prompts.command("list")
+@db_option
+def prompts_list(db: str | None) -> None:
+    """The latest version of every prompt, with labels."""
+    with _open(db, provider="simulated") as bench:
+        labels = bench.prompts.labels()
+        for p in bench.prompts.list():
+            lab = ", ".join(f"{k}=v{v}" for k, v in labels.get(p.name, {}).items())
+            click.echo(f"{p.name}\tv{p.version}\t{p.model}\t{p.created_at[:19]}\t{lab}")
+
+
+@prompts.command("show")
+@click.argument("name")
+@click.option("--version", "version", type=int, default=None)
+@click.option("--label", default=None)
+@db_option
+def prompts_show(name: str, version: int | None, label: str | None, db: str | None) -> None:
+    """One prompt version: template, model, params."""
+    with _open(db, provider="simulated") as bench:
+        p = bench.prompts.get(name, version, label=label)
+        click.echo(f"{p.ref}  model={p.model}  {p.content_hash}  {p.created_at}")
+        for k, v in sorted(p.params.items()):
+            click.echo(f"  {k}: {v!r}")
+        click.echo(p.template)
+
+
+@prompts.command("diff")
+@click.argument("name")
+@click.argument("a", type=int)
+@click.argument("b", type=int)
+@db_option
+def prompts_diff(name: str, a: int, b: int, db: str | None) -> None:
+    """Unified diff of two versions and their changed params."""
+    with _open(db, provider="simulated") as bench:
+        click.echo(str(bench.prompts.diff(a, b, name=name)))
+
+
+_list_default(prompts)
+
+
+# -- traces ----------------------------------------------------------------------------------
+
+
+@cli.group()
+def traces() -> None:
+    """Traced calls and spans."""
+
+
+@traces.command("list")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--experiment", default=None, help="Only this experiment's traces (by name).")
+@db_option
+def traces_list(limit: int, as_json: bool, experiment: str | None, db: str | None) -> None:
+    """Recent traces, newest first."""
+    with _open(db, provider="simulated") as bench:
+        filters = {}
+        if experiment:
+            filters["experiment_id"] = bench.experiments.get(experiment).id
+        for t in bench.traces(limit=limit, **filters):
+            if as_json:
+                click.echo(json.dumps(t, ensure_ascii=False))
+                continue
+            cost = "-" if t["cost_usd"] is None else f"${t['cost_usd']:.6f}"
+            lat = "-" if t["latency_ms"] is None else f"{t['latency_ms']:.0f}ms"
+            sim = " (simulated)" if t["simulated"] else ""
+            click.echo(f"{t['started_at'][:23]}  {t['kind']:4}  {t['status']:5}  {t['name'][:40]:40}  {lat:>8}  {cost:>11}{sim}")
+
+
+_list_default(traces)
+
+
+# -- experiments -----------------------------------------------------------------------------
+
+
+@cli.group()
+def experiments() -> None:
+    """A/B experiments."""
+
+
+@experiments.command("list")
+@db_option
+def experiments_list(db: str | None) -> None:
+    """Every experiment with its status, calls and cost."""
+    with _open(db, provider="simulated") as bench:
+        for e in bench.experiments.list():
+            cost = "-" if e["cost_usd"] is None else f"${e['cost_usd']:.4f}"
+            click.echo(f"{e['name']}\t{e['status']}\t{e['calls']} calls\t{cost}\t{e['created_at'][:19]}")
+
+
+@experiments.command("show")
+@click.argument("name")
+@db_option
+def experiments_show(name: str, db: str | None) -> None:
+    """An experiment's summary per variant."""
+    import polars as pl
+
+    with _open(db, provider="simulated") as bench:
+        exp = bench.experiments.get(name)
+        click.echo(repr(exp))
+        with pl.Config(tbl_cols=-1, tbl_width_chars=160, tbl_hide_dataframe_shape=True):
+            click.echo(str(exp.summary()))
+
+
+@experiments.command("compare")
+@click.argument("name")
+@click.argument("a", default="A")
+@click.argument("b", default="B")
+@db_option
+def experiments_compare(name: str, a: str, b: str, db: str | None) -> None:
+    """B against A: differences with confidence intervals and verdicts."""
+    with _open(db, provider="simulated") as bench:
+        click.echo(str(bench.experiments.get(name).compare(a, b)))
+
+
+_list_default(experiments)
+
+
+# -- reports and the file --------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("experiment", required=False)
+@click.option("--out", "out", required=True, help="HTML file to write.")
+@click.option("--traces", "traces_report", is_flag=True, help="A report of all traces instead of an experiment.")
+@db_option
+def report(experiment: str | None, out: str, traces_report: bool, db: str | None) -> None:
+    """Write a self-contained HTML report that opens offline."""
+    with _open(db, provider="simulated") as bench:
+        if traces_report or experiment is None:
+            path = bench.report("traces", out)
+        else:
+            path = bench.report(bench.experiments.get(experiment), out)
+        click.echo(str(path))
+
+
+@cli.group()
+def db() -> None:
+    """The SQLite file."""
+
+
+@db.command("path")
+@db_option
+def db_path(db: str | None) -> None:
+    """Print the resolved path of the file."""
+    import os
+
+    click.echo(os.path.abspath(config.db_path(db)))
+
+
+@db.command("migrate")
+@db_option
+def db_migrate(db: str | None) -> None:
+    """Create or upgrade the file to the current schema."""
+    from .store import Store
+
+    store = Store(config.db_path(db), migrate=False)
+    try:
+        applied = store.migrate()
+        click.echo(f"applied: {', '.join(applied)}" if applied else "up to date")
+    finally:
+        store.close()
+
+
+def main() -> None:
+    cli(prog_name="workbench")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,994 @@
+"""A/B experiments: variants of prompts and models over a dataset, with repeats.
+
+The stored config pins prompt content hashes, models, params, the dataset hash,
+scorers with their arguments, repeats and seed, so a run can be rebuilt and
+resumed. A run is async with a concurrency limit, stays within its budget
+(in-flight calls included), records provider errors as error traces, and after
+a crash makes only the calls that are missing. Only this module writes the
+``experiments`` and ``scores`` tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import _html, _loop, stats
+from ._canonical import canonical_json, content_hash, loads
+from ._ids import new_id, utc_now
+from .datasets import Dataset, DatasetItem
+from .errors import ConfigError, ExperimentError, ExperimentNotFound
+from .prompts import PromptVersion
+from .providers.base import Usage
+from .scorers import Example, Score, Scorer, build
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from .bench import Workbench
+    from .tracing import CallResult
+
+RESERVE_CHARS_PER_TOKEN = 2
+"""Budget reservations assume 2 characters a token: more tokens than any real tokenizer gives for prose."""
+MIN_CALLS_FOR_ERROR_RATE = 20
+"""``max_error_rate`` is judged only after this many calls."""
+
+SCORE_SQL = (
+    "INSERT INTO scores (id, trace_id, experiment_id, variant, item_id, repeat, scorer, value, passed, "
+    "rationale, judge_trace_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (trace_id, scorer) DO UPDATE SET value = excluded.value, passed = excluded.passed, "
+    "rationale = excluded.rationale, judge_trace_id = excluded.judge_trace_id, created_at = excluded.created_at"
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A prompt version, optionally on another model or with other params."""
+
+    prompt: PromptVersion
+    """The prompt version to render."""
+    model: str | None = None
+    """Model override (None: the prompt's own model)."""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    """Param overrides (temperature, max_tokens, ...)."""
+
+    @property
+    def effective_model(self) -> str:
+        return self.model or self.prompt.model
+
+    @property
+    def effective_params(self) -> dict[str, Any]:
+        return {**self.prompt.params, **self.params}
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt.name,
+            "version": self.prompt.version,
+            "content_hash": self.prompt.content_hash,
+            "model": self.effective_model,
+            "params": dict(self.params),
+        }
+
+    def label(self) -> str:
+        text = self.prompt.ref
+        if self.model and self.model != self.prompt.model:
+            text += f" on {self.model}"
+        if self.params:
+            text += " (" + ", ".join(f"{k}={v}" for k, v in sorted(self.params.items())) + ")"
+        return text
+
+
+def variant(prompt: PromptVersion, *, model: str | None = None, **params: Any) -> Variant:
+    """``wb.variant(v1, model="claude-sonnet-4-5", temperature=0)``."""
+    if not isinstance(prompt, PromptVersion):
+        raise ConfigError(f"a variant needs a PromptVersion from bench.prompts, got {type(prompt).__name__}")
+    return Variant(prompt, model, dict(params))
+
+
+def _as_variant(name: str, value: Any) -> Variant:
+    if isinstance(value, Variant):
+        return value
+    if isinstance(value, PromptVersion):
+        return Variant(value)
+    raise ConfigError(
+        f"variant {name!r} must be a PromptVersion or wb.variant(prompt, model=...), got {type(value).__name__}"
+    )
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a run will cost before it starts."""
+
+    calls: int
+    """Calls still to make (cells not yet completed)."""
+    cost_low: float | None
+    cost_expected: float | None
+    cost_high: float | None
+    """Worst case: every call writes ``max_tokens``."""
+    per_variant: dict[str, dict[str, Any]]
+    basis: str
+    """How the numbers were made."""
+
+    def __repr__(self) -> str:
+        if self.cost_expected is None:
+            return f"<Estimate {self.calls} calls, cost unknown ({self.basis})>"
+        return (
+            f"<Estimate {self.calls} calls, ${self.cost_expected:.4f} expected "
+            f"(range ${self.cost_low:.4f}–${self.cost_high:.4f}); {self.basis}>"
+        )
+
+    def _repr_html_(self) -> str:
+        rows = [
+            (v, d["calls"], d["input_tokens_per_call"], _money(d["cost_low"]), _money(d["cost_expected"]), _money(d["cost_high"]))
+            for v, d in self.per_variant.items()
+        ]
+        return (
+            f"<div><b>{self.calls} calls</b>, expected {_money(self.cost_expected)} "
+            f"(range {_money(self.cost_low)} – {_money(self.cost_high)})"
+            f"{_html.table(['variant', 'calls', 'input tokens/call', 'low', 'expected', 'worst case'], rows)}"
+            f"<small>{_html.esc(self.basis)}</small></div>"
+        )
+
+
+def _money(x: float | None) -> str:
+    return "unknown" if x is None or (isinstance(x, float) and math.isnan(x)) else f"${x:,.4f}"
+
+
+@dataclass
+class RunOutcome:
+    """What one ``run()`` did."""
+
+    status: str
+    calls: int = 0
+    errors: int = 0
+    spent_usd: float = 0.0
+    remaining: int = 0
+    message: str = ""
+
+
+class Experiment:
+    """An experiment: create with ``bench.experiment(...)``, then ``run()``."""
+
+    def __init__(
+        self,
+        bench: Workbench,
+        *,
+        id: str,
+        name: str,
+        dataset: Dataset,
+        variants: dict[str, Variant],
+        scorers: list[Scorer],
+        repeats: int,
+        seed: int,
+        concurrency: int,
+        budget_usd: float | None,
+        max_error_rate: float | None,
+        config: dict[str, Any],
+    ) -> None:
+        self.bench = bench
+        self.id = id
+        self.name = name
+        self.dataset = dataset
+        self.variants = variants
+        self.scorers = scorers
+        self.repeats = repeats
+        self.seed = seed
+        self.concurrency = concurrency
+        self.budget_usd = budget_usd
+        self.max_error_rate = max_error_rate
+        self.config = config
+        self.last_run: RunOutcome | None = None
+        self._on_call: list[Any] = []
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        rows = self.bench.store.query("SELECT status FROM experiments WHERE id = ?", (self.id,))
+        return rows[0]["status"] if rows else "unknown"
+
+    def _set_status(self, status: str, message: str | None = None) -> None:
+        self.bench.store.execute(
+            "UPDATE experiments SET status = ?, status_message = ?, updated_at = ? WHERE id = ?",
+            (status, message, utc_now(), self.id),
+        )
+
+    def cells(self) -> list[tuple[str, str, int]]:
+        """Every (variant, item id, repeat), in run order: repeat, then item, then variant."""
+        return [
+            (v, item.item_id, r)
+            for r in range(self.repeats)
+            for item in self.dataset.items
+            for v in self.variants
+        ]
+
+    def completed_cells(self) -> dict[tuple[str, str, int], str]:
+        """(variant, item, repeat) -> trace id of its successful call."""
+        self.bench.flush()
+        rows = self.bench.store.query(
+            "SELECT variant, item_id, repeat, id FROM traces WHERE experiment_id = ? AND kind = 'llm' "
+            "AND status = 'ok' AND variant IS NOT NULL ORDER BY id",
+            (self.id,),
+        )
+        done: dict[tuple[str, str, int], str] = {}
+        for r in rows:
+            done.setdefault((r["variant"], r["item_id"], r["repeat"]), r["id"])
+        return done
+
+    def spent_usd(self) -> float:
+        """Dollars spent by every call of this experiment so far (judges included)."""
+        self.bench.flush()
+        (spent,) = self.bench.store.execute(
+            "SELECT COALESCE(SUM(cost_usd), 0) FROM traces WHERE experiment_id = ?", (self.id,)
+        ).fetchone()
+        return float(spent)
+
+    # -- requests and costs ------------------------------------------------------------------
+
+    def _request(self, vname: str, item: DatasetItem, repeat: int) -> Any:
+        v = self.variants[vname]
+        req = v.prompt.to_request(item.inputs, allow_extra=True, model=v.model, **dict(v.params))
+        # The simulated provider samples by this; real providers ignore metadata.
+        req.metadata["sample"] = f"{self.seed}:{repeat}"
+        return req
+
+    def _reserve(self, request: Any) -> float | None:
+        """Worst-case dollars of one call: generous input count and max_tokens of output."""
+        chars = len(request.prompt_text())
+        usage = Usage(input_tokens=math.ceil(chars / RESERVE_CHARS_PER_TOKEN) + 16, output_tokens=request.max_tokens)
+        main = self.bench.pricing.estimate(request.model, usage)
+        if main is None:
+            return None
+        for s in self.scorers:
+            judge_model = getattr(s, "model", None)
+            if judge_model:
+                judge_usage = Usage(
+                    input_tokens=math.ceil((chars + request.max_tokens * 4 + 2_000) / RESERVE_CHARS_PER_TOKEN),
+                    output_tokens=getattr(s, "max_tokens", 300),
+                )
+                cost = self.bench.pricing.estimate(judge_model, judge_usage)
+                if cost is None:
+                    return None
+                main += cost
+        return main
+
+    def estimate(self) -> Estimate:
+        """Calls left to make and their cost: low, expected and worst case.
+
+        Input tokens come from the rendered prompts (4 characters a token);
+        output tokens from this experiment's finished calls of the same variant
+        when there are some, else from 20 to 300 tokens; the worst case is every
+        call writing ``max_tokens``.
+        """
+        done = self.completed_cells()
+        todo = [c for c in self.cells() if c not in done]
+        observed = self._observed_output_tokens()
+        per: dict[str, dict[str, Any]] = {}
+        totals = [0.0, 0.0, 0.0]
+        unknown = False
+        items = {i.item_id: i for i in self.dataset.items}
+        for vname in self.variants:
+            cells = [c for c in todo if c[0] == vname]
+            lo = ex = hi = 0.0
+            in_tokens = 0
+            for _, item_id, rep in cells:
+                req = self._request(vname, items[item_id], rep)
+                tokens = math.ceil(len(req.prompt_text()) / 4) + 8
+                in_tokens += tokens
+                o_lo, o_ex = observed.get(vname, (20, 300))
+                prices = [
+                    self.bench.pricing.estimate(req.model, Usage(input_tokens=int(tokens * f), output_tokens=int(o)))
+                    for f, o in ((0.85, o_lo), (1.0, o_ex), (1.15, req.max_tokens))
+                ]
+                if any(p is None for p in prices):
+                    unknown = True
+                    continue
+                lo += prices[0]  # type: ignore[operator]
+                ex += prices[1]  # type: ignore[operator]
+                hi += prices[2]  # type: ignore[operator]
+            per[vname] = {
+                "calls": len(cells),
+                "input_tokens_per_call": round(in_tokens / len(cells)) if cells else 0,
+                "cost_low": None if unknown else lo,
+                "cost_expected": None if unknown else ex,
+                "cost_high": None if unknown else hi,
+            }
+            totals = [totals[0] + lo, totals[1] + ex, totals[2] + hi]
+        basis = "input from rendered prompts at 4 chars/token; output " + (
+            "from finished calls" if observed else "assumed 20–300 tokens"
+        ) + "; worst case at max_tokens" + ("; judge calls not included" if any(getattr(s, "model", None) for s in self.scorers) else "")
+        if unknown:
+            return Estimate(len(todo), None, None, None, per, basis + "; some model has no known price")
+        return Estimate(len(todo), totals[0], totals[1], totals[2], per, basis)
+
+    def _observed_output_tokens(self) -> dict[str, tuple[float, float]]:
+        rows = self.bench.store.query(
+            "SELECT variant, MIN(output_tokens) AS lo, AVG(output_tokens) AS mean FROM traces "
+            "WHERE experiment_id = ? AND kind = 'llm' AND status = 'ok' AND variant IS NOT NULL GROUP BY variant",
+            (self.id,),
+        )
+        return {r["variant"]: (r["lo"], r["mean"]) for r in rows if r["mean"] is not None}
+
+    # -- running -----------------------------------------------------------------------------
+
+    def run(self, *, progress: bool = True, retry_errors: bool = True) -> Experiment:
+        """Make every missing call, score it, and store it. Returns self.
+
+        Works from a script and inside Jupyter. Interrupting (Ctrl-C, a crash)
+        loses no finished call; ``run()`` again makes only the missing ones.
+        """
+        _loop.run_sync(self.arun(progress=progress, retry_errors=retry_errors))
+        return self
+
+    async def arun(self, *, progress: bool = True, retry_errors: bool = True) -> Experiment:
+        """Async ``run``, for code that already runs in an event loop."""
+        await _loop.run_async(self._run(progress, retry_errors))
+        return self
+
+    async def _run(self, progress: bool, retry_errors: bool) -> None:
+        bench = self.bench
+        store = bench.store
+        done = await asyncio.to_thread(self.completed_cells)
+        todo = [c for c in self.cells() if c not in done]
+        if not retry_errors:
+            failed = {
+                (r["variant"], r["item_id"], r["repeat"])
+                for r in store.query(
+                    "SELECT variant, item_id, repeat FROM traces WHERE experiment_id = ? AND kind = 'llm' "
+                    "AND status = 'error' AND variant IS NOT NULL", (self.id,),
+                )
+            }
+            todo = [c for c in todo if c not in failed]
+        spent = await asyncio.to_thread(self.spent_usd)
+        items = {i.item_id: i for i in self.dataset.items}
+        outcome = RunOutcome(status="running", spent_usd=spent)
+        self.last_run = outcome
+        # Finished calls whose scores are missing (a crash between call and score).
+        await self._score_missing(done, items)
+        if not todo:
+            outcome.status = "completed"
+            self._set_status("completed", None)
+            return
+        if self.budget_usd is not None:
+            for vname, v in self.variants.items():
+                if bench.pricing.estimate(v.effective_model, Usage(1, 1)) is None:
+                    raise ConfigError(
+                        f"budget_usd is set but no price is known for model {v.effective_model!r} (variant {vname!r}); "
+                        f"set one with bench.pricing.set_price({v.effective_model!r}, input=..., output=...)"
+                    )
+        self._set_status("running", None)
+        sem = asyncio.Semaphore(self.concurrency)
+        reserved = 0.0
+        stop: list[str] = []
+        bar = _progress(len(todo), self.name, progress)
+
+        async def one(cell: tuple[str, str, int]) -> None:
+            nonlocal reserved
+            vname, item_id, rep = cell
+            async with sem:
+                if stop:
+                    return
+                request = self._request(vname, items[item_id], rep)
+                reserve = 0.0
+                if self.budget_usd is not None:
+                    reserve = self._reserve(request) or 0.0
+                    if outcome.spent_usd + reserved + reserve > self.budget_usd:
+                        if not stop:
+                            stop.append("stopped_budget")
+                        return
+                reserved += reserve
+                try:
+                    result = await bench.tracer.call(
+                        bench.provider, request,
+                        context={"experiment_id": self.id, "variant": vname, "item_id": item_id, "repeat": rep,
+                                 "metadata": {"dataset": self.dataset.ref}},
+                    )
+                    outcome.calls += 1
+                    outcome.spent_usd += result.cost_usd or 0.0
+                    if result.status == "ok":
+                        outcome.spent_usd += await self._score(result.trace_id, result.text, vname, items[item_id], rep)
+                    else:
+                        outcome.errors += 1
+                    # Durable before the next call: a crash must not lose a paid call.
+                    await asyncio.to_thread(store.flush)
+                finally:
+                    reserved -= reserve
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(errors=outcome.errors, spent=f"${outcome.spent_usd:.4f}", refresh=False)
+                for hook in self._on_call:
+                    hook(self, outcome)
+                if (
+                    self.max_error_rate is not None
+                    and outcome.calls >= MIN_CALLS_FOR_ERROR_RATE
+                    and outcome.errors / outcome.calls > self.max_error_rate
+                    and not stop
+                ):
+                    stop.append("stopped_errors")
+
+        try:
+            await asyncio.gather(*(one(c) for c in todo))
+        except asyncio.CancelledError:
+            await asyncio.to_thread(store.flush)
+            self._set_status("interrupted", "run cancelled; run() again to finish")
+            outcome.status = "interrupted"
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        remaining = len([c for c in self.cells() if c not in await asyncio.to_thread(self.completed_cells)])
+        outcome.remaining = remaining
+        if stop and stop[0] == "stopped_budget":
+            outcome.status = "stopped_budget"
+            outcome.message = (
+                f"experiment {self.name!r} stopped before exceeding its budget of ${self.budget_usd:.2f}: "
+                f"spent ${outcome.spent_usd:.4f}, {remaining} calls not made. Raise budget_usd and run() again to finish."
+            )
+        elif stop:
+            outcome.status = "stopped_errors"
+            outcome.message = (
+                f"experiment {self.name!r} stopped: error rate {outcome.errors}/{outcome.calls} exceeded "
+                f"max_error_rate={self.max_error_rate}; {remaining} calls not made."
+            )
+        elif remaining:
+            outcome.status = "completed_with_errors"
+            outcome.message = f"experiment {self.name!r}: {remaining} calls failed after retries; run() again to retry them."
+        else:
+            outcome.status = "completed"
+        self._set_status(outcome.status, outcome.message or None)
+        if outcome.message:
+            print(outcome.message)
+
+    async def _score(self, trace_id: str, output: str, vname: str, item: DatasetItem, rep: int) -> float:
+        """Score one output, write its rows; returns dollars spent by judges."""
+        example = Example(output=output, expected=item.expected, inputs=item.inputs, metadata=item.metadata, item_id=item.item_id)
+        judge = _Judge(self, item.item_id, rep, trace_id, vname)
+        now = utc_now()
+        for s in self.scorers:
+            try:
+                score = await s.score(example, judge)
+            except Exception as exc:  # noqa: BLE001 - a broken scorer must not stop the run
+                score = Score(None, None, f"{type(exc).__name__}: {exc}")
+            self.bench.store.writer.put(
+                SCORE_SQL,
+                (new_id(), trace_id, self.id, vname, item.item_id, rep, s.name,
+                 score.value, None if score.passed is None else int(score.passed), score.rationale,
+                 score.judge_trace_id, now),
+            )
+        return judge.spent
+
+    async def _score_missing(self, done: dict[tuple[str, str, int], str], items: dict[str, DatasetItem]) -> None:
+        if not done or not self.scorers:
+            return
+        have = {
+            (r["trace_id"], r["scorer"])
+            for r in self.bench.store.query("SELECT trace_id, scorer FROM scores WHERE experiment_id = ?", (self.id,))
+        }
+        for (vname, item_id, rep), trace_id in done.items():
+            if all((trace_id, s.name) in have for s in self.scorers):
+                continue
+            rows = self.bench.store.query("SELECT output FROM traces WHERE id = ?", (trace_id,))
+            await self._score(trace_id, rows[0]["output"] or "", vname, items[item_id], rep)
+        await asyncio.to_thread(self.bench.store.flush)
+
+    def on_call(self, hook: Any) -> None:
+        """Call ``hook(experiment, outcome)`` after every finished call (live views use it)."""
+        self._on_call.append(hook)
+
+    # -- readouts ----------------------------------------------------------------------------
+
+    def traces_df(self) -> pl.DataFrame:
+        """This experiment's model calls (judges excluded)."""
+        import polars as pl
+
+        from . import frames
+
+        df = frames.traces_df(self.bench.store, experiment_id=self.id, kind="llm")
+        return df.filter(pl.col("variant").is_not_null())
+
+    def scores_df(self) -> pl.DataFrame:
+        from . import frames
+
+        return frames.scores_df(self.bench.store, experiment_id=self.id)
+
+    def item_scores(self) -> pl.DataFrame:
+        """Per item, variant and scorer: the mean over repeats (long frame)."""
+        import polars as pl
+
+        s = self.scores_df()
+        clusters = pl.DataFrame(
+            {"item_id": [i.item_id for i in self.dataset.items], "cluster": [i.cluster for i in self.dataset.items]},
+            schema={"item_id": pl.String, "cluster": pl.String},
+        )
+        return (
+            s.group_by("item_id", "variant", "scorer")
+            .agg(
+                pl.col("value").mean().alias("value"),
+                pl.col("passed").cast(pl.Float64).mean().alias("pass_rate"),
+                pl.col("value").count().alias("n"),
+            )
+            .join(clusters, on="item_id", how="left")
+            .sort("variant", "scorer", "item_id")
+        )
+
+    def quality(self, confidence: float = 0.95) -> pl.DataFrame:
+        """Per variant and scorer: mean of item means with a (clustered) CI, and pass rate with a Wilson CI."""
+        import numpy as np
+        import polars as pl
+
+        items = self.item_scores()
+        rows = []
+        for vname in self.variants:
+            for s in self.scorers:
+                sub = items.filter((pl.col("variant") == vname) & (pl.col("scorer") == s.name) & pl.col("value").is_not_null())
+                values = sub["value"].to_numpy()
+                clusters = sub["cluster"].to_list() if self.dataset.has_clusters else None
+                est = stats.mean_ci(values, clusters=clusters, confidence=confidence)
+                passes = sub["pass_rate"].drop_nulls().to_numpy()
+                if len(passes):
+                    k = int(np.sum(passes >= 0.5))
+                    lo, hi = stats.wilson_interval(k, len(passes), confidence)
+                    pr = k / len(passes)
+                else:
+                    pr = lo = hi = None
+                rows.append({
+                    "variant": vname, "scorer": s.name, "mean": est.mean, "se": est.se,
+                    "ci_low": est.ci_low, "ci_high": est.ci_high, "n": est.n,
+                    "n_clusters": est.n_clusters, "pass_rate": pr, "pass_ci_low": lo, "pass_ci_high": hi,
+                })
+        schema = {"variant": pl.String, "scorer": pl.String, "mean": pl.Float64, "se": pl.Float64, "ci_low": pl.Float64,
+                  "ci_high": pl.Float64, "n": pl.Int64, "n_clusters": pl.Int64, "pass_rate": pl.Float64,
+                  "pass_ci_low": pl.Float64, "pass_ci_high": pl.Float64}
+        return pl.DataFrame(rows, schema=schema)
+
+    def summary(self, confidence: float = 0.95) -> pl.DataFrame:
+        """One row per variant: items, repeats, each scorer's mean and CI (and pass rate),
+        error rate, tokens, total and per-item cost, latency p50/p95."""
+        import polars as pl
+
+        t = self.traces_df()
+        base = pl.DataFrame(
+            {"variant": list(self.variants), "label": [v.label() for v in self.variants.values()],
+             "model": [v.effective_model for v in self.variants.values()]},
+            schema={"variant": pl.String, "label": pl.String, "model": pl.String},
+        )
+        calls = t.group_by("variant").agg(
+            pl.col("item_id").filter(pl.col("status") == "ok").n_unique().alias("n_items"),
+            pl.len().alias("calls"),
+            (pl.col("status") == "error").sum().alias("errors"),
+            (pl.col("status") == "error").mean().alias("error_rate"),
+            pl.col("input_tokens").mean().alias("input_tokens_mean"),
+            pl.col("output_tokens").mean().alias("output_tokens_mean"),
+            pl.col("cache_read_tokens").sum().alias("cache_read_tokens"),
+            pl.col("cost_usd").sum().alias("cost_usd"),
+            pl.col("cost_usd").is_null().and_(pl.col("status") == "ok").sum().alias("unpriced_calls"),
+            pl.col("latency_ms").filter(pl.col("status") == "ok").quantile(0.5, interpolation="linear").alias("latency_p50_ms"),
+            pl.col("latency_ms").filter(pl.col("status") == "ok").quantile(0.95, interpolation="linear").alias("latency_p95_ms"),
+        )
+        out = base.join(calls, on="variant", how="left").with_columns(
+            pl.lit(self.repeats).alias("repeats"),
+            (pl.col("cost_usd") / pl.col("n_items")).alias("cost_per_item_usd"),
+        )
+        q = self.quality(confidence)
+        for s in self.scorers:
+            sq = q.filter(pl.col("scorer") == s.name).select(
+                "variant",
+                pl.col("mean").alias(s.name),
+                pl.col("ci_low").alias(f"{s.name}_ci_low"),
+                pl.col("ci_high").alias(f"{s.name}_ci_high"),
+                pl.col("pass_rate").alias(f"{s.name}_pass_rate"),
+                pl.col("pass_ci_low").alias(f"{s.name}_pass_ci_low"),
+                pl.col("pass_ci_high").alias(f"{s.name}_pass_ci_high"),
+            )
+            out = out.join(sq, on="variant", how="left")
+        first = ["variant", "label", "model", "n_items", "repeats"]
+        return out.select(first + [c for c in out.columns if c not in first])
+
+    def compare(self, a: str = "A", b: str = "B", *, confidence: float = 0.95, alpha: float = 0.05, target_effect: float | None = None) -> Comparison:
+        """B against A on the same items: per scorer the paired difference with CI,
+        Holm-adjusted p-value, verdict, MDE and n needed; cost and latency differences."""
+        return compare(self, a, b, confidence=confidence, alpha=alpha, target_effect=target_effect)
+
+    def items(self, a: str = "A", b: str = "B", scorer: str | None = None) -> pl.DataFrame:
+        """Per item: inputs, reference, both outputs (first repeat) and scores; regressions first."""
+        import polars as pl
+
+        for v in (a, b):
+            if v not in self.variants:
+                raise ConfigError(f"no variant {v!r} in experiment {self.name!r} (variants: {', '.join(self.variants)})")
+        scorer = scorer or (self.scorers[0].name if self.scorers else None)
+        t = self.traces_df().filter(pl.col("status") == "ok").sort("repeat", "id")
+        first = t.group_by("variant", "item_id").agg(pl.col("output").first(), pl.col("id").first().alias("trace_id"))
+        base = pl.DataFrame(
+            {
+                "item_id": [i.item_id for i in self.dataset.items],
+                "inputs": [_inputs_text(i.inputs) for i in self.dataset.items],
+                "expected": [None if i.expected is None else str(i.expected) for i in self.dataset.items],
+                "cluster": [i.cluster for i in self.dataset.items],
+            },
+            schema={"item_id": pl.String, "inputs": pl.String, "expected": pl.String, "cluster": pl.String},
+        )
+        for v, suffix in ((a, "a"), (b, "b")):
+            part = first.filter(pl.col("variant") == v).select(
+                "item_id", pl.col("output").alias(f"output_{suffix}"), pl.col("trace_id").alias(f"trace_{suffix}")
+            )
+            base = base.join(part, on="item_id", how="left")
+            if scorer is not None:
+                sc = self.item_scores().filter((pl.col("variant") == v) & (pl.col("scorer") == scorer)).select(
+                    "item_id", pl.col("value").alias(f"score_{suffix}")
+                )
+                base = base.join(sc, on="item_id", how="left")
+        if scorer is not None:
+            base = base.with_columns((pl.col("score_b") - pl.col("score_a")).alias("delta")).sort("delta", nulls_last=True)
+        return base
+
+    def chart(self, kind: str = "quality", **kwargs: Any) -> Any:
+        """An Altair chart: quality, latency, cost, tokens, paired, cost_quality."""
+        from . import charts
+
+        if kind == "quality":
+            return charts.quality(self.quality(), **kwargs)
+        if kind == "latency":
+            return charts.latency(self.traces_df(), by="variant", **kwargs)
+        if kind == "cost":
+            return charts.cost_per_item(self.traces_df(), by="variant", **kwargs)
+        if kind == "tokens":
+            return charts.tokens(self.traces_df(), by="variant", **kwargs)
+        if kind == "paired":
+            names = list(self.variants)
+            a, b = kwargs.pop("a", names[0]), kwargs.pop("b", names[-1])
+            scorer = kwargs.pop("scorer", self.scorers[0].name if self.scorers else None)
+            return charts.paired_differences(self.item_scores(), a, b, scorer, **kwargs)
+        if kind == "cost_quality":
+            return charts.cost_quality(self.cost_quality_points(kwargs.pop("scorer", None)), **kwargs)
+        raise ConfigError(f"unknown chart {kind!r}; use quality, latency, cost, tokens, paired or cost_quality")
+
+    def cost_quality_points(self, scorer: str | None = None) -> pl.DataFrame:
+        import polars as pl
+
+        scorer = scorer or (self.scorers[0].name if self.scorers else None)
+        summ = self.summary()
+        q = self.quality().filter(pl.col("scorer") == scorer).select("variant", pl.col("mean").alias("quality"), "ci_low", "ci_high")
+        return summ.select("variant", pl.col("cost_per_item_usd").alias("cost_per_item")).join(q, on="variant", how="left")
+
+    def __repr__(self) -> str:
+        return f"<Experiment {self.name!r} {len(self.dataset)} items × {len(self.variants)} variants × {self.repeats} repeats: {self.status}>"
+
+    def _repr_html_(self) -> str:
+        head = (
+            f"<div><b>experiment {_html.esc(self.name)}</b> · status <b>{_html.esc(self.status)}</b> · dataset "
+            f"{_html.esc(self.dataset.ref)} ({len(self.dataset)} items) · repeats {self.repeats} · seed {self.seed}"
+        )
+        if getattr(self.bench.provider, "simulated", False):
+            head += ' · <span style="color:#b45309">simulated provider</span>'
+        variants = _html.table(["variant", "prompt / model"], [(k, v.label()) for k, v in self.variants.items()])
+        try:
+            summary = self.summary()
+            cols = ["variant", "n_items", "calls", "errors"] + [s.name for s in self.scorers] + ["cost_usd", "latency_p50_ms", "latency_p95_ms"]
+            body = _frame_html(summary.select([c for c in cols if c in summary.columns]))
+        except Exception as exc:  # noqa: BLE001 - a repr must not raise
+            body = f"<i>no results yet ({_html.esc(exc)})</i>"
+        return head + variants + body + "</div>"
+
+
+def _inputs_text(inputs: Mapping[str, Any]) -> str:
+    return "\n".join(f"{k}: {v}" for k, v in inputs.items())
+
+
+def _frame_html(df: pl.DataFrame, digits: int = 4) -> str:
+    rows = []
+    for r in df.iter_rows():
+        rows.append([f"{x:.{digits}g}" if isinstance(x, float) else ("" if x is None else x) for x in r])
+    return _html.table(df.columns, rows)
+
+
+def _progress(total: int, name: str, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=name, unit="call")
+
+
+class _Judge:
+    """What LLM-as-judge scorers see: prompt registration and traced calls."""
+
+    def __init__(self, exp: Experiment, item_id: str, repeat: int, judged: str, variant: str) -> None:
+        self.exp = exp
+        self.item_id = item_id
+        self.repeat = repeat
+        self.judged = judged
+        self.variant = variant
+        self.spent = 0.0
+
+    def register_prompt(self, name: str, template: str, model: str, **params: Any) -> PromptVersion:
+        return self.exp.bench.prompts.register(name, template, model, **params)
+
+    async def complete(self, prompt: PromptVersion, **variables: Any) -> CallResult:
+        request = prompt.to_request(variables)
+        request.metadata["sample"] = f"{self.exp.seed}:{self.repeat}"
+        result = await self.exp.bench.tracer.call(
+            self.exp.bench.provider, request,
+            context={"experiment_id": self.exp.id, "item_id": self.item_id, "repeat": self.repeat,
+                     "tags": ["judge"], "metadata": {"judged_trace": self.judged, "judged_variant": self.variant}},
+        )
+        self.spent += result.cost_usd or 0.0
+        return result
+
+
+# -- comparison ----------------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    """B against A: quality per scorer, cost and latency, each with uncertainty."""
+
+    experiment: str
+    a: str
+    b: str
+    scores: Any
+    """Polars frame: per scorer the paired difference, CI, p-values, verdict, MDE, n needed."""
+    cost: Any
+    """Polars frame: per-item cost difference (paired) with CI."""
+    latency: Any
+    """Polars frame: median and p95 latency differences (bootstrap CIs) and Mann-Whitney p."""
+    preference: Any = None
+    """Human preference of B over A, when rated (``stats.Preference``)."""
+    simulated: bool = False
+
+    def verdicts(self) -> dict[str, str]:
+        return dict(zip(self.scores["scorer"].to_list(), self.scores["verdict"].to_list()))
+
+    def __str__(self) -> str:
+        lines = [f"{self.experiment}: {self.b} vs {self.a}" + ("  [simulated provider]" if self.simulated else "")]
+        for r in self.scores.iter_rows(named=True):
+            lines.append(
+                f"  {r['scorer']}: {r['mean_a']:.3f} -> {r['mean_b']:.3f}, diff {r['diff']:+.3f} "
+                f"(95% CI {r['ci_low']:+.3f} to {r['ci_high']:+.3f}), p={r['p_holm']:.3g} (Holm) -> {r['verdict']}; "
+                f"n={r['n']}, MDE {r['mde']:.3f}" + (f", n needed {r['n_needed']}" if r["n_needed"] is not None else "")
+            )
+            if r.get("mcnemar_p") is not None:
+                lines.append(f"    pass rate {r['pass_rate_a']:.1%} -> {r['pass_rate_b']:.1%}, exact McNemar p={r['mcnemar_p']:.3g}")
+        for r in self.cost.iter_rows(named=True):
+            lines.append(
+                f"  cost per item: ${r['mean_a']:.6f} -> ${r['mean_b']:.6f}, diff {r['diff']:+.6f} "
+                f"(95% CI {r['ci_low']:+.6f} to {r['ci_high']:+.6f}) -> {r['verdict']}"
+            )
+        for r in self.latency.iter_rows(named=True):
+            lines.append(
+                f"  latency {r['stat']}: {r['a']:.0f} ms -> {r['b']:.0f} ms, diff {r['diff']:+.0f} ms "
+                f"(95% CI {r['ci_low']:+.0f} to {r['ci_high']:+.0f}), Mann-Whitney p={r['mann_whitney_p']:.3g}"
+            )
+        if self.preference is not None and self.preference.n:
+            p = self.preference
+            lines.append(
+                f"  human preference: {self.b} wins {p.wins_b}, {self.a} wins {p.wins_a}, ties {p.ties}; "
+                f"win rate {p.win_rate:.1%} (95% CI {p.ci_low:.1%}–{p.ci_high:.1%}), sign test p={p.p_value:.3g}"
+            )
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<Comparison {self.experiment}: {self.b} vs {self.a} {self.verdicts()}>"
+
+    def _repr_html_(self) -> str:
+        sim = '<div style="color:#b45309">Simulated provider: these numbers describe a declared simulation, not a real model.</div>' if self.simulated else ""
+        pref = ""
+        if self.preference is not None and self.preference.n:
+            p = self.preference
+            pref = (f"<p>Human preference: {_html.esc(self.b)} wins {p.wins_b}, {_html.esc(self.a)} wins {p.wins_a}, ties {p.ties}; "
+                    f"win rate {p.win_rate:.1%} (95% CI {p.ci_low:.1%}–{p.ci_high:.1%}), sign test p={p.p_value:.3g}</p>")
+        return (
+            f"<div><b>{_html.esc(self.b)} vs {_html.esc(self.a)}</b> · {_html.esc(self.experiment)}{sim}"
+            f"{_frame_html(self.scores)}{_frame_html(self.cost, 6)}{_frame_html(self.latency)}{pref}</div>"
+        )
+
+
+def compare(exp: Experiment, a: str, b: str, *, confidence: float = 0.95, alpha: float = 0.05, target_effect: float | None = None) -> Comparison:
+    import numpy as np
+    import polars as pl
+
+    for v in (a, b):
+        if v not in exp.variants:
+            raise ConfigError(f"no variant {v!r} in experiment {exp.name!r} (variants: {', '.join(exp.variants)})")
+    items = exp.item_scores()
+    rows = []
+    for s in exp.scorers:
+        sa = items.filter((pl.col("variant") == a) & (pl.col("scorer") == s.name)).select("item_id", "cluster", pl.col("value").alias("a"), pl.col("pass_rate").alias("pa"))
+        sb = items.filter((pl.col("variant") == b) & (pl.col("scorer") == s.name)).select("item_id", pl.col("value").alias("b"), pl.col("pass_rate").alias("pb"))
+        joined = sa.join(sb, on="item_id", how="inner").drop_nulls(["a", "b"]).sort("item_id")
+        va, vb = joined["a"].to_numpy(), joined["b"].to_numpy()
+        clusters = joined["cluster"].to_list() if exp.dataset.has_clusters else None
+        d = stats.paired_difference(va, vb, clusters=clusters, confidence=confidence)
+        sd_a = float(np.std(va, ddof=1)) if len(va) > 1 else float("nan")
+        sd_b = float(np.std(vb, ddof=1)) if len(vb) > 1 else float("nan")
+        corr = 0.0 if math.isnan(d.correlation) else d.correlation
+        mde = stats.minimum_detectable_effect(sd_a, sd_b, corr, max(d.n, 1), alpha=alpha) if d.n > 1 else float("nan")
+        effect = target_effect if target_effect is not None else abs(d.diff)
+        n_needed = None
+        if d.n > 1 and effect and not math.isnan(effect) and not (math.isnan(sd_a) or math.isnan(sd_b)):
+            try:
+                n_needed = stats.sample_size_needed(effect, sd_a, sd_b, corr, alpha=alpha)
+            except ValueError:
+                n_needed = None
+        row = {
+            "scorer": s.name, "n": d.n, "n_clusters": d.n_clusters, "mean_a": d.mean_a, "mean_b": d.mean_b,
+            "diff": d.diff, "se": d.se, "ci_low": d.ci_low, "ci_high": d.ci_high, "p_value": d.p_value,
+            "correlation": d.correlation, "mde": mde, "n_needed": n_needed,
+            "pass_rate_a": None, "pass_rate_b": None, "mcnemar_p": None,
+        }
+        pj = joined.drop_nulls(["pa", "pb"])
+        if pj.height:
+            pa, pb = pj["pa"].to_numpy() >= 0.5, pj["pb"].to_numpy() >= 0.5
+            m = stats.mcnemar_exact(pa, pb)
+            row.update(pass_rate_a=float(pa.mean()), pass_rate_b=float(pb.mean()), mcnemar_p=m.p_value)
+        rows.append(row)
+    p_holm = stats.holm([r["p_value"] for r in rows]) if rows else []
+    for r, p in zip(rows, p_holm):
+        r["p_holm"] = float(p)
+        r["verdict"] = stats.verdict(r["diff"], r["ci_low"], r["ci_high"], r["p_holm"], alpha=alpha, a=a, b=b)
+    score_schema = {
+        "scorer": pl.String, "n": pl.Int64, "n_clusters": pl.Int64, "mean_a": pl.Float64, "mean_b": pl.Float64,
+        "diff": pl.Float64, "se": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "p_value": pl.Float64,
+        "p_holm": pl.Float64, "verdict": pl.String, "correlation": pl.Float64, "mde": pl.Float64, "n_needed": pl.Int64,
+        "pass_rate_a": pl.Float64, "pass_rate_b": pl.Float64, "mcnemar_p": pl.Float64,
+    }
+    scores = pl.DataFrame([{k: r.get(k) for k in score_schema} for r in rows], schema=score_schema)
+
+    t = exp.traces_df()
+    ok = t.filter(pl.col("status") == "ok")
+    per_item = ok.group_by("variant", "item_id").agg(pl.col("cost_usd").mean().alias("cost"))
+    ca = per_item.filter(pl.col("variant") == a).select("item_id", pl.col("cost").alias("a"))
+    cb = per_item.filter(pl.col("variant") == b).select("item_id", pl.col("cost").alias("b"))
+    cj = ca.join(cb, on="item_id").drop_nulls().sort("item_id")
+    cd = stats.paired_difference(cj["a"].to_numpy(), cj["b"].to_numpy(), confidence=confidence)
+    cost = pl.DataFrame([{
+        "metric": "cost_per_item_usd", "n": cd.n, "mean_a": cd.mean_a, "mean_b": cd.mean_b, "diff": cd.diff,
+        "ci_low": cd.ci_low, "ci_high": cd.ci_high, "p_value": cd.p_value,
+        "verdict": stats.verdict(cd.diff, cd.ci_low, cd.ci_high, cd.p_value, alpha=alpha, higher_is_better=False, a=a, b=b).replace("better", "cheaper").replace("worse", "costlier"),
+    }])
+    la = ok.filter(pl.col("variant") == a)["latency_ms"].drop_nulls().to_numpy()
+    lb = ok.filter(pl.col("variant") == b)["latency_ms"].drop_nulls().to_numpy()
+    _, mw_p = stats.mann_whitney(la, lb)
+    lat_rows = []
+    for stat in ("median", "p95"):
+        bd = stats.bootstrap_difference(la, lb, stat=stat, seed=exp.seed, confidence=confidence)
+        lat_rows.append({"stat": stat, "a": bd.a, "b": bd.b, "diff": bd.diff, "ci_low": bd.ci_low, "ci_high": bd.ci_high,
+                         "n_a": bd.n_a, "n_b": bd.n_b, "mann_whitney_p": mw_p})
+    latency = pl.DataFrame(lat_rows)
+    pref = None
+    try:
+        from . import feedback
+
+        pref = feedback.preference(exp.bench.store, exp.id, a, b)
+    except (ImportError, AttributeError):
+        pref = None
+    return Comparison(exp.name, a, b, scores, cost, latency, pref, bool(getattr(exp.bench.provider, "simulated", False)))
+
+
+# -- the registry behind bench.experiment / bench.experiments ------------------------------------
+
+
+def make_config(dataset: Dataset, variants: dict[str, Variant], scorers: Sequence[Scorer], repeats: int, seed: int) -> dict[str, Any]:
+    return {
+        "dataset": {"id": dataset.id, "name": dataset.name, "version": dataset.version,
+                    "content_hash": dataset.content_hash, "n_items": len(dataset)},
+        "variants": {k: v.spec() for k, v in variants.items()},
+        "scorers": [s.spec() for s in scorers],
+        "repeats": repeats,
+        "seed": seed,
+    }
+
+
+class Experiments:
+    """``bench.experiments``: create, fetch and list experiments."""
+
+    def __init__(self, bench: Workbench) -> None:
+        self.bench = bench
+
+    def create(
+        self,
+        name: str,
+        *,
+        dataset: Dataset,
+        variants: Mapping[str, Any],
+        scorers: Sequence[Scorer] = (),
+        repeats: int = 1,
+        seed: int | None = None,
+        concurrency: int = 8,
+        budget_usd: float | None = None,
+        max_error_rate: float | None = None,
+    ) -> Experiment:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError("an experiment needs a non-empty name")
+        if not isinstance(dataset, Dataset):
+            raise ConfigError(f"dataset must come from bench.datasets.load(...), got {type(dataset).__name__}")
+        if not variants:
+            raise ConfigError("an experiment needs at least one variant, e.g. variants={'A': v1, 'B': v2}")
+        vs = {str(k): _as_variant(str(k), v) for k, v in variants.items()}
+        for s in scorers:
+            if not isinstance(s, Scorer):
+                raise ConfigError(f"{s!r} is not a scorer; use wb.scorers.contains_reference() or @wb.scorer")
+        names = [s.name for s in scorers]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"scorer names must be unique, got {names}; pass name=... to tell them apart")
+        if not isinstance(repeats, int) or repeats < 1:
+            raise ConfigError(f"repeats must be an integer >= 1, got {repeats!r}")
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        if budget_usd is not None and (not isinstance(budget_usd, (int, float)) or budget_usd <= 0):
+            raise ConfigError(f"budget_usd must be a positive number of dollars, got {budget_usd!r}")
+        if max_error_rate is not None and not 0 <= max_error_rate <= 1:
+            raise ConfigError(f"max_error_rate must be between 0 and 1, got {max_error_rate!r}")
+        for vname, v in vs.items():
+            missing = [var for var in v.prompt.variables if var not in dataset.items[0].inputs]
+            if missing:
+                raise ConfigError(
+                    f"variant {vname!r} ({v.prompt.ref}) needs {', '.join(missing)}, which dataset {dataset.ref} items "
+                    f"do not have (inputs: {', '.join(dataset.items[0].inputs)})"
+                )
+        seed = self.bench.seed if seed is None else seed
+        config = make_config(dataset, vs, list(scorers), repeats, seed)
+        digest = content_hash(config)
+        existing = self.bench.store.query("SELECT id, config_json, config_hash FROM experiments WHERE name = ?", (name,))
+        if existing:
+            if existing[0]["config_hash"] != digest:
+                old = loads(existing[0]["config_json"])
+                changed = [k for k in config if canonical_json(config[k]) != canonical_json(old.get(k))]
+                raise ExperimentError(
+                    f"experiment {name!r} already exists with a different config (changed: {', '.join(changed)}); "
+                    f"pick a new name, or bench.experiments.get({name!r}) to continue the stored one"
+                )
+            exp_id = existing[0]["id"]
+        else:
+            exp_id = new_id()
+            now = utc_now()
+            self.bench.store.execute(
+                "INSERT INTO experiments (id, name, dataset_id, config_json, config_hash, status, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, 'created', ?, ?)",
+                (exp_id, name, dataset.id, canonical_json(config), digest, now, now),
+            )
+        return Experiment(
+            self.bench, id=exp_id, name=name, dataset=dataset, variants=vs, scorers=list(scorers),
+            repeats=repeats, seed=seed, concurrency=concurrency, budget_usd=budget_usd,
+            max_error_rate=max_error_rate, config=config,
+        )
+
+    def get(self, name: str, *, concurrency: int = 8, budget_usd: float | None = None, max_error_rate: float | None = None) -> Experiment:
+        """Rebuild a stored experiment from its config (prompts by hash, dataset by id, scorers by spec)."""
+        rows = self.bench.store.query("SELECT * FROM experiments WHERE name = ?", (name,))
+        if not rows:
+            names = [r["name"] for r in self.bench.store.query("SELECT name FROM experiments ORDER BY created_at")]
+            raise ExperimentNotFound(f"experiment {name!r} not found; experiments: {', '.join(names) or 'none'}")
+        row = rows[0]
+        config = loads(row["config_json"])
+        dataset = self.bench.datasets.by_id(config["dataset"]["id"])
+        variants = {}
+        for vname, spec in config["variants"].items():
+            prompt = self.bench.prompts.by_hash(spec["prompt"], spec["content_hash"])
+            model = spec["model"] if spec["model"] != prompt.model else None
+            variants[vname] = Variant(prompt, model, spec.get("params") or {})
+        scorers = [build(s) for s in config["scorers"]]
+        return Experiment(
+            self.bench, id=row["id"], name=name, dataset=dataset, variants=variants, scorers=scorers,
+            repeats=config["repeats"], seed=config["seed"], concurrency=concurrency, budget_usd=budget_usd,
+            max_error_rate=max_error_rate, config=config,
+        )
+
+    def list(self) -> list[dict[str, Any]]:
+        self.bench.flush()
+        return self.bench.store.query(
+            "SELECT e.name, e.status, e.created_at, e.updated_at, "
+            "(SELECT COUNT(*) FROM traces t WHERE t.experiment_id = e.id AND t.kind = 'llm' AND t.variant IS NOT NULL) AS calls, "
+            "(SELECT SUM(cost_usd) FROM traces t WHERE t.experiment_id = e.id) AS cost_usd "
+            "FROM experiments e ORDER BY e.created_at"
+        )
+
+    def __repr__(self) -> str:
+        return f"<Experiments {len(self.list())}>"
+
+
+_ = time  # keep import for callers that patch time in tests

@@ -1,0 +1,452 @@
+"""Polars frames from the store: the analysis layer's only way into SQLite.
+
+Reads go through Arrow (ADBC's SQLite driver) rather than a Python loop over
+rows, and never write. Every frame has a declared schema, so an empty result
+still has the right columns and dtypes::
+
+    df = frames.traces_df(store, experiment_id=exp.id)
+    frames.metrics(df, by="variant")                 # one row per variant
+    frames.metrics(store, by="model", every="1h")    # loads only the columns it needs
+
+`metrics` is built to stay fast at a million traces: it pushes the ``kind``
+filter and the column choice into SQL, parses times only when bucketing, and
+does every aggregate in one Polars ``group_by``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import polars as pl
+
+from . import traces
+from .errors import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = [
+    "EXPERIMENT_SCHEMA",
+    "GROUP_COLUMNS",
+    "METRIC_COLUMNS",
+    "SCORE_SCHEMA",
+    "TRACE_SCHEMA",
+    "experiments_df",
+    "metrics",
+    "read_sql",
+    "scores_df",
+    "traces_df",
+]
+
+_INT_TRACE_COLUMNS = {
+    "simulated", "prompt_version", "repeat", "input_tokens", "output_tokens",
+    "cache_read_tokens", "cache_write_tokens", "attempts",
+}
+_FLOAT_TRACE_COLUMNS = {"latency_ms", "ttft_ms", "cost_usd"}
+
+TRACE_SCHEMA: dict[str, pl.DataType] = {
+    c: pl.Int64() if c in _INT_TRACE_COLUMNS else pl.Float64() if c in _FLOAT_TRACE_COLUMNS else pl.String()
+    for c in traces.COLUMNS
+}
+"""Dtypes of the ``traces`` columns as read (``started_at`` before time parsing)."""
+
+SCORE_SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.String(),
+    "trace_id": pl.String(),
+    "experiment_id": pl.String(),
+    "variant": pl.String(),
+    "item_id": pl.String(),
+    "repeat": pl.Int64(),
+    "scorer": pl.String(),
+    "value": pl.Float64(),
+    "passed": pl.Int64(),
+    "rationale": pl.String(),
+    "judge_trace_id": pl.String(),
+    "created_at": pl.String(),
+}
+"""Dtypes of the ``scores`` columns; ``passed`` stays 1/0/null as stored."""
+
+EXPERIMENT_SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.String(),
+    "name": pl.String(),
+    "status": pl.String(),
+    "created_at": pl.String(),
+    "updated_at": pl.String(),
+    "n_traces": pl.Int64(),
+    "cost_usd": pl.Float64(),
+}
+
+GROUP_COLUMNS = (
+    "model", "prompt_name", "prompt_version", "variant", "experiment_id", "user_id", "provider", "status",
+)
+"""Columns `metrics` can group by."""
+
+METRIC_COLUMNS = (
+    "requests", "errors", "error_rate", "input_tokens", "output_tokens", "cache_read_tokens",
+    "cache_write_tokens", "cost_usd", "unpriced", "latency_mean", "latency_p50", "latency_p95",
+    "latency_p99", "ttft_p50", "ttft_p95",
+)
+"""The columns `metrics` computes, in output order (after the group keys)."""
+
+_METRIC_INPUTS = (
+    "status", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+    "cost_usd", "latency_ms", "ttft_ms",
+)
+"""Trace columns `metrics` reads besides the group keys (and ``started_at`` when bucketing)."""
+
+_FILTERS = (
+    "since", "until", "model", "prompt_name", "prompt_version", "experiment_id", "variant",
+    "status", "user_id", "kind",
+)
+
+_ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"
+"""How `traces.iso_utc` writes ``started_at``: parsed vectorised, without format inference."""
+
+_BATCH_ROWS = str(2**31 - 1)
+"""One Arrow batch per result. ADBC's SQLite driver infers a column's type from
+its first batch and fails on a later batch that disagrees (text after a batch
+of NULLs); with one batch it sees every value and widens as it goes."""
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def _ro_uri(path: str) -> str:
+    """A read-only SQLite URI for a file path (the analysis layer never writes)."""
+    return "file:" + quote(Path(path).resolve().as_posix(), safe="/") + "?mode=ro"
+
+
+def _apply_schema(df: pl.DataFrame, schema: Mapping[str, pl.DataType] | None) -> pl.DataFrame:
+    if not schema:
+        return df
+    casts = [
+        pl.col(name).cast(dtype)
+        for name, dtype in schema.items()
+        if name in df.columns and df.schema[name] != dtype
+    ]
+    if not casts:
+        return df
+    try:
+        return df.with_columns(casts)
+    except pl.exceptions.PolarsError as exc:
+        raise StoreError(f"a column does not hold the type the schema declares: {exc}") from None
+
+
+def read_sql(
+    store: Store,
+    sql: str,
+    params: Sequence[Any] = (),
+    *,
+    schema: Mapping[str, pl.DataType] | None = None,
+) -> pl.DataFrame:
+    """Run one SELECT and return a Polars frame, through Arrow.
+
+    Queued trace rows are flushed first so they are visible. ``schema`` casts
+    the named columns, which gives empty results (and all-NULL columns) their
+    real dtypes; columns it does not name keep what the driver inferred.
+    An in-memory store is read over its own connection (``pl.read_database``):
+    no other connection can see it.
+    """
+    store.flush()
+    params = list(params)
+    if store.path == ":memory:" or not store.path:
+        with store.lock:
+            df = pl.read_database(
+                sql,
+                store.conn,
+                execute_options={"parameters": params} if params else None,
+                infer_schema_length=None,
+            )
+        return _apply_schema(df, schema)
+
+    import adbc_driver_sqlite.dbapi as adbc_sqlite
+
+    try:
+        with adbc_sqlite.connect(_ro_uri(store.path)) as conn, conn.cursor() as cur:
+            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": _BATCH_ROWS})
+            cur.execute(sql, params or None)
+            table = cur.fetch_arrow_table()
+    except OSError as exc:  # the driver reports SQLite errors as OSError subclasses
+        raise StoreError(f"reading {store.path} failed: {exc} (query: {sql.strip()[:200]})") from exc
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    return _apply_schema(df, schema)
+
+
+# -- traces ----------------------------------------------------------------------------------
+
+
+def _utc_text(value: str | datetime | date | None, name: str) -> str | None:
+    """``since``/``until`` as the UTC ISO text ``started_at`` is stored in (naive means UTC)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ConfigError(
+                f"{name}={value!r} is not an ISO 8601 time; pass e.g. '2025-01-31T12:00:00Z' or a datetime"
+            ) from None
+    elif isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if not isinstance(value, datetime):
+        raise ConfigError(f"{name} must be a str, date or datetime, not {type(value).__name__}")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def _check_columns(columns: str | Iterable[str] | None) -> list[str]:
+    if columns is None:
+        return list(traces.COLUMNS)
+    cols = [columns] if isinstance(columns, str) else list(columns)
+    known = set(traces.COLUMNS)
+    for c in cols:
+        if c not in known:
+            raise ConfigError(f"unknown trace column {c!r}; known columns: {', '.join(traces.COLUMNS)}")
+    if not cols:
+        raise ConfigError("columns is empty; pass None for every column")
+    return list(dict.fromkeys(cols))
+
+
+def _parse_started_at(df: pl.DataFrame) -> pl.DataFrame:
+    """``started_at`` text to Datetime(us, UTC), vectorised with the format we write."""
+    if "started_at" not in df.columns or df.schema["started_at"] != pl.String:
+        return df
+    raw = pl.col("started_at")
+    fast = raw.str.to_datetime(_ISO_FORMAT, time_unit="us", time_zone="UTC", strict=False)
+    out = df.with_columns(fast)
+    # Rows written by other tools ('Z' suffix, no offset, a space): infer only for those.
+    if out["started_at"].null_count() > df["started_at"].null_count():
+        slow = raw.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
+        out = out.with_columns(pl.coalesce(pl.col("started_at"), df.select(slow).to_series()))
+    return out
+
+
+def traces_df(
+    store: Store,
+    *,
+    since: str | datetime | date | None = None,
+    until: str | datetime | date | None = None,
+    model: str | None = None,
+    prompt_name: str | None = None,
+    prompt_version: int | None = None,
+    experiment_id: str | None = None,
+    variant: str | None = None,
+    status: str | None = None,
+    user_id: str | None = None,
+    kind: str | None = None,
+    columns: str | Iterable[str] | None = None,
+    parse_times: bool = True,
+) -> pl.DataFrame:
+    """Trace rows as a frame, oldest first.
+
+    Args:
+        since: keep rows started at or after this time (str or datetime; naive means UTC).
+        until: keep rows started before this time.
+        columns: a subset of `traces.COLUMNS`, selected in SQL (the fast path for big files).
+        parse_times: turn ``started_at`` into ``Datetime(us, UTC)``; otherwise it stays text.
+
+    The other arguments are equality filters on their column. ``tags_json`` and
+    ``metadata_json`` stay JSON text (decode with ``str.json_decode`` when needed).
+    """
+    cols = _check_columns(columns)
+    query = traces.TraceQuery(
+        since=_utc_text(since, "since"),
+        until=_utc_text(until, "until"),
+        model=model,
+        prompt_name=prompt_name,
+        prompt_version=prompt_version,
+        experiment_id=experiment_id,
+        variant=variant,
+        status=status,
+        user_id=user_id,
+        kind=kind,
+    )
+    where, params = query.where()
+    # `id` is a UUIDv7: ordering by it is ordering by start time, and it is the primary key.
+    sql = f"SELECT {', '.join(cols)} FROM traces{where} ORDER BY id"
+    df = read_sql(store, sql, params, schema={c: TRACE_SCHEMA[c] for c in cols})
+    return _parse_started_at(df) if parse_times else df
+
+
+def scores_df(store: Store, experiment_id: str | None = None) -> pl.DataFrame:
+    """The ``scores`` table (of one experiment, or all), in insertion-id order."""
+    cols = ", ".join(SCORE_SCHEMA)
+    if experiment_id is None:
+        return read_sql(store, f"SELECT {cols} FROM scores ORDER BY id", schema=SCORE_SCHEMA)
+    return read_sql(
+        store, f"SELECT {cols} FROM scores WHERE experiment_id = ? ORDER BY id", [experiment_id], schema=SCORE_SCHEMA
+    )
+
+
+def experiments_df(store: Store) -> pl.DataFrame:
+    """One row per experiment with its trace count and total known cost, newest first.
+
+    ``cost_usd`` sums the priced traces only; it is null when none was priced.
+    """
+    sql = """
+        SELECT e.id, e.name, e.status, e.created_at, e.updated_at,
+               COALESCE(t.n_traces, 0) AS n_traces, t.cost_usd
+        FROM experiments AS e
+        LEFT JOIN (
+            SELECT experiment_id, COUNT(*) AS n_traces, SUM(cost_usd) AS cost_usd
+            FROM traces WHERE experiment_id IS NOT NULL GROUP BY experiment_id
+        ) AS t ON t.experiment_id = e.id
+        ORDER BY e.created_at DESC, e.id DESC
+    """
+    return read_sql(store, sql, schema=EXPERIMENT_SCHEMA)
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+
+def _group_keys(by: str | Sequence[str] | None) -> list[str]:
+    if by is None:
+        return []
+    keys = [by] if isinstance(by, str) else list(by)
+    for k in keys:
+        if k not in GROUP_COLUMNS:
+            raise ConfigError(f"cannot group metrics by {k!r}; choose from: {', '.join(GROUP_COLUMNS)}")
+    return list(dict.fromkeys(keys))
+
+
+def _check_filters(filters: Mapping[str, Any]) -> None:
+    for name in filters:
+        if name not in _FILTERS:
+            raise ConfigError(f"unknown metrics filter {name!r}; filters are: {', '.join(_FILTERS)}")
+    if filters.get("kind") not in (None, "llm"):
+        raise ConfigError("metrics are computed over model calls (kind='llm'); drop the kind filter")
+
+
+def _filter_frame(df: pl.DataFrame, filters: Mapping[str, Any]) -> pl.DataFrame:
+    """The same filters as `traces_df`, applied to a frame already loaded."""
+    preds = []
+    for name, value in filters.items():
+        if value is None or name == "kind":
+            continue
+        if name in ("since", "until"):
+            if "started_at" not in df.columns:
+                raise ConfigError(f"{name}= needs a started_at column in the frame")
+            text = _utc_text(value, name)
+            col = pl.col("started_at")
+            bound: Any = text
+            if df.schema["started_at"] != pl.String:
+                bound = datetime.fromisoformat(text)  # type: ignore[arg-type]
+            preds.append(col >= bound if name == "since" else col < bound)
+        else:
+            if name not in df.columns:
+                raise ConfigError(f"filter {name}= needs a {name!r} column in the frame")
+            preds.append(pl.col(name) == value)
+    return df.filter(preds) if preds else df
+
+
+def _quantile(col: str, q: float, ok: pl.Expr) -> pl.Expr:
+    # Linear interpolation between closest ranks; Polars never indexes past the
+    # end, so one value gives that value for every q, and no value gives null.
+    return pl.col(col).filter(ok).quantile(q, interpolation="linear")
+
+
+def _metric_exprs() -> list[pl.Expr]:
+    ok = pl.col("status") == "ok"
+    requests = pl.len().cast(pl.Int64)
+    errors = (pl.col("status") == "error").sum().cast(pl.Int64)
+    cost = pl.col("cost_usd")
+    return [
+        requests.alias("requests"),
+        errors.alias("errors"),
+        pl.when(requests > 0).then(errors / requests).alias("error_rate"),
+        *(pl.col(c).sum().cast(pl.Int64).alias(c) for c in (
+            "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")),
+        # Null, not 0, when nothing in the group was priced: unknown is not free.
+        pl.when(cost.count() > 0).then(cost.sum()).alias("cost_usd"),
+        (ok & cost.is_null()).sum().cast(pl.Int64).alias("unpriced"),
+        pl.col("latency_ms").filter(ok).mean().alias("latency_mean"),
+        _quantile("latency_ms", 0.50, ok).alias("latency_p50"),
+        _quantile("latency_ms", 0.95, ok).alias("latency_p95"),
+        _quantile("latency_ms", 0.99, ok).alias("latency_p99"),
+        _quantile("ttft_ms", 0.50, ok).alias("ttft_p50"),
+        _quantile("ttft_ms", 0.95, ok).alias("ttft_p95"),
+    ]
+
+
+def metrics(
+    df_or_store: pl.DataFrame | Store,
+    by: str | Sequence[str] | None = None,
+    every: str | None = None,
+    **filters: Any,
+) -> pl.DataFrame:
+    """Traffic, errors, tokens, cost and latency of model calls (``kind == 'llm'``).
+
+    Args:
+        df_or_store: a traces frame (from `traces_df`) or a store; from a store
+            only the needed columns of the llm rows are read.
+        by: a column name or list of them among `GROUP_COLUMNS`.
+        every: a Polars duration ("5m", "1h", "1d"): adds a ``bucket`` column,
+            ``started_at`` truncated to it.
+        filters: the filters of `traces_df` (since, until, model, variant, ...).
+
+    Returns one row per group (``bucket`` first, then ``by``), sorted by the
+    keys, with `METRIC_COLUMNS`: ``requests`` counts every call, ``errors``
+    those with status 'error'; token columns and ``cost_usd`` are sums
+    (``cost_usd`` null when no call was priced, ``unpriced`` counts ok calls
+    with no known price); latency (ms) mean and exact p50/p95/p99 and ttft
+    p50/p95 are over ok calls only (linear interpolation, as numpy's default).
+    Without ``by`` or ``every`` the result is one row, even for no calls.
+    """
+    keys = _group_keys(by)
+    _check_filters(filters)
+    if every is not None and not isinstance(every, str):
+        raise ConfigError(f"every must be a Polars duration string such as '5m' or '1h', not {every!r}")
+
+    if isinstance(df_or_store, pl.DataFrame):
+        df = _filter_frame(df_or_store, filters)
+        if "kind" in df.columns:
+            df = df.filter(pl.col("kind") == "llm")
+    elif hasattr(df_or_store, "conn") and hasattr(df_or_store, "path"):
+        needed = [*keys, *(c for c in _METRIC_INPUTS if c not in keys)]
+        if every is not None:
+            needed.append("started_at")
+        df = traces_df(
+            df_or_store,  # type: ignore[arg-type]
+            **{**filters, "kind": "llm"},
+            columns=needed,
+            parse_times=every is not None,
+        )
+    else:
+        raise ConfigError(
+            f"metrics() takes a traces frame or a Store, not {type(df_or_store).__name__}; "
+            "convert other frames with pl.DataFrame(...)"
+        )
+
+    missing = [c for c in (*keys, *_METRIC_INPUTS) if c not in df.columns]
+    if every is not None and "started_at" not in df.columns:
+        missing.append("started_at")
+    if missing:
+        raise ConfigError(
+            f"the frame lacks column(s) {', '.join(missing)} that metrics() needs; "
+            "load it with traces_df(store) without columns=, or pass the store"
+        )
+
+    lf = df.lazy()
+    if every is not None:
+        if df.schema["started_at"] == pl.String:
+            lf = _parse_started_at(df.select([*keys, *_METRIC_INPUTS, "started_at"])).lazy()
+        try:
+            pl.DataFrame({"t": [datetime(2000, 1, 1)]}).select(pl.col("t").dt.truncate(every))
+        except (pl.exceptions.PolarsError, ValueError) as exc:
+            raise ConfigError(f"every={every!r} is not a Polars duration such as '5m', '1h', '1d': {exc}") from None
+        lf = lf.with_columns(pl.col("started_at").dt.truncate(every).alias("bucket"))
+        keys = ["bucket", *keys]
+
+    exprs = _metric_exprs()
+    if keys:
+        out = lf.group_by(keys).agg(exprs).sort(keys, nulls_last=True)
+    else:
+        out = lf.select(exprs)
+    return out.collect()

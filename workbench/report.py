@@ -1,0 +1,300 @@
+"""Self-contained HTML reports that open offline.
+
+Vega, Vega-Lite and vega-embed are inlined once (from vl-convert); each chart's
+spec sits in a JSON script block with ``<`` escaped, and every prompt, input and
+output is HTML-escaped, so model output can never run as code. Long outputs
+are cut with a visible marker; the database keeps them whole.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._html import esc
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from .bench import Workbench
+    from .experiments import Experiment
+
+MAX_OUTPUT_CHARS = 600
+"""Characters of one output shown in a report table."""
+MAX_ITEM_ROWS = 60
+"""Per-item rows shown (regressions first, then improvements)."""
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;color:#1f2933;background:#f7f8fa}
+main{max-width:1180px;margin:0 auto;padding:24px}
+h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:32px 0 8px;border-bottom:1px solid #d9dee5;padding-bottom:4px}
+h3{font-size:15px;margin:18px 0 6px}
+.meta{color:#52606d;font-size:13px}
+.banner{background:#fff4e5;border:1px solid #f0b35b;color:#7a4a00;padding:10px 14px;border-radius:6px;margin:12px 0;font-weight:600}
+table{border-collapse:collapse;margin:8px 0;background:#fff;font-size:13px}
+th,td{border:1px solid #d9dee5;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#eef1f5}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+pre{white-space:pre-wrap;word-break:break-word;margin:0;font:12px/1.4 ui-monospace,Menlo,Consolas,monospace;max-height:320px;overflow:auto}
+.cut{color:#b45309;font-style:italic}
+.charts{display:flex;flex-wrap:wrap;gap:16px}
+.chart{background:#fff;border:1px solid #d9dee5;border-radius:6px;padding:8px;min-width:320px}
+.verdict-better{color:#0f7b3f;font-weight:600}.verdict-worse{color:#b42318;font-weight:600}
+.verdict-none{color:#52606d}
+.note{color:#52606d;font-size:12px}
+"""
+
+EMBED = """
+document.querySelectorAll('script[type="application/json"][data-chart]').forEach(function (node) {
+  var target = document.getElementById(node.getAttribute('data-chart'));
+  vegaEmbed(target, JSON.parse(node.textContent), {actions: false, renderer: 'svg'}).catch(function (err) {
+    target.textContent = 'chart failed to render: ' + err;
+  });
+});
+"""
+
+
+def _json_for_script(value: Any) -> str:
+    """JSON safe inside a <script> block: no '<', '>' or '&' survive unescaped."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def _cut(text: Any, limit: int = MAX_OUTPUT_CHARS) -> str:
+    if text is None:
+        return '<span class="note">—</span>'
+    text = str(text)
+    if len(text) <= limit:
+        return f"<pre>{esc(text)}</pre>"
+    return f'<pre>{esc(text[:limit])}<span class="cut"> … [{len(text) - limit:,} more characters cut; full text in the database]</span></pre>'
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "—"
+        return f"{value:.{digits}g}" if abs(value) < 1e6 else f"{value:,.0f}"
+    return esc(value)
+
+
+def frame_table(df: pl.DataFrame, columns: Iterable[str] | None = None, digits: int = 4) -> str:
+    cols = [c for c in (columns or df.columns) if c in df.columns]
+    head = "".join(f"<th>{esc(c)}</th>" for c in cols)
+    body = []
+    for row in df.select(cols).iter_rows():
+        cells = []
+        for v in row:
+            cls = ' class="num"' if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
+            text = _fmt(v, digits)
+            if isinstance(v, str) and v.endswith(" better"):
+                text = f'<span class="verdict-better">{esc(v)}</span>'
+            elif isinstance(v, str) and v.endswith(" worse"):
+                text = f'<span class="verdict-worse">{esc(v)}</span>'
+            elif isinstance(v, str) and v.startswith("no detectable"):
+                text = f'<span class="verdict-none">{esc(v)}</span>'
+            cells.append(f"<td{cls}>{text}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+class _Page:
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.parts: list[str] = []
+        self.charts = 0
+
+    def add(self, html: str) -> None:
+        self.parts.append(html)
+
+    def chart(self, title: str, build: Any) -> None:
+        """Add a chart; a chart that cannot be built says so in the page and warns."""
+        try:
+            chart = build()
+            spec = chart.to_dict()
+        except Exception as exc:  # noqa: BLE001 - one bad chart must not lose the report
+            warnings.warn(f"report chart {title!r} could not be built: {exc}", RuntimeWarning, stacklevel=2)
+            self.add(f'<div class="chart"><h3>{esc(title)}</h3><p class="note">not available: {esc(exc)}</p></div>')
+            return
+        self.charts += 1
+        cid = f"chart-{self.charts}"
+        self.add(
+            f'<div class="chart"><h3>{esc(title)}</h3><div id="{cid}" class="vega-chart"></div>'
+            f'<script type="application/json" data-chart="{cid}">{_json_for_script(spec)}</script></div>'
+        )
+
+    def render(self) -> str:
+        import vl_convert as vlc
+
+        from . import __version__
+
+        bundle = vlc.javascript_bundle()
+        # A literal "</script" inside the bundle would end the tag early.
+        bundle = bundle.replace("</script", "<\\/script")
+        generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        return (
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; "
+            "style-src 'unsafe-inline'; img-src data:; font-src data:\">"
+            f"<title>{esc(self.title)}</title><style>{CSS}</style>"
+            f"<script>{bundle}</script></head><body><main>"
+            + "".join(self.parts)
+            + f'<p class="note">Generated by workbench {esc(__version__)} on {generated}. '
+            "Self-contained: opens offline, loads nothing from the network.</p>"
+            f"</main><script>{EMBED}</script></body></html>"
+        )
+
+
+SIMULATED_BANNER = (
+    '<div class="banner" role="alert">Simulated data: some or all calls in this report were answered by '
+    "workbench's built-in simulated provider, not by a real model. Quality, latency and cost describe a "
+    "declared simulation.</div>"
+)
+
+
+def experiment_report(exp: Experiment) -> str:
+    """The HTML of an experiment report."""
+    import polars as pl
+
+    from . import charts
+
+    traces = exp.traces_df()
+    page = _Page(f"workbench · {exp.name}")
+    simulated = bool(traces.height and traces["simulated"].fill_null(0).max())
+    page.add(f"<h1>Experiment: {esc(exp.name)}</h1>")
+    page.add(
+        f'<div class="meta">status {esc(exp.status)} · dataset {esc(exp.dataset.ref)} ({len(exp.dataset)} items, '
+        f"{esc(exp.dataset.content_hash)}) · repeats {exp.repeats} · seed {exp.seed} · providers "
+        f"{esc(', '.join(sorted(set(traces['provider'].drop_nulls().to_list()))) or 'none')}</div>"
+    )
+    if simulated:
+        page.add(SIMULATED_BANNER)
+
+    page.add("<h2>What was compared</h2>")
+    for name, v in exp.variants.items():
+        params = ", ".join(f"{k}={val!r}" for k, val in sorted(v.effective_params.items())) or "none"
+        page.add(
+            f"<h3>Variant {esc(name)}: {esc(v.label())}</h3>"
+            f'<div class="meta">model {esc(v.effective_model)} · params {esc(params)} · {esc(v.prompt.content_hash)}</div>'
+            f"{_cut(v.prompt.template, 4000)}"
+        )
+    scorer_names = [s.name for s in exp.scorers]
+    page.add("<h3>Scorers</h3>" + frame_table(pl.DataFrame({"scorer": scorer_names, "spec": [json.dumps(s.spec()) for s in exp.scorers]}, schema={"scorer": pl.String, "spec": pl.String})))
+
+    page.add("<h2>Summary</h2>")
+    summary = exp.summary()
+    page.add(frame_table(summary))
+    page.add('<p class="note">Quality: mean of per-item means (repeats averaged first) with a 95% CI'
+             + (", standard errors clustered by item cluster" if exp.dataset.has_clusters else "") + ".</p>")
+
+    names = list(exp.variants)
+    comparisons = [(names[0], other) for other in names[1:]]
+    for a, b in comparisons:
+        cmp = exp.compare(a, b)
+        page.add(f"<h2>{esc(b)} vs {esc(a)}</h2>")
+        page.add(frame_table(cmp.scores, ["scorer", "n", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p_value", "p_holm",
+                                          "verdict", "mde", "n_needed", "pass_rate_a", "pass_rate_b", "mcnemar_p"]))
+        page.add(frame_table(cmp.cost, digits=3))
+        page.add(frame_table(cmp.latency))
+        if cmp.preference is not None and cmp.preference.n:
+            p = cmp.preference
+            page.add(
+                f"<p>Human preference: {esc(b)} wins {p.wins_b}, {esc(a)} wins {p.wins_a}, ties {p.ties}; win rate "
+                f"{p.win_rate:.1%} (95% CI {p.ci_low:.1%}–{p.ci_high:.1%}), sign test p={p.p_value:.3g}.</p>"
+            )
+
+    page.add('<h2>Charts</h2><div class="charts">')
+    page.chart("Quality per variant (95% CI)", lambda: exp.chart("quality"))
+    if len(names) > 1 and scorer_names:
+        page.chart(f"Per-item difference {names[-1]} − {names[0]} ({scorer_names[0]})", lambda: exp.chart("paired", a=names[0], b=names[-1]))
+    page.chart("Latency distribution", lambda: charts.latency(traces, by="variant"))
+    page.chart("Cost per item", lambda: charts.cost_per_item(traces, by="variant"))
+    page.chart("Tokens per call", lambda: charts.tokens(traces, by="variant"))
+    if scorer_names:
+        page.chart("Cost vs quality", lambda: exp.chart("cost_quality"))
+    page.add("</div>")
+
+    if len(names) > 1 and scorer_names:
+        a, b = names[0], names[-1]
+        items = exp.items(a, b)
+        page.add(f"<h2>Per item: {esc(b)} vs {esc(a)} on {esc(scorer_names[0])}</h2>")
+        regress = items.filter(pl.col("delta") < 0)
+        improve = items.filter(pl.col("delta") > 0).sort("delta", descending=True)
+        page.add(f'<p class="meta">{regress.height} regressions, {improve.height} improvements, '
+                 f"{items.height - regress.height - improve.height} unchanged or unscored. Regressions first.</p>")
+        shown = pl.concat([regress, improve]).head(MAX_ITEM_ROWS)
+        rows = []
+        for r in shown.iter_rows(named=True):
+            rows.append(
+                f"<tr><td>{esc(r['item_id'])}</td><td>{_cut(r['inputs'], 400)}</td><td>{_cut(r['expected'], 200)}</td>"
+                f"<td>{_cut(r['output_a'])}</td><td>{_cut(r['output_b'])}</td>"
+                f'<td class="num">{_fmt(r["score_a"])}</td><td class="num">{_fmt(r["score_b"])}</td><td class="num">{_fmt(r["delta"])}</td></tr>'
+            )
+        more = items.height - shown.height
+        page.add(
+            f"<table><thead><tr><th>item</th><th>inputs</th><th>reference</th><th>output {esc(a)}</th><th>output {esc(b)}</th>"
+            f"<th>{esc(a)}</th><th>{esc(b)}</th><th>Δ</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            + (f'<p class="note">{more} more items not shown; see exp.items() in a notebook.</p>' if more > 0 else "")
+        )
+    return page.render()
+
+
+def traces_report(bench: Workbench, every: str | None = None, **filters: Any) -> str:
+    """The HTML of a report over traces: metrics over time and their charts."""
+    import polars as pl
+
+    from . import charts, frames
+
+    df = frames.traces_df(bench.store, **filters)
+    llm = df.filter(pl.col("kind") == "llm")
+    page = _Page("workbench · traces")
+    page.add("<h1>Traces</h1>")
+    if llm.height == 0:
+        page.add('<p class="meta">No model calls recorded yet.</p>')
+        return page.render()
+    first, last = llm["started_at"].min(), llm["started_at"].max()
+    page.add(f'<div class="meta">{llm.height:,} model calls from {esc(first)} to {esc(last)} · file {esc(bench.path)}</div>')
+    if llm["simulated"].fill_null(0).max():
+        page.add(SIMULATED_BANNER)
+    if every is None:
+        span_s = (last - first).total_seconds() if hasattr(last - first, "total_seconds") else 0
+        every = "1m" if span_s <= 3 * 3600 else ("15m" if span_s <= 2 * 86400 else "1d")
+    overall = frames.metrics(llm, by="model")
+    page.add("<h2>By model</h2>" + frame_table(overall))
+    over_time = frames.metrics(llm, every=every)
+    page.add(f"<h2>Over time (every {esc(every)})</h2>")
+    page.add('<div class="charts">')
+    page.chart("Requests, error rate, p95 latency and cost", lambda: charts.timeseries(over_time))
+    page.chart("Latency by model", lambda: charts.latency(llm, by="model"))
+    page.chart("Tokens by model", lambda: charts.tokens(llm, by="model"))
+    page.add("</div>")
+    page.add(frame_table(over_time))
+    errors = llm.filter(pl.col("status") == "error").group_by("error_type").len().sort("len", descending=True)
+    if errors.height:
+        page.add("<h2>Errors</h2>" + frame_table(errors))
+    return page.render()
+
+
+def write_report(bench: Workbench, obj: Any, path: str | Path, **kwargs: Any) -> Path:
+    """Write ``obj`` (an Experiment, or ``"traces"``) as one HTML file; returns its path."""
+    from .errors import ConfigError
+    from .experiments import Experiment
+
+    if isinstance(obj, Experiment):
+        html = experiment_report(obj)
+    elif obj == "traces":
+        html = traces_report(bench, **kwargs)
+    else:
+        raise ConfigError(f"cannot report on {type(obj).__name__}; pass an experiment or \"traces\"")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(out)
+    return out
