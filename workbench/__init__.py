@@ -2,25 +2,52 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
+from . import scorers
 from .bench import Workbench, open
+from .datasets import Dataset, DatasetItem
 from .errors import WorkbenchError
+from .experiments import Comparison, Experiment, Variant, variant
 from .prompts import PromptDiff, PromptVersion
 from .providers.base import Completion, Message, Provider, Request, Usage
+from .scorers import Score, Scorer, scorer
 from .tracing import CallResult
 
 __version__ = "0.1.0"
 
+_LAZY = ("charts", "frames", "report", "stats", "widgets")
+"""Submodules that import heavy libraries (Altair, Polars, ipywidgets): loaded on first use."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+
+
 __all__ = [
     "CallResult",
+    "Comparison",
     "Completion",
+    "Dataset",
+    "DatasetItem",
+    "Experiment",
     "Message",
     "PromptDiff",
     "PromptVersion",
     "Provider",
     "Request",
+    "Score",
+    "Scorer",
     "Usage",
+    "Variant",
     "Workbench",
     "WorkbenchError",
     "__version__",
     "open",
+    "scorer",
+    "scorers",
+    "variant",
 ]

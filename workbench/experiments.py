@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import _html, _loop, stats
+from . import _html, _loop
 from ._canonical import canonical_json, content_hash, loads
 from ._ids import new_id, utc_now
 from .datasets import Dataset, DatasetItem
@@ -183,6 +182,7 @@ class Experiment:
         self.config = config
         self.last_run: RunOutcome | None = None
         self._on_call: list[Any] = []
+        self._judge_prompts: dict[str, PromptVersion] = {}
 
     # -- state -------------------------------------------------------------------------------
 
@@ -280,6 +280,8 @@ class Experiment:
                 tokens = math.ceil(len(req.prompt_text()) / 4) + 8
                 in_tokens += tokens
                 o_lo, o_ex = observed.get(vname, (20, 300))
+                # No call writes more than max_tokens: keep low <= expected <= worst case.
+                o_lo, o_ex = min(o_lo, req.max_tokens), min(o_ex, req.max_tokens)
                 prices = [
                     self.bench.pricing.estimate(req.model, Usage(input_tokens=int(tokens * f), output_tokens=int(o)))
                     for f, o in ((0.85, o_lo), (1.0, o_ex), (1.15, req.max_tokens))
@@ -520,6 +522,8 @@ class Experiment:
         import numpy as np
         import polars as pl
 
+        from . import stats
+
         items = self.item_scores()
         rows = []
         for vname in self.variants:
@@ -706,7 +710,12 @@ class _Judge:
         self.spent = 0.0
 
     def register_prompt(self, name: str, template: str, model: str, **params: Any) -> PromptVersion:
-        return self.exp.bench.prompts.register(name, template, model, **params)
+        # One registration per experiment and prompt, not one transaction per scored output.
+        key = content_hash({"name": name, "template": template, "model": model, "params": params})
+        cache = self.exp._judge_prompts
+        if key not in cache:
+            cache[key] = self.exp.bench.prompts.register(name, template, model, **params)
+        return cache[key]
 
     async def complete(self, prompt: PromptVersion, **variables: Any) -> CallResult:
         request = prompt.to_request(variables)
@@ -790,6 +799,8 @@ class Comparison:
 def compare(exp: Experiment, a: str, b: str, *, confidence: float = 0.95, alpha: float = 0.05, target_effect: float | None = None) -> Comparison:
     import numpy as np
     import polars as pl
+
+    from . import stats
 
     for v in (a, b):
         if v not in exp.variants:
@@ -924,12 +935,14 @@ class Experiments:
         if max_error_rate is not None and not 0 <= max_error_rate <= 1:
             raise ConfigError(f"max_error_rate must be between 0 and 1, got {max_error_rate!r}")
         for vname, v in vs.items():
-            missing = [var for var in v.prompt.variables if var not in dataset.items[0].inputs]
-            if missing:
-                raise ConfigError(
-                    f"variant {vname!r} ({v.prompt.ref}) needs {', '.join(missing)}, which dataset {dataset.ref} items "
-                    f"do not have (inputs: {', '.join(dataset.items[0].inputs)})"
-                )
+            # Every item, not only the first: one item without the variable would stop the run half-way.
+            for item in dataset.items:
+                missing = [var for var in v.prompt.variables if var not in item.inputs]
+                if missing:
+                    raise ConfigError(
+                        f"variant {vname!r} ({v.prompt.ref}) needs {', '.join(missing)}, which dataset {dataset.ref} "
+                        f"item {item.item_id!r} does not have (its inputs: {', '.join(item.inputs)})"
+                    )
         seed = self.bench.seed if seed is None else seed
         config = make_config(dataset, vs, list(scorers), repeats, seed)
         digest = content_hash(config)
@@ -991,4 +1004,3 @@ class Experiments:
         return f"<Experiments {len(self.list())}>"
 
 
-_ = time  # keep import for callers that patch time in tests

@@ -21,6 +21,7 @@ import threading
 from dataclasses import dataclass
 
 from ..errors import Overloaded, RateLimited
+from . import _simjudge
 from .base import Completion, Request, Usage
 
 CHARS_PER_TOKEN = 4
@@ -198,8 +199,12 @@ class SimulatedProvider:
                 "simulated rate limit", status_code=429, request_id=f"sim_req_{key[:16]}",
                 error_type="rate_limit_error", retry_after=1.0,
             )
-        answer, _ = read_answer(request, rng, prof.skill)
-        if rng.random() < prof.verbosity:
+        prompt_text = "\n".join(m.content for m in request.messages)
+        if _simjudge.is_judge_prompt(prompt_text):
+            answer = _simjudge.judge_reply(prompt_text, rng, prof.skill)
+        else:
+            answer, _ = read_answer(request, rng, prof.skill)
+        if not _simjudge.is_judge_prompt(prompt_text) and rng.random() < prof.verbosity:
             answer = f"Thanks for reaching out! {answer} Let me know if there is anything else I can help with."
         out_tokens = estimate_tokens(answer)
         stop_reason = "end_turn"
