@@ -349,3 +349,12 @@ def test_fake_random_faults_are_seeded():
 def test_fake_rejects_unknown_faults(server):
     with pytest.raises(ValueError, match="unknown fault"):
         server.queue_faults([("explode",)])
+
+
+def test_a_malformed_key_never_reaches_the_error_text(server):
+    # httpx quotes an illegal header value, key included, in its error.
+    secret = "sk-ant-SECRET-VALUE"
+    bad = AnthropicProvider(api_key=secret + "\r", base_url=server.base_url)
+    error = failure(bad, Request.of("m", "hi"))
+    assert secret not in str(error) and secret not in error.message
+    assert not error.retryable

@@ -134,13 +134,16 @@ def test_override_wins_and_persists_across_reopen(tmp_path):
         expected = (1_000 * 0.5 + 100 * 2.0 + 2_000 * 0.05 + 500 * 0.5) / M
         assert bench.pricing.cost("claude-haiku-4-5", usage) == (pytest.approx(expected, rel=1e-12), "override")
 
+        haiku = bench.complete(model="claude-haiku-4-5", messages="What is the refund window?")
         with warnings.catch_warnings():
             warnings.simplefilter("error", UnknownPriceWarning)
-            r = bench.complete(model="acme-llm-7b", messages="What is the refund window?")
-        [row] = bench.traces()
-        assert row["price_source"] == "override"
-        assert row["cost_usd"] == pytest.approx((row["input_tokens"] * 0.2 + row["output_tokens"] * 0.4) / M)
-        assert r.cost_usd == row["cost_usd"]
+            acme = bench.complete(model="acme-llm-7b", messages="What is the refund window?")
+        rows = {r["model"]: r for r in bench.traces()}
+        assert rows["claude-haiku-4-5"]["price_source"] == rows["acme-llm-7b"]["price_source"] == "override"
+        h, a = rows["claude-haiku-4-5"], rows["acme-llm-7b"]
+        assert h["cost_usd"] == pytest.approx((h["input_tokens"] * 0.5 + h["output_tokens"] * 2.0) / M, rel=1e-12)
+        assert a["cost_usd"] == pytest.approx((a["input_tokens"] * 0.2 + a["output_tokens"] * 0.4) / M, rel=1e-12)
+        assert (haiku.cost_usd, acme.cost_usd) == (h["cost_usd"], a["cost_usd"])
 
 
 def test_set_price_refuses_negative_prices(bench):

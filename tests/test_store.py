@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import os
 import re
 import shutil
 import sqlite3
@@ -325,3 +327,48 @@ def test_two_processes_trace_into_one_file_at_once(tmp_path):
     assert count(path) == 40_000
     assert count(path, "WHERE name = ?", ("left",)) == 20_000
     assert count(path, "WHERE name = ?", ("right",)) == 20_000
+
+
+def test_one_unwritable_row_does_not_lose_the_rows_batched_with_it(store):
+    writer = store.writer
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the writer waits, so the rows below form one batch
+    writer.put(traces.SPAN_SQL, span_row(0))
+    for i in range(1, 101):
+        writer.put(traces.SPAN_SQL, span_row(i))
+    bad = list(span_row(101))
+    bad[5] = {"not": "bindable"}  # e.g. a caller's object SQLite cannot store
+    writer.put(traces.SPAN_SQL, tuple(bad))
+    for i in range(102, 202):
+        writer.put(traces.SPAN_SQL, span_row(i))
+    blocker.execute("COMMIT")
+    blocker.close()
+    with pytest.warns(RuntimeWarning, match="could not write 1 trace row"):
+        store.flush()
+    assert count(store.path) == 201
+    assert (writer.written, writer.failed) == (201, 1)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_writes_its_own_rows(tmp_path):
+    bench = wb.open(tmp_path / "fork.db", provider="simulated")
+
+    @bench.traced(name="step")
+    def step(i):
+        return i
+
+    step(-1)  # the parent's writer thread is running before the fork
+
+    def child():
+        for i in range(1_000):
+            step(i)
+        bench.flush()
+
+    try:
+        proc = multiprocessing.get_context("fork").Process(target=child)
+        proc.start()
+        proc.join(timeout=60)
+        assert proc.exitcode == 0
+    finally:
+        bench.close()
+    assert count(tmp_path / "fork.db") == 1_001

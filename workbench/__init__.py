@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+import importlib as _importlib
+from typing import Any as _Any
 
 from . import scorers
 from .bench import Workbench, open
@@ -21,9 +21,9 @@ _LAZY = ("charts", "frames", "report", "stats", "widgets")
 """Submodules that import heavy libraries (Altair, Polars, ipywidgets): loaded on first use."""
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     if name in _LAZY:
-        return importlib.import_module(f".{name}", __name__)
+        return _importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'workbench' has no attribute {name!r}")
 
 

@@ -10,6 +10,7 @@ from . import _html, _loop, config, traces
 from .datasets import Dataset, Datasets
 from .errors import ConfigError
 from .experiments import Experiment, Experiments
+from .feedback import Feedback
 from .pricing import Pricer
 from .prompts import PromptRegistry, PromptVersion
 from .providers.base import Provider, Request
@@ -57,6 +58,7 @@ class Workbench:
         self.seed = seed
         self.tracer = Tracer(lambda: self.store.writer, self.pricing)
         self.datasets = Datasets(self.store)
+        self.feedback = Feedback(self.store)
         self.experiments = Experiments(self)
 
     def experiment(

@@ -365,11 +365,13 @@ class Experiment:
         self._set_status("running", None)
         sem = asyncio.Semaphore(self.concurrency)
         reserved = 0.0
+        in_flight = 0
+        settled = asyncio.Condition()
         stop: list[str] = []
         bar = _progress(len(todo), self.name, progress)
 
         async def one(cell: tuple[str, str, int]) -> None:
-            nonlocal reserved
+            nonlocal reserved, in_flight
             vname, item_id, rep = cell
             async with sem:
                 if stop:
@@ -378,11 +380,20 @@ class Experiment:
                 reserve = 0.0
                 if self.budget_usd is not None:
                     reserve = self._reserve(request) or 0.0
+                    # Calls in flight usually cost far less than reserved: when only their
+                    # reservations stand in the way, wait for them rather than stop early.
+                    async with settled:
+                        await settled.wait_for(
+                            lambda: bool(stop) or in_flight == 0
+                            or outcome.spent_usd + reserved + reserve <= self.budget_usd  # type: ignore[operator]
+                        )
+                    if stop:
+                        return
                     if outcome.spent_usd + reserved + reserve > self.budget_usd:
-                        if not stop:
-                            stop.append("stopped_budget")
+                        stop.append("stopped_budget")
                         return
                 reserved += reserve
+                in_flight += 1
                 try:
                     result = await bench.tracer.call(
                         bench.provider, request,
@@ -399,6 +410,9 @@ class Experiment:
                     await asyncio.to_thread(store.flush)
                 finally:
                     reserved -= reserve
+                    in_flight -= 1
+                    async with settled:
+                        settled.notify_all()
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(errors=outcome.errors, spent=f"${outcome.spent_usd:.4f}", refresh=False)
@@ -427,7 +441,7 @@ class Experiment:
         if stop and stop[0] == "stopped_budget":
             outcome.status = "stopped_budget"
             outcome.message = (
-                f"experiment {self.name!r} stopped before exceeding its budget of ${self.budget_usd:.2f}: "
+                f"experiment {self.name!r} stopped before exceeding its budget of ${self.budget_usd:g}: "
                 f"spent ${outcome.spent_usd:.4f}, {remaining} calls not made. Raise budget_usd and run() again to finish."
             )
         elif stop:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import numpy as np
 import polars as pl
 
 from . import traces
@@ -107,7 +108,7 @@ _FILTERS = (
 _ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"
 """How `traces.iso_utc` writes ``started_at``: parsed vectorised, without format inference."""
 
-_BATCH_ROWS = str(2**31 - 1)
+_BATCH_ROWS = str(2**30)
 """One Arrow batch per result. ADBC's SQLite driver infers a column's type from
 its first batch and fails on a later batch that disagrees (text after a batch
 of NULLs); with one batch it sees every value and widens as it goes."""
@@ -164,6 +165,7 @@ def read_sql(
             )
         return _apply_schema(df, schema)
 
+    import adbc_driver_manager
     import adbc_driver_sqlite.dbapi as adbc_sqlite
 
     try:
@@ -171,7 +173,7 @@ def read_sql(
             cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": _BATCH_ROWS})
             cur.execute(sql, params or None)
             table = cur.fetch_arrow_table()
-    except OSError as exc:  # the driver reports SQLite errors as OSError subclasses
+    except (adbc_driver_manager.Error, OSError) as exc:
         raise StoreError(f"reading {store.path} failed: {exc} (query: {sql.strip()[:200]})") from exc
     df = pl.from_arrow(table)
     assert isinstance(df, pl.DataFrame)
@@ -346,33 +348,194 @@ def _filter_frame(df: pl.DataFrame, filters: Mapping[str, Any]) -> pl.DataFrame:
     return df.filter(preds) if preds else df
 
 
-def _quantile(col: str, q: float, ok: pl.Expr) -> pl.Expr:
-    # Linear interpolation between closest ranks; Polars never indexes past the
-    # end, so one value gives that value for every q, and no value gives null.
-    return pl.col(col).filter(ok).quantile(q, interpolation="linear")
+_TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+_QUANTILES = (("latency_ms", "latency", (0.50, 0.95, 0.99)), ("ttft_ms", "ttft", (0.50, 0.95)))
+_LOOP_GROUPS = 4096
+"""Up to this many groups, each group's values are sorted on their own (numpy's
+SIMD sort); beyond it one lexsort orders them all."""
 
 
-def _metric_exprs() -> list[pl.Expr]:
-    ok = pl.col("status") == "ok"
-    requests = pl.len().cast(pl.Int64)
-    errors = (pl.col("status") == "error").sum().cast(pl.Int64)
+def _densify(arr: np.ndarray) -> tuple[np.ndarray, int]:
+    """Integer keys to codes 0..k-1 in value order; returns the codes and k."""
+    n = arr.size
+    if n == 0:
+        return arr.astype(np.int64), 0
+    lo, hi = int(arr.min()), int(arr.max())
+    if hi - lo < max(4 * n, 1 << 16):
+        shifted = arr - lo
+        present = np.bincount(shifted, minlength=hi - lo + 1) > 0
+        lut = np.cumsum(present) - 1
+        return lut[shifted], int(lut[-1]) + 1
+    if bool(np.all(arr[1:] >= arr[:-1])):
+        # Time buckets of rows read in time order: a run-length code, O(n).
+        codes = np.empty(n, np.int64)
+        codes[0] = 0
+        np.cumsum(arr[1:] != arr[:-1], out=codes[1:])
+        return codes, int(codes[-1]) + 1
+    uniq, inverse = np.unique(arr, return_inverse=True)
+    return inverse.reshape(-1).astype(np.int64), len(uniq)
+
+
+def _key_codes(s: pl.Series) -> tuple[np.ndarray, int]:
+    """Codes for one key column; null is a value of its own."""
+    if s.dtype == pl.String:
+        s = s.cast(pl.Categorical)
+    elif not (s.dtype.is_integer() or s.dtype.is_temporal() or isinstance(s.dtype, (pl.Categorical, pl.Enum))):
+        s = s.cast(pl.String).cast(pl.Categorical)
+    phys = s.to_physical().cast(pl.Int64)
+    if phys.null_count():
+        lo = phys.min()
+        phys = phys.fill_null((lo - 1) if lo is not None else 0)  # type: ignore[operator]
+    return _densify(phys.to_numpy())
+
+
+def _group_codes(df: pl.DataFrame, keys: list[str]) -> tuple[np.ndarray | None, int]:
+    """One code per row for the combination of ``keys`` (None when there are no keys)."""
+    codes: np.ndarray | None = None
+    n_groups = 1
+    for key in keys:
+        ck, k = _key_codes(df[key])
+        codes = ck if codes is None else codes * k + ck
+        n_groups *= k
+        if n_groups > 2**31:  # keep the next product inside int64
+            codes, n_groups = _densify(codes)
+    if codes is not None and len(keys) > 1:
+        codes, n_groups = _densify(codes)
+    return codes, (n_groups if codes is not None else 1)
+
+
+def _grouped_quantiles(
+    values: np.ndarray, rows: np.ndarray, offsets: np.ndarray, qs: Sequence[float]
+) -> list[np.ndarray]:
+    """Exact linear-interpolated quantiles of ``values[rows]`` per group segment.
+
+    ``rows`` lists row numbers grouped by segment (``offsets`` bound them);
+    NaN (null) values are left out. Returns one array per quantile, NaN for a
+    segment with no value.
+    """
+    v = values[rows].astype(np.float64, copy=False)
+    n_groups = len(offsets) - 1
+    if n_groups == 1:
+        v.sort()  # NaN sorts last
+    elif n_groups <= _LOOP_GROUPS:
+        for g in range(n_groups):
+            a, b = offsets[g], offsets[g + 1]
+            if b - a > 1:
+                v[a:b].sort()
+    else:
+        seg = np.repeat(np.arange(n_groups), np.diff(offsets))
+        v = v[np.lexsort((v, seg))]
+    starts = offsets[:-1]
+    missing = np.isnan(v)
+    if missing.any():  # NaN sorted last in each segment: count what precedes it
+        valid = np.zeros(len(v) + 1, np.int64)
+        np.cumsum(~missing, out=valid[1:])
+        n = valid[offsets[1:]] - valid[starts]
+    else:
+        n = np.diff(offsets)
+    if len(v) == 0:
+        return [np.full(n_groups, np.nan) for _ in qs]
+    last = np.maximum(n - 1, 0)
+    out = []
+    for q in qs:
+        # Closest ranks around q * (n - 1); for n = 1 both are the one value.
+        pos = q * last
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, last)
+        # Empty segments would index a neighbour: clip, then mask them out.
+        a = v[np.minimum(starts + lo, len(v) - 1)]
+        b = v[np.minimum(starts + hi, len(v) - 1)]
+        out.append(np.where(n > 0, a + (b - a) * (pos - lo), np.nan))
+    return out
+
+
+def _sum_exprs() -> list[pl.Expr]:
     cost = pl.col("cost_usd")
     return [
-        requests.alias("requests"),
-        errors.alias("errors"),
-        pl.when(requests > 0).then(errors / requests).alias("error_rate"),
-        *(pl.col(c).sum().cast(pl.Int64).alias(c) for c in (
-            "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")),
-        # Null, not 0, when nothing in the group was priced: unknown is not free.
-        pl.when(cost.count() > 0).then(cost.sum()).alias("cost_usd"),
-        (ok & cost.is_null()).sum().cast(pl.Int64).alias("unpriced"),
-        pl.col("latency_ms").filter(ok).mean().alias("latency_mean"),
-        _quantile("latency_ms", 0.50, ok).alias("latency_p50"),
-        _quantile("latency_ms", 0.95, ok).alias("latency_p95"),
-        _quantile("latency_ms", 0.99, ok).alias("latency_p99"),
-        _quantile("ttft_ms", 0.50, ok).alias("ttft_p50"),
-        _quantile("ttft_ms", 0.95, ok).alias("ttft_p95"),
+        pl.len().cast(pl.Int64).alias("requests"),
+        pl.col("_err").sum().cast(pl.Int64).alias("errors"),
+        *(pl.col(c).sum().cast(pl.Int64) for c in _TOKENS),
+        cost.sum().alias("cost_usd"),
+        cost.count().cast(pl.Int64).alias("_priced"),
+        pl.col("_unpriced").sum().cast(pl.Int64).alias("unpriced"),
+        pl.col("_lat").mean().alias("latency_mean"),
     ]
+
+
+def _uint(n: int) -> Any:
+    return np.uint8 if n < 2**8 else np.uint16 if n < 2**16 else np.uint32 if n < 2**32 else np.uint64
+
+
+def _compute(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """The metrics of `metrics`, one row per group of ``keys`` (unsorted).
+
+    Rows get an integer group code first. Polars then sums over the codes
+    (much cheaper than grouping by strings once per aggregate), and numpy
+    sorts each group's ok latencies once for exact percentiles: its SIMD sort
+    beats Polars' grouped quantile several times over.
+    """
+    status = df["status"]
+    ok = (status == "ok").fill_null(False)
+    err = (status == "error").fill_null(False)
+    llm = (df["kind"] == "llm").fill_null(False) if "kind" in df.columns else None
+    if llm is not None:
+        ok, err = ok & llm, err & llm
+
+    codes, n_groups = _group_codes(df, keys)
+    cost = df["cost_usd"].cast(pl.Float64)
+    columns = [
+        err.alias("_err"),
+        (ok & cost.is_null()).alias("_unpriced"),
+        *(df[c] for c in _TOKENS),
+        cost,
+        df["latency_ms"].cast(pl.Float64).zip_with(ok, pl.Series([None], dtype=pl.Float64)).alias("_lat"),
+    ]
+    if codes is None:
+        frame = pl.DataFrame(columns)
+        if llm is not None:
+            frame = frame.filter(llm)
+        sums = frame.select(_sum_exprs()).with_columns(pl.lit(0, dtype=pl.Int64).alias("_g"))
+    else:
+        # Spans and other non-call rows go to a spare group, dropped below.
+        gid = codes if llm is None else np.where(llm.to_numpy(), codes, n_groups)
+        sums = (
+            pl.DataFrame([pl.Series("_g", gid.astype(_uint(n_groups + 1))), *columns])
+            .group_by("_g")
+            .agg(_sum_exprs())
+            .with_columns(pl.col("_g").cast(pl.Int64))
+        )
+
+    # Ok calls' row numbers, grouped by code, for the percentiles.
+    rows = np.flatnonzero(ok.to_numpy())
+    if codes is None:
+        counts = np.array([len(rows)])
+    else:
+        rc = codes[rows]
+        counts = np.bincount(rc, minlength=n_groups)
+        if len(rc) > 1 and not bool(np.all(rc[1:] >= rc[:-1])):
+            rows = rows[np.argsort(rc.astype(_uint(n_groups)), kind="stable")]
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    quant: dict[str, Any] = {"_g": np.arange(n_groups)}
+    for col, name, qs in _QUANTILES:
+        values = df[col].cast(pl.Float64).to_numpy()
+        for q, arr in zip(qs, _grouped_quantiles(values, rows, offsets, qs)):
+            quant[f"{name}_p{round(q * 100)}"] = arr
+
+    out = pl.DataFrame(quant).fill_nan(None)
+    if keys:
+        assert codes is not None
+        rep = np.zeros(n_groups, np.int64)
+        rep[codes] = np.arange(df.height)  # any row of a group carries its key values
+        out = out.hstack(df.select(keys)[rep])
+    out = out.join(sums, on="_g", how="left")
+    if keys:
+        out = out.filter(pl.col("requests") > 0)  # groups seen only on non-call rows
+    zero = ("requests", "errors", "unpriced", *_TOKENS)
+    return out.with_columns(pl.col(zero).fill_null(0)).with_columns(
+        pl.when(pl.col("requests") > 0).then(pl.col("errors") / pl.col("requests")).alias("error_rate"),
+        # Null, not 0, when nothing in the group was priced: unknown is not free.
+        pl.when(pl.col("_priced") > 0).then(pl.col("cost_usd")).alias("cost_usd"),
+    ).select(*keys, *METRIC_COLUMNS)
 
 
 def metrics(
@@ -433,20 +596,15 @@ def metrics(
             "load it with traces_df(store) without columns=, or pass the store"
         )
 
-    lf = df.lazy()
     if every is not None:
         if df.schema["started_at"] == pl.String:
-            lf = _parse_started_at(df.select([*keys, *_METRIC_INPUTS, "started_at"])).lazy()
+            df = _parse_started_at(df)
         try:
-            pl.DataFrame({"t": [datetime(2000, 1, 1)]}).select(pl.col("t").dt.truncate(every))
+            bucket = df["started_at"].dt.truncate(every)
         except (pl.exceptions.PolarsError, ValueError) as exc:
             raise ConfigError(f"every={every!r} is not a Polars duration such as '5m', '1h', '1d': {exc}") from None
-        lf = lf.with_columns(pl.col("started_at").dt.truncate(every).alias("bucket"))
+        df = df.with_columns(bucket.alias("bucket"))
         keys = ["bucket", *keys]
 
-    exprs = _metric_exprs()
-    if keys:
-        out = lf.group_by(keys).agg(exprs).sort(keys, nulls_last=True)
-    else:
-        out = lf.select(exprs)
-    return out.collect()
+    out = _compute(df, keys)
+    return out.sort(keys, nulls_last=True) if keys else out

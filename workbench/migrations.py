@@ -211,3 +211,23 @@ def m006_feedback(db: Database) -> None:
         CREATE UNIQUE INDEX idx_feedback_trace ON feedback (trace_id, rater) WHERE trace_id IS NOT NULL;
         """
     )
+
+
+@migrations()
+def m007_traces_fts(db: Database) -> None:
+    # External content: the index keeps only tokens, the text stays in `traces`.
+    # No triggers: the trace writer must stay a plain batched INSERT, so
+    # `traces.index_fts` catches the index up by rowid before each search
+    # (traces are append-only, so "rowid > last indexed" is exactly the new rows).
+    db.executescript(
+        """
+        CREATE VIRTUAL TABLE traces_fts USING fts5(
+            input, output, content='traces', content_rowid='rowid'
+        );
+        CREATE TABLE traces_fts_state (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            last_rowid INTEGER NOT NULL     -- highest traces.rowid already in traces_fts
+        );
+        INSERT INTO traces_fts_state (id, last_rowid) VALUES (1, 0);
+        """
+    )

@@ -210,14 +210,18 @@ class BatchWriter:
 
     def __init__(self, path: str, maxsize: int = WRITER_QUEUE_SIZE) -> None:
         self.path = path
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize)
+        self.maxsize = maxsize
         self.written = 0
         self.failed = 0
         self.last_error: BaseException | None = None
         self._closed = False
+        self._start()
+        _live_writers.add(self)
+
+    def _start(self) -> None:
+        self.queue: queue.Queue[Any] = queue.Queue(self.maxsize)
         self._thread = threading.Thread(target=self._run, name="workbench-writer", daemon=True)
         self._thread.start()
-        _live_writers.add(self)
 
     def put(self, sql: str, row: Sequence[Any]) -> None:
         if self._closed:
@@ -282,33 +286,50 @@ class BatchWriter:
 
     def _commit(self, conn: sqlite3.Connection, groups: dict[str, list[Sequence[Any]]]) -> None:
         n = sum(len(rows) for rows in groups.values())
+        if self._transaction(conn, groups):
+            self.written += n
+            return
+        failed = n
+        if n > 1 and not _is_busy(self.last_error):
+            # One bad row (a value SQLite cannot bind, a duplicate id) must not lose
+            # the rows batched with it: write them one by one and drop only the bad.
+            failed = 0
+            for sql, rows in groups.items():
+                for row in rows:
+                    if self._transaction(conn, {sql: [row]}):
+                        self.written += 1
+                    else:
+                        failed += 1
+        self.failed += failed
+        warnings.warn(
+            f"workbench could not write {failed} trace row{'s' if failed != 1 else ''} to {self.path}: "
+            f"{self.last_error}",
+            RuntimeWarning,
+            stacklevel=1,
+        )
+
+    def _transaction(self, conn: sqlite3.Connection, groups: dict[str, list[Sequence[Any]]]) -> bool:
+        """Write ``groups`` in one transaction, waiting out locks; False when it failed."""
         for attempt in range(20):
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 for sql, rows in groups.items():
                     conn.executemany(sql, rows)
                 conn.execute("COMMIT")
-                self.written += n
-                return
-            except sqlite3.OperationalError as exc:
+                return True
+            except Exception as exc:  # noqa: BLE001 - the writer thread must survive any bad row
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 self.last_error = exc
-                if "locked" in str(exc) or "busy" in str(exc):
+                if _is_busy(exc):
                     time.sleep(min(0.05 * 2**attempt, 2.0))
                     continue
-                break
-            except sqlite3.DatabaseError as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                self.last_error = exc
-                break
-        self.failed += n
-        warnings.warn(
-            f"workbench could not write {n} trace rows to {self.path}: {self.last_error}",
-            RuntimeWarning,
-            stacklevel=1,
-        )
+                return False
+        return False
+
+
+def _is_busy(exc: BaseException | None) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
 
 @atexit.register
@@ -318,3 +339,15 @@ def _flush_all_writers() -> None:
             writer.close()
         except Exception:  # noqa: BLE001 - at exit, report and keep closing the others
             pass
+
+
+def _restart_writers_in_child() -> None:
+    # Threads do not survive fork: without this, a forked child's rows would sit in a
+    # queue nobody reads and flush() would return at once. Rows queued before the
+    # fork are the parent's to write, so the child starts with an empty queue.
+    for writer in list(_live_writers):
+        if not writer._closed:
+            writer._start()
+
+
+os.register_at_fork(after_in_child=_restart_writers_in_child)

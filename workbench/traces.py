@@ -124,3 +124,125 @@ def span_tree(store: Store, trace_id: str) -> list[dict[str, Any]]:
 def count(store: Store, query: TraceQuery | None = None) -> int:
     where, params = (query or TraceQuery()).where()
     return store.execute(f"SELECT COUNT(*) FROM traces{where}", params).fetchone()[0]
+
+
+# -- full-text search -------------------------------------------------------------------------
+# `traces_fts` (migration m007) is an external-content FTS5 index over input and output.
+# There are no insert triggers, so the writer's hot path is untouched; instead the index is
+# caught up by rowid just before a search. Traces are append-only, so the rows with a rowid
+# above the last one indexed are exactly the rows not yet indexed.
+
+
+def index_fts(store: Store) -> int:
+    """Add every trace written since the last call to the full-text index; returns rows added.
+
+    One transaction: the new rows and the new high-water mark land together,
+    so two processes indexing at once never index a row twice.
+    """
+    with store.transaction() as conn:
+        (last,) = conn.execute("SELECT last_rowid FROM traces_fts_state WHERE id = 1").fetchone()
+        (top,) = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM traces").fetchone()
+        if top <= last:
+            return 0
+        cur = conn.execute(
+            "INSERT INTO traces_fts (rowid, input, output) SELECT rowid, input, output FROM traces "
+            "WHERE rowid > ? AND rowid <= ? AND (input IS NOT NULL OR output IS NOT NULL)",
+            (last, top),
+        )
+        added = cur.rowcount
+        conn.execute("UPDATE traces_fts_state SET last_rowid = ? WHERE id = 1", (top,))
+    return added
+
+
+def rebuild_fts(store: Store) -> int:
+    """Rebuild the full-text index from scratch; returns the rows indexed.
+
+    Needed only if rowids changed under the index (a ``VACUUM`` may renumber
+    the rowids of ``traces``, whose primary key is text) or rows were deleted.
+    """
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO traces_fts (traces_fts) VALUES ('delete-all')")
+        conn.execute("UPDATE traces_fts_state SET last_rowid = 0 WHERE id = 1")
+    return index_fts(store)
+
+
+def fts_query(text: str) -> str:
+    """User text as a safe FTS5 query: every word must appear (in input or output).
+
+    Each whitespace-separated word becomes a quoted phrase, so FTS5 syntax in
+    the text (``"``, ``-``, ``:``, ``*``, ``AND``, ``NEAR(...)``, parentheses)
+    is searched for as text and can never raise a syntax error. Punctuation
+    inside a word is a token separator, so ``rate-limit`` matches the adjacent
+    words "rate limit". A trailing ``*`` keeps its meaning of a prefix search:
+    ``retr*`` finds retry and retrieval.
+    """
+    parts = []
+    for word in text.split():
+        prefix = word.endswith("*") and len(word.rstrip("*")) > 0
+        word = word.rstrip("*") if prefix else word
+        phrase = '"' + word.replace('"', '""') + '"'
+        parts.append(phrase + ("*" if prefix else ""))
+    return " ".join(parts)
+
+
+def _search_sql(select: str, text: str, query: TraceQuery | None) -> tuple[str, list[Any]]:
+    where, params = (query or TraceQuery()).where()
+    # Drive the join from the index: FTS5 yields matches in rowid order, so
+    # "ORDER BY f.rowid DESC LIMIT n" stops after n hits instead of sorting them all.
+    extra = where.replace(" WHERE ", " AND ", 1)
+    sql = (
+        f"SELECT {select} FROM traces_fts AS f JOIN traces AS t ON t.rowid = f.rowid "
+        f"WHERE traces_fts MATCH ?{extra}"
+    )
+    return sql, [fts_query(text), *params]
+
+
+def search(
+    store: Store, text: str, query: TraceQuery | None = None, limit: int | None = 50, offset: int = 0
+) -> list[dict[str, Any]]:
+    """Traces whose input or output contains every word of ``text``, newest first.
+
+    "Newest" is write order (rowid), which follows start time except that a
+    parent span is written after its children. ``query`` narrows by the usual
+    filters. The index is brought up to date first (rows still queued in the
+    writer are not seen: ``store.flush()`` before, when that matters). Blank
+    ``text`` lists by ``query`` alone, as `list_traces` does.
+    """
+    if not text.strip():
+        return list_traces(store, query, limit=limit, offset=offset)
+    index_fts(store)
+    sql, params = _search_sql("t.*", text, query)
+    sql += " ORDER BY f.rowid DESC"
+    if limit is not None:
+        sql += " LIMIT ? OFFSET ?"
+        params += [limit, offset]
+    return [_decode(r) for r in store.query(sql, params)]
+
+
+def search_count(store: Store, text: str, query: TraceQuery | None = None) -> int:
+    """How many traces `search` finds without a limit."""
+    if not text.strip():
+        return count(store, query)
+    index_fts(store)
+    if not (query or TraceQuery()).where()[0]:
+        # No filter: the index alone knows (every indexed rowid is a trace; they are never deleted).
+        sql, params = "SELECT COUNT(*) FROM traces_fts WHERE traces_fts MATCH ?", [fts_query(text)]
+    else:
+        sql, params = _search_sql("COUNT(*)", text, query)
+    return store.execute(sql, params).fetchone()[0]
+
+
+def distinct(store: Store, column: str, recent: int | None = 100_000, limit: int = 500) -> list[Any]:
+    """Distinct non-null values of a filter column, sorted, for pickers.
+
+    Only the ``recent`` newest rows are looked at (None: all of them): there
+    is no index on these columns, and a picker must open fast at a million traces.
+    """
+    allowed = ("model", "prompt_name", "status", "kind", "provider", "variant", "user_id")
+    if column not in allowed:
+        raise KeyError(f"distinct values are offered for {', '.join(allowed)}, not {column!r}")
+    source = "traces" if recent is None else f"(SELECT {column} FROM traces ORDER BY id DESC LIMIT {int(recent)})"
+    rows = store.execute(
+        f"SELECT DISTINCT {column} FROM {source} WHERE {column} IS NOT NULL ORDER BY 1 LIMIT ?", (limit,)
+    ).fetchall()
+    return [r[0] for r in rows]

@@ -190,15 +190,21 @@ class Tracer:
         parent: tuple[str, str] | None = None,
         policy: RetryPolicy = DEFAULT_POLICY,
         context: dict[str, Any] | None = None,
+        started: float | None = None,
     ) -> CallResult:
-        """Complete ``request`` with retries and write one trace row, ok or error."""
+        """Complete ``request`` with retries and write one trace row, ok or error.
+
+        ``started`` backdates the trace (simulated traffic); by default it is now.
+        """
         sid = new_id()
-        started = time.time()
+        backdated = started is not None
+        started = time.time() if started is None else started
         attempted = await complete_with_retries(provider, request, policy)
         return self.record_call(provider, request, attempted.completion, attempted.error,
                                 attempts=attempted.attempts, started=started, sid=sid,
                                 parent=parent, context=context,
-                                waited_s=attempted.waited_s, wall_ms=(time.time() - started) * 1000)
+                                waited_s=attempted.waited_s,
+                                wall_ms=None if backdated else (time.time() - started) * 1000)
 
     def record_call(
         self,

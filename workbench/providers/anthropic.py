@@ -187,7 +187,7 @@ class AnthropicProvider:
             error = _provider_error(exc)
             if error is None:
                 raise
-            raise error from exc
+            raise self._scrub(error) from exc
         finished = time.perf_counter()
         usage = message.usage
         return Completion(
@@ -206,6 +206,21 @@ class AnthropicProvider:
             provider=self.name,
         )
 
+    def _scrub(self, error: ProviderError) -> ProviderError:
+        """Remove the key from an error message (an httpx header error quotes it)."""
+        if self._key is not None:
+            key = self._key.reveal()
+        else:
+            key = str(getattr(self._client, "api_key", "") or "")
+        secret = key.strip()
+        if secret and secret in error.message:
+            error.message = error.message.replace(secret, "<redacted>")
+            error.args = (error.message,)
+        if "Illegal header value" in error.message:
+            # A malformed key (a stray newline) never succeeds: do not retry it.
+            error.retryable = False
+        return error
+
     async def count_tokens(self, request: Request) -> int:
         """Input tokens the API counts for ``request`` (system and messages)."""
         params = _message_params(request)
@@ -216,7 +231,7 @@ class AnthropicProvider:
             error = _provider_error(exc)
             if error is None:
                 raise
-            raise error from exc
+            raise self._scrub(error) from exc
         return result.input_tokens
 
     async def sleep(self, seconds: float) -> None:

@@ -138,6 +138,7 @@ class SimulatedProvider:
         fixed_latency_ms: every call takes exactly this long (benchmarks).
         error_rate: overrides every profile's error rate when set.
         profiles: extra or replacement model profiles.
+        latency_factor: multiplies every simulated latency (an incident).
     """
 
     name = "simulated"
@@ -151,8 +152,10 @@ class SimulatedProvider:
         fixed_latency_ms: float | None = None,
         error_rate: float | None = None,
         profiles: dict[str, ModelProfile] | None = None,
+        latency_factor: float = 1.0,
     ) -> None:
         self.seed = seed
+        self.latency_factor = latency_factor
         self.time_scale = time_scale
         self.fixed_latency_ms = fixed_latency_ms
         self.error_rate = error_rate
@@ -199,6 +202,10 @@ class SimulatedProvider:
                 "simulated rate limit", status_code=429, request_id=f"sim_req_{key[:16]}",
                 error_type="rate_limit_error", retry_after=1.0,
             )
+        with self._lock:
+            # A success ends this request's retries: forget its count, so memory does not
+            # grow with every distinct request and a repeated request replays the same way.
+            self._attempts.pop(key, None)
         prompt_text = "\n".join(m.content for m in request.messages)
         if _simjudge.is_judge_prompt(prompt_text):
             answer = _simjudge.judge_reply(prompt_text, rng, prof.skill)
@@ -220,6 +227,8 @@ class SimulatedProvider:
             ttft = rng.lognormvariate(math.log(prof.ttft_median_ms), prof.latency_sigma)
             gen = out_tokens / prof.tokens_per_s * 1000 * rng.lognormvariate(0, prof.latency_sigma)
             latency = ttft + gen
+            ttft *= self.latency_factor
+            latency *= self.latency_factor
         if latency > 0 and self.time_scale > 0:
             await asyncio.sleep(latency / 1000 * self.time_scale)
         return Completion(
