@@ -47,7 +47,7 @@ def test_prompts_show_and_diff(filled):
     assert shown.exit_code == 0 and "support@v1" in shown.output and "Q: {question}" in shown.output
     diff = invoke("prompts", "diff", "support", "1", "2", "--db", str(filled))
     assert diff.exit_code == 0
-    assert "+C: {context}" in diff.output and "-Q: {question}" in diff.output
+    assert "+C: {context}" in diff.output and "\n Q: {question}" in diff.output
 
 
 def test_unknown_prompt_is_one_line_and_exit_1(filled):

@@ -373,16 +373,16 @@ def test_metrics_filters_apply_to_frames_too():
 
 def test_metrics_from_a_store_reads_only_the_columns_it_needs(filled, monkeypatch):
     seen = {}
-    real = frames.traces_df
+    real = frames._read_traces
 
-    def spy(store, **kw):
-        seen.update(kw)
-        return real(store, **kw)
+    def spy(store, cols, filters, **kw):
+        seen.update(kw, cols=cols, **filters)
+        return real(store, cols, filters, **kw)
 
-    monkeypatch.setattr(frames, "traces_df", spy)
+    monkeypatch.setattr(frames, "_read_traces", spy)
     out = frames.metrics(filled, by="model", every="1h")
     assert seen["kind"] == "llm" and seen["parse_times"] is True
-    assert set(seen["columns"]) == {"model", "started_at", *frames._METRIC_INPUTS}
+    assert set(seen["cols"]) == {"model", "started_at", *frames._METRIC_INPUTS}
     assert out.select("bucket", "model").rows() == [
         (T0, "haiku"), (T0 + timedelta(hours=1), "sonnet"), (T0 + timedelta(hours=2), "haiku")
     ]

@@ -150,3 +150,17 @@ def test_set_price_refuses_negative_prices(bench):
     with pytest.raises(ConfigError, match="input"):
         bench.pricing.set_price("claude-haiku-4-5", input=-1, output=5)
     assert bench.pricing.overrides() == {}
+
+
+def test_flat_fast_path_matches_genai_prices_exactly_enough():
+    """Untiered models take a float fast path; it must agree with genai-prices' Decimal result."""
+    from workbench.pricing import Pricer, flat_price, price_from_genai_prices
+    from workbench.providers.base import Usage
+
+    assert flat_price("claude-sonnet-4-5") is None  # tiered: always through genai-prices
+    pricer = Pricer()
+    for model in ("claude-haiku-4-5", "claude-opus-4-5", "claude-opus-4-1"):
+        assert flat_price(model) is not None
+        for usage in (Usage(1, 1), Usage(12_345, 678, 9_000, 1_200), Usage(0, 4_000, 150_000, 0)):
+            fast, _ = pricer.cost(model, usage)
+            assert fast == pytest.approx(price_from_genai_prices(model, usage), rel=1e-12)

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -143,20 +144,22 @@ def test_v002_fixture_upgrades_without_losing_rows(tmp_path):
     path = tmp_path / "v002.db"
     shutil.copy(fixture, path)
     old = sqlite3.connect(f"file:{fixture.as_posix()}?mode=ro&immutable=1", uri=True)
-    old_traces = old.execute("SELECT * FROM traces ORDER BY id").fetchall()
-    old_prompts = old.execute("SELECT * FROM prompts").fetchall()
-    old_labels = old.execute("SELECT * FROM prompt_labels").fetchall()
+    # Later migrations may add columns: compare the columns the old file had.
+    selects = {
+        table: f"SELECT {', '.join(columns(old, table))} FROM {table} ORDER BY rowid"
+        for table in ("traces", "prompts", "prompt_labels", "prompt_label_history")
+    }
+    before = {table: old.execute(sql).fetchall() for table, sql in selects.items()}
     old_applied = [r[0] for r in old.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
     old.close()
     assert old_applied == ["m001_prompts", "m002_traces"]
-    assert (len(old_traces), len(old_prompts), len(old_labels)) == (25, 1, 1)
+    assert (len(before["traces"]), len(before["prompts"]), len(before["prompt_labels"])) == (25, 1, 1)
 
     store = Store(path)
     try:
         assert store.applied_migrations() == ALL_MIGRATIONS
-        assert store.conn.execute("SELECT * FROM traces ORDER BY id").fetchall() == old_traces
-        assert store.conn.execute("SELECT * FROM prompts").fetchall() == old_prompts
-        assert store.conn.execute("SELECT * FROM prompt_labels").fetchall() == old_labels
+        for table, sql in selects.items():
+            assert store.conn.execute(sql).fetchall() == before[table], table
         assert "price_overrides" in names(store.conn)
 
         registry = PromptRegistry(store)
@@ -262,12 +265,22 @@ def test_every_queued_row_lands_after_flush_and_close(store):
 
 def test_a_full_queue_makes_the_caller_wait_and_loses_nothing(store):
     writer = BatchWriter(store.path, maxsize=10)
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the writer cannot commit, so its queue fills up
+    producer = threading.Thread(
+        target=lambda: [writer.put(traces.SPAN_SQL, span_row(i)) for i in range(10_000)], daemon=True
+    )
+    producer.start()
+    producer.join(0.5)
     try:
-        for i in range(10_000):
-            writer.put(traces.SPAN_SQL, span_row(i))
-            assert writer.queue.qsize() <= 10
+        assert producer.is_alive(), "put() must wait while the queue is full"
+        assert writer.queue.qsize() == 10
     finally:
-        writer.close()
+        blocker.execute("COMMIT")
+        blocker.close()
+    producer.join(60)
+    assert not producer.is_alive()
+    writer.close()
     assert (writer.written, writer.failed) == (10_000, 0)
     assert count(store.path) == 10_000
     ids = [r[0] for r in store.conn.execute("SELECT input FROM traces")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import uuid
 from datetime import datetime, timezone
 
 import pytest
@@ -262,6 +263,7 @@ def test_span_ids_sort_in_start_order(bench):
         step(i)
     rows = bench.traces(limit=None)  # newest id first
     assert [int(r["input"]) for r in rows] == list(range(199, -1, -1))
+    assert all(uuid.UUID(r["id"]).version == 7 for r in rows)
 
 
 # -- secrets ---------------------------------------------------------------------------------

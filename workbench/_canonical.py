@@ -7,9 +7,20 @@ import json
 from typing import Any
 
 
+def _normalise(value: Any) -> Any:
+    """1.0 and 1 are the same setting: integral floats hash as integers."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _normalise(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    return value
+
+
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no spaces, so equal content gives equal text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return json.dumps(_normalise(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def content_hash(value: Any) -> str:

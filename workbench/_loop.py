@@ -7,6 +7,7 @@ from inside Jupyter's running loop, and provider clients always live on one loop
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -53,3 +54,13 @@ async def run_async(coro: Coroutine[Any, Any, T]) -> T:
     if in_background_loop():
         return await coro
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop()))
+
+
+def _forget_loop_in_child() -> None:
+    # The loop's thread does not survive fork; a child starts its own on first use.
+    global _loop, _lock
+    _loop = None
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_loop_in_child)

@@ -475,8 +475,11 @@ def paired_differences(
         strokeDash=alt.StrokeDash("what:N", legend=None, scale=alt.Scale(domain=["zero", "mean"], range=[[1, 0], [6, 3]])),
         color=alt.value("#333333"),
     )
-    label = alt.Chart(lines.filter(pl.col("what") == "mean")).mark_text(align="left", dx=4, dy=-6, fontSize=11).encode(
-        x=alt.value(4), y="y:Q", text="label:N"
+    label = (
+        alt.Chart(lines)
+        .mark_text(align="left", dx=4, dy=-6, fontSize=11)
+        .encode(x=alt.value(4), y="y:Q", text="label:N")
+        .transform_filter(alt.datum.what == "mean")
     )
     subtitle = f"{n:,} items scored under both" + (f"; {len(shown):,} shown, evenly by rank" if n > max_points else "")
     return alt.layer(stems, dots, rules, label).properties(

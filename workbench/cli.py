@@ -20,7 +20,19 @@ db_option = click.option("--db", "db", default=None, help="SQLite file (default:
 def _open(db: str | None, **kwargs: Any) -> Any:
     from .bench import open as wb_open
 
-    return wb_open(db, **kwargs)
+    return wb_open(_db(db), **kwargs)
+
+
+def _db(db: str | None) -> str | None:
+    """A command's --db, else its group's (``workbench prompts --db X``)."""
+    if db is not None:
+        return db
+    ctx = click.get_current_context(silent=True)
+    while ctx is not None:
+        if isinstance(ctx.obj, dict) and ctx.obj.get("db"):
+            return ctx.obj["db"]
+        ctx = ctx.parent
+    return None
 
 
 class _Group(click.Group):
@@ -41,14 +53,16 @@ def _list_default(group: click.Group) -> click.Group:
     group.invoke_without_command = True
     original = group.callback
 
-    def callback(*args: Any, **kwargs: Any) -> Any:
+    def callback(db: str | None = None, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
+        ctx.obj = {"db": db}
         if original is not None:
-            original(*args, **kwargs)
+            original(**kwargs)
         if ctx.invoked_subcommand is None:
-            ctx.invoke(group.commands["list"], **{k: v for k, v in kwargs.items() if k in {p.name for p in group.commands["list"].params}})
+            ctx.invoke(group.commands["list"])
 
     group.callback = callback
+    group.params.append(click.Option(["--db", "db"], default=None, help="SQLite file (default: $WORKBENCH_DB or workbench.db)."))
     return group
 
 
@@ -176,13 +190,16 @@ def experiments_list(db: str | None) -> None:
 @db_option
 def experiments_show(name: str, db: str | None) -> None:
     """An experiment's summary per variant."""
-    import polars as pl
-
     with _open(db, provider="simulated") as bench:
         exp = bench.experiments.get(name)
         click.echo(repr(exp))
-        with pl.Config(tbl_cols=-1, tbl_width_chars=160, tbl_hide_dataframe_shape=True):
-            click.echo(str(exp.summary()))
+        for row in exp.summary().iter_rows(named=True):
+            click.echo(f"\nvariant {row['variant']}: {row['label']}")
+            for key, value in row.items():
+                if key in ("variant", "label") or value is None:
+                    continue
+                shown = f"{value:.6g}" if isinstance(value, float) else value
+                click.echo(f"  {key}: {shown}")
 
 
 @experiments.command("compare")
@@ -228,7 +245,7 @@ def db_path(db: str | None) -> None:
     """Print the resolved path of the file."""
     import os
 
-    click.echo(os.path.abspath(config.db_path(db)))
+    click.echo(os.path.abspath(config.db_path(_db(db))))
 
 
 @db.command("migrate")
@@ -237,7 +254,7 @@ def db_migrate(db: str | None) -> None:
     """Create or upgrade the file to the current schema."""
     from .store import Store
 
-    store = Store(config.db_path(db), migrate=False)
+    store = Store(config.db_path(_db(db)), migrate=False)
     try:
         applied = store.migrate()
         click.echo(f"applied: {', '.join(applied)}" if applied else "up to date")

@@ -257,22 +257,23 @@ def traces_df(
     The other arguments are equality filters on their column. ``tags_json`` and
     ``metadata_json`` stay JSON text (decode with ``str.json_decode`` when needed).
     """
-    cols = _check_columns(columns)
+    filters = dict(
+        since=since, until=until, model=model, prompt_name=prompt_name, prompt_version=prompt_version,
+        experiment_id=experiment_id, variant=variant, status=status, user_id=user_id, kind=kind,
+    )
+    return _read_traces(store, _check_columns(columns), filters, ordered=True, parse_times=parse_times)
+
+
+def _read_traces(
+    store: Store, cols: list[str], filters: Mapping[str, Any], *, ordered: bool, parse_times: bool
+) -> pl.DataFrame:
     query = traces.TraceQuery(
-        since=_utc_text(since, "since"),
-        until=_utc_text(until, "until"),
-        model=model,
-        prompt_name=prompt_name,
-        prompt_version=prompt_version,
-        experiment_id=experiment_id,
-        variant=variant,
-        status=status,
-        user_id=user_id,
-        kind=kind,
+        **{**filters, "since": _utc_text(filters.get("since"), "since"), "until": _utc_text(filters.get("until"), "until")}
     )
     where, params = query.where()
-    # `id` is a UUIDv7: ordering by it is ordering by start time, and it is the primary key.
-    sql = f"SELECT {', '.join(cols)} FROM traces{where} ORDER BY id"
+    # `id` is a UUIDv7, so id order is start order; aggregates skip the sort (an index walk).
+    order = " ORDER BY id" if ordered else ""
+    sql = f"SELECT {', '.join(cols)} FROM traces{where}{order}"
     df = read_sql(store, sql, params, schema={c: TRACE_SCHEMA[c] for c in cols})
     return _parse_started_at(df) if parse_times else df
 
@@ -338,8 +339,13 @@ def _filter_frame(df: pl.DataFrame, filters: Mapping[str, Any]) -> pl.DataFrame:
             text = _utc_text(value, name)
             col = pl.col("started_at")
             bound: Any = text
-            if df.schema["started_at"] != pl.String:
+            dtype = df.schema["started_at"]
+            if isinstance(dtype, pl.Datetime):
                 bound = datetime.fromisoformat(text)  # type: ignore[arg-type]
+                if dtype.time_zone is None:  # a naive column holds UTC times
+                    bound = bound.replace(tzinfo=None)
+            elif dtype != pl.String:
+                raise ConfigError(f"{name}= needs started_at as text or Datetime, not {dtype}")
             preds.append(col >= bound if name == "since" else col < bound)
         else:
             if name not in df.columns:
@@ -367,11 +373,16 @@ def _densify(arr: np.ndarray) -> tuple[np.ndarray, int]:
         lut = np.cumsum(present) - 1
         return lut[shifted], int(lut[-1]) + 1
     if bool(np.all(arr[1:] >= arr[:-1])):
-        # Time buckets of rows read in time order: a run-length code, O(n).
+        # Time buckets of rows in time order (as traces_df returns them): run-length codes.
         codes = np.empty(n, np.int64)
         codes[0] = 0
         np.cumsum(arr[1:] != arr[:-1], out=codes[1:])
         return codes, int(codes[-1]) + 1
+    # Otherwise buckets are far apart in microseconds but share a step (the
+    # duration, or a day for calendar months): divided by it they are dense.
+    step = int(np.gcd.reduce(arr - lo))
+    if step > 1 and (hi - lo) // step < max(4 * n, 1 << 16):
+        return _densify((arr - lo) // step)
     uniq, inverse = np.unique(arr, return_inverse=True)
     return inverse.reshape(-1).astype(np.int64), len(uniq)
 
@@ -568,17 +579,21 @@ def metrics(
         raise ConfigError(f"every must be a Polars duration string such as '5m' or '1h', not {every!r}")
 
     if isinstance(df_or_store, pl.DataFrame):
-        df = _filter_frame(df_or_store, filters)
-        if "kind" in df.columns:
-            df = df.filter(pl.col("kind") == "llm")
+        df = df_or_store
+        # Only the columns used (selecting is free; filtering wide frames is not).
+        used = [*keys, *_METRIC_INPUTS, "kind", *(f for f, v in filters.items() if v is not None)]
+        if every is not None or filters.get("since") is not None or filters.get("until") is not None:
+            used.append("started_at")
+        df = _filter_frame(df.select(c for c in dict.fromkeys(used) if c in df.columns), filters)
     elif hasattr(df_or_store, "conn") and hasattr(df_or_store, "path"):
         needed = [*keys, *(c for c in _METRIC_INPUTS if c not in keys)]
         if every is not None:
             needed.append("started_at")
-        df = traces_df(
+        df = _read_traces(
             df_or_store,  # type: ignore[arg-type]
-            **{**filters, "kind": "llm"},
-            columns=needed,
+            needed,
+            {**filters, "kind": "llm"},
+            ordered=False,
             parse_times=every is not None,
         )
     else:

@@ -74,6 +74,32 @@ def price_from_genai_prices(model: str, usage: Usage, provider_id: str = "anthro
     return float(result.total_price)
 
 
+def flat_price(model: str, provider_id: str = "anthropic") -> Price | None:
+    """The model's per-token prices when genai-prices has no tiers for it, else None.
+
+    genai-prices prices in Decimal at about 100 µs a call; a flat price gives the
+    same dollars (to float precision) in about 1 µs. Tiered models (long-context
+    prices) always go through genai-prices.
+    """
+    from decimal import Decimal
+
+    from genai_prices import Usage as GPUsage
+    from genai_prices import calc_price
+
+    mp = calc_price(GPUsage(input_tokens=1, output_tokens=1), model, provider_id=provider_id).model_price
+    fields = (mp.input_mtok, mp.output_mtok, mp.cache_read_mtok, mp.cache_write_mtok)
+    if not all(f is None or isinstance(f, Decimal) for f in fields):
+        return None
+    if mp.input_mtok is None or mp.output_mtok is None:
+        return None
+    return Price(
+        float(mp.input_mtok),
+        float(mp.output_mtok),
+        None if mp.cache_read_mtok is None else float(mp.cache_read_mtok),
+        None if mp.cache_write_mtok is None else float(mp.cache_write_mtok),
+    )
+
+
 class Pricer:
     """Prices calls, with overrides first and one warning per unknown model."""
 
@@ -84,6 +110,8 @@ class Pricer:
         self._warned: set[str] = set()
         self._lock = threading.Lock()
         self._source = genai_prices_version()
+        self._flat: dict[str, Price | None] = {}
+        """Per model: its flat genai-prices price, or None when tiered (looked up once)."""
         if store is not None:
             for row in store.query("SELECT * FROM price_overrides"):
                 self._overrides[row["model"]] = Price(
@@ -134,7 +162,7 @@ class Pricer:
         if override is not None:
             return override.cost(usage), "override"
         try:
-            return price_from_genai_prices(model, usage, self.provider_id), self._source
+            return self._genai(model, usage), self._source
         except LookupError:
             with self._lock:
                 first = model not in self._warned
@@ -155,6 +183,14 @@ class Pricer:
         if override is not None:
             return override.cost(usage)
         try:
-            return price_from_genai_prices(model, usage, self.provider_id)
+            return self._genai(model, usage)
         except LookupError:
             return None
+
+    def _genai(self, model: str, usage: Usage) -> float:
+        if model not in self._flat:
+            self._flat[model] = flat_price(model, self.provider_id)
+        flat = self._flat[model]
+        if flat is not None:
+            return flat.cost(usage)
+        return price_from_genai_prices(model, usage, self.provider_id)

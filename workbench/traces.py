@@ -133,25 +133,33 @@ def count(store: Store, query: TraceQuery | None = None) -> int:
 # above the last one indexed are exactly the rows not yet indexed.
 
 
+FTS_CHUNK = 50_000
+"""Rowids indexed per transaction: a first search of a big file must not hold the
+write lock (and stall the trace writer) for seconds."""
+
+
 def index_fts(store: Store) -> int:
     """Add every trace written since the last call to the full-text index; returns rows added.
 
-    One transaction: the new rows and the new high-water mark land together,
-    so two processes indexing at once never index a row twice.
+    The new rows and the new high-water mark commit together (per chunk of
+    `FTS_CHUNK` rowids), so an interrupted or concurrent indexing never
+    indexes a row twice or skips one.
     """
-    with store.transaction() as conn:
-        (last,) = conn.execute("SELECT last_rowid FROM traces_fts_state WHERE id = 1").fetchone()
-        (top,) = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM traces").fetchone()
-        if top <= last:
-            return 0
-        cur = conn.execute(
-            "INSERT INTO traces_fts (rowid, input, output) SELECT rowid, input, output FROM traces "
-            "WHERE rowid > ? AND rowid <= ? AND (input IS NOT NULL OR output IS NOT NULL)",
-            (last, top),
-        )
-        added = cur.rowcount
-        conn.execute("UPDATE traces_fts_state SET last_rowid = ? WHERE id = 1", (top,))
-    return added
+    added = 0
+    while True:
+        with store.transaction() as conn:
+            (last,) = conn.execute("SELECT last_rowid FROM traces_fts_state WHERE id = 1").fetchone()
+            (top,) = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM traces").fetchone()
+            if top <= last:
+                return added
+            upto = min(top, last + FTS_CHUNK)
+            cur = conn.execute(
+                "INSERT INTO traces_fts (rowid, input, output) SELECT rowid, input, output FROM traces "
+                "WHERE rowid > ? AND rowid <= ? AND (input IS NOT NULL OR output IS NOT NULL)",
+                (last, upto),
+            )
+            added += cur.rowcount
+            conn.execute("UPDATE traces_fts_state SET last_rowid = ? WHERE id = 1", (upto,))
 
 
 def rebuild_fts(store: Store) -> int:

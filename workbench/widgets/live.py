@@ -28,6 +28,10 @@ def _num(x: Any, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
 
 
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
 def _frame_html(df: Any, digits: int = 4) -> str:
     """A Polars frame as an escaped HTML table, floats to ``digits`` significant digits."""
     rows = [
@@ -84,6 +88,7 @@ class ExperimentWidget(w.VBox):
         self._run_base = 0      # cells done (ok) before the current run: where its count starts
         self._errors_base = 0   # failed calls before the current run
         self._live: tuple[int, int, float] | None = None  # (done, errors, spent) from the hook
+        self._finished: Any = None  # the run outcome whose completion was drawn
         exp.on_call(self._on_call)
         self.refresh()
 
@@ -91,13 +96,14 @@ class ExperimentWidget(w.VBox):
 
     def refresh(self) -> None:
         """Redraw everything from the store (progress, errors, spend, means, status)."""
-        done_ok, attempted, errors = self._read_progress()
-        spent = self.exp.spent_usd()
-        with self._lock:
-            self._run_base = done_ok
-            self._errors_base = errors
-            self._live = None
-        self._draw(attempted, errors, spent)
+        with self._draw_lock:
+            done_ok, attempted, errors = self._read_progress()
+            spent = self.exp.spent_usd()
+            with self._lock:
+                self._run_base = done_ok
+                self._errors_base = errors
+                self._live = None
+            self._draw(attempted, errors, spent)
 
     def run(self, **kwargs: Any) -> ExperimentWidget:
         """Run the experiment here (``exp.run(progress=False)``), then show its summary and chart."""
@@ -149,7 +155,11 @@ class ExperimentWidget(w.VBox):
                 # A run started elsewhere (exp.run()) counts on from the last refresh.
                 done = min(self.total, self._run_base + outcome.calls)
                 self._live = (done, self._errors_base + outcome.errors, outcome.spent_usd)
-                finished = done >= self.total
+                # Draw completion at once, but only once: calls finishing together can
+                # each see the final count; the ones after the first are throttled.
+                finished = done >= self.total and self._finished is not outcome
+                if finished:
+                    self._finished = outcome
                 due = time.monotonic() - self._last_draw >= REDRAW_INTERVAL_S
                 if not finished and (self._timer is not None):
                     return
@@ -169,12 +179,15 @@ class ExperimentWidget(w.VBox):
     def _draw_live(self) -> None:
         with self._lock:
             self._timer = None
-            live = self._live
-        if live is None or self._closed:
-            return
         try:
-            self._draw(*live)
-        except Exception as exc:  # noqa: BLE001 - runs on a timer thread: report, do not raise
+            # Read the numbers only once holding the draw lock, so a redraw that waited
+            # for another never paints older numbers over newer ones.
+            with self._draw_lock:
+                with self._lock:
+                    live = self._live
+                if live is not None and not self._closed:
+                    self._draw(*live)
+        except Exception as exc:  # noqa: BLE001 - may run on a timer thread: report, do not raise
             self.status_html.value = f"<i>live view error: {_html.esc(exc)}</i>"
 
     def _cancel_timer(self) -> None:
@@ -203,23 +216,23 @@ class ExperimentWidget(w.VBox):
         return len(ok), len(attempted), sum(1 for s in statuses if s == "error")
 
     def _draw(self, done: int, errors: int, spent: float) -> None:
-        with self._draw_lock:
-            self.progress.value = min(done, self.progress.max)
-            self.progress_label.value = f"{done:,} / {self.total:,} calls"
-            self.progress.bar_style = "success" if done >= self.total and not errors else ("warning" if errors else "")
-            color = "#b91c1c" if errors else "#15803d"
-            rate = f" ({errors / done:.1%} of calls)" if done and errors else ""
-            self.errors_label.value = f'<span style="color:{color}">errors: {errors:,}{rate}</span>'
-            budget = self.exp.budget_usd
-            if budget is not None and self.budget_bar is not None:
-                self.budget_bar.value = min(spent, float(budget))
-                self.budget_bar.bar_style = "danger" if spent >= 0.9 * budget else ""
-                self.spend.value = f"spent <b>${spent:,.4f}</b> of ${budget:,.2f} budget ({spent / budget:.0%})"
-            else:
-                self.spend.value = f"spent <b>${spent:,.4f}</b> (no budget set)"
-            self.status_html.value = self._status()
-            self.means_html.value = self._means()
-            self._last_draw = time.monotonic()
+        """Paint the numbers and re-read the means; callers hold ``_draw_lock``."""
+        self.progress.value = min(done, self.progress.max)
+        self.progress_label.value = f"{done:,} / {self.total:,} calls"
+        self.progress.bar_style = "success" if done >= self.total and not errors else ("warning" if errors else "")
+        color = "#b91c1c" if errors else "#15803d"
+        rate = f" ({errors / done:.1%} of calls)" if done and errors else ""
+        self.errors_label.value = f'<span style="color:{color}">errors: {errors:,}{rate}</span>'
+        budget = self.exp.budget_usd
+        if budget is not None and self.budget_bar is not None:
+            self.budget_bar.value = min(spent, float(budget))
+            self.budget_bar.bar_style = "danger" if spent >= 0.9 * budget else ""
+            self.spend.value = f"spent <b>${spent:,.4f}</b> of ${budget:,.2f} budget ({spent / budget:.0%})"
+        else:
+            self.spend.value = f"spent <b>${spent:,.4f}</b> (no budget set)"
+        self.status_html.value = self._status()
+        self.means_html.value = self._means()
+        self._last_draw = time.monotonic()
 
     def _status(self) -> str:
         last = self.exp.last_run
@@ -241,7 +254,9 @@ class ExperimentWidget(w.VBox):
                 for s in exp.scorers:
                     r = q.get((v, s.name)) or {}
                     n = r.get("n") or 0
-                    ci = "—" if n < 2 else f"[{_num(r.get('ci_low'))}, {_num(r.get('ci_high'))}]"
+                    lo, hi = r.get("ci_low"), r.get("ci_high")
+                    # One item (or one cluster) has no interval: say so rather than print nan.
+                    ci = f"[{_num(lo)}, {_num(hi)}]" if n >= 2 and _finite(lo) and _finite(hi) else "—"
                     rows.append((v, variant.label(), s.name, _num(r.get("mean") if n else None), ci, n))
         return "<b>running means (95% CI)</b>" + _html.table(
             ["variant", "prompt / model", "scorer", "mean", "95% CI", "items"], rows
