@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -417,7 +418,10 @@ class Experiment:
                     bar.update(1)
                     bar.set_postfix(errors=outcome.errors, spent=f"${outcome.spent_usd:.4f}", refresh=False)
                 for hook in self._on_call:
-                    hook(self, outcome)
+                    try:
+                        hook(self, outcome)
+                    except Exception as exc:  # noqa: BLE001 - a view must never stop the run
+                        warnings.warn(f"on_call hook {hook!r} failed: {exc}", RuntimeWarning, stacklevel=1)
                 if (
                     self.max_error_rate is not None
                     and outcome.calls >= MIN_CALLS_FOR_ERROR_RATE

@@ -57,6 +57,7 @@ def row(**values: Any) -> tuple[Any, ...]:
     unknown = set(values) - set(COLUMNS)
     if unknown:
         raise KeyError(f"unknown trace columns: {', '.join(sorted(unknown))}")
+    values.setdefault("simulated", 0)  # NOT NULL: binding None would drop the row
     return tuple(values.get(c) for c in COLUMNS)
 
 
