@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 RESERVE_CHARS_PER_TOKEN = 2
 """Budget reservations assume 2 characters a token: more tokens than any real tokenizer gives for prose."""
+TYPICAL_OUTPUT_TOKENS = 120
+"""Expected answer length before any call of a variant has finished (a short support answer)."""
 MIN_CALLS_FOR_ERROR_RATE = 20
 """``max_error_rate`` is judged only after this many calls."""
 
@@ -262,7 +264,7 @@ class Experiment:
 
         Input tokens come from the rendered prompts (4 characters a token);
         output tokens from this experiment's finished calls of the same variant
-        when there are some, else from 20 to 300 tokens; the worst case is every
+        when there are some, else 20 to 120 tokens; the worst case is every
         call writing ``max_tokens``.
         """
         done = self.completed_cells()
@@ -280,7 +282,7 @@ class Experiment:
                 req = self._request(vname, items[item_id], rep)
                 tokens = math.ceil(len(req.prompt_text()) / 4) + 8
                 in_tokens += tokens
-                o_lo, o_ex = observed.get(vname, (20, 300))
+                o_lo, o_ex = observed.get(vname, (20, min(TYPICAL_OUTPUT_TOKENS, req.max_tokens)))
                 # No call writes more than max_tokens: keep low <= expected <= worst case.
                 o_lo, o_ex = min(o_lo, req.max_tokens), min(o_ex, req.max_tokens)
                 prices = [
@@ -302,7 +304,7 @@ class Experiment:
             }
             totals = [totals[0] + lo, totals[1] + ex, totals[2] + hi]
         basis = "input from rendered prompts at 4 chars/token; output " + (
-            "from finished calls" if observed else "assumed 20–300 tokens"
+            "from finished calls" if observed else f"assumed 20 to {TYPICAL_OUTPUT_TOKENS} tokens"
         ) + "; worst case at max_tokens" + ("; judge calls not included" if any(getattr(s, "model", None) for s in self.scorers) else "")
         if unknown:
             return Estimate(len(todo), None, None, None, per, basis + "; some model has no known price")

@@ -510,9 +510,9 @@ def _compute(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
         # Spans and other non-call rows go to a spare group, dropped below.
         gid = codes if llm is None else np.where(llm.to_numpy(), codes, n_groups)
         sums = (
-            pl.DataFrame([pl.Series("_g", gid.astype(_uint(n_groups + 1))), *columns])
+            pl.DataFrame([pl.Series("_g", gid.astype(_uint(n_groups + 1))), *columns, *(df[k] for k in keys)])
             .group_by("_g")
-            .agg(_sum_exprs())
+            .agg(*_sum_exprs(), *(pl.col(k).first() for k in keys))  # a group's rows share its keys
             .with_columns(pl.col("_g").cast(pl.Int64))
         )
 
@@ -533,14 +533,8 @@ def _compute(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
             quant[f"{name}_p{round(q * 100)}"] = arr
 
     out = pl.DataFrame(quant).fill_nan(None)
-    if keys:
-        assert codes is not None
-        rep = np.zeros(n_groups, np.int64)
-        rep[codes] = np.arange(df.height)  # any row of a group carries its key values
-        out = out.hstack(df.select(keys)[rep])
-    out = out.join(sums, on="_g", how="left")
-    if keys:
-        out = out.filter(pl.col("requests") > 0)  # groups seen only on non-call rows
+    # Inner join: groups seen only on non-call rows (and the spare group) drop out.
+    out = out.join(sums, on="_g", how="left" if not keys else "inner")
     zero = ("requests", "errors", "unpriced", *_TOKENS)
     return out.with_columns(pl.col(zero).fill_null(0)).with_columns(
         pl.when(pl.col("requests") > 0).then(pl.col("errors") / pl.col("requests")).alias("error_rate"),
