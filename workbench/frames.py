@@ -361,15 +361,27 @@ _LOOP_GROUPS = 4096
 SIMD sort); beyond it one lexsort orders them all."""
 
 
-def _densify(arr: np.ndarray) -> tuple[np.ndarray, int]:
-    """Integer keys to codes 0..k-1 in value order; returns the codes and k."""
+_SPARSE_CODES = 1 << 16
+"""Codes may leave gaps up to this many (empty groups cost nothing and drop out);
+beyond it they are compacted."""
+
+
+def _densify(arr: np.ndarray, *, compact: bool = False) -> tuple[np.ndarray, int]:
+    """Integer keys to codes 0..k-1 in value order; returns the codes and k.
+
+    Without ``compact`` a small range is only shifted to start at 0, so some
+    codes may have no rows.
+    """
     n = arr.size
     if n == 0:
         return arr.astype(np.int64), 0
     lo, hi = int(arr.min()), int(arr.max())
-    if hi - lo < max(4 * n, 1 << 16):
+    span = hi - lo + 1
+    if span <= _SPARSE_CODES and not compact:
+        return (arr - lo).astype(np.int64, copy=False), span
+    if span <= max(4 * n, _SPARSE_CODES):
         shifted = arr - lo
-        present = np.bincount(shifted, minlength=hi - lo + 1) > 0
+        present = np.bincount(shifted, minlength=span) > 0
         lut = np.cumsum(present) - 1
         return lut[shifted], int(lut[-1]) + 1
     if bool(np.all(arr[1:] >= arr[:-1])):
@@ -381,8 +393,8 @@ def _densify(arr: np.ndarray) -> tuple[np.ndarray, int]:
     # Otherwise buckets are far apart in microseconds but share a step (the
     # duration, or a day for calendar months): divided by it they are dense.
     step = int(np.gcd.reduce(arr - lo))
-    if step > 1 and (hi - lo) // step < max(4 * n, 1 << 16):
-        return _densify((arr - lo) // step)
+    if step > 1 and (hi - lo) // step < max(4 * n, _SPARSE_CODES):
+        return _densify((arr - lo) // step, compact=True)
     uniq, inverse = np.unique(arr, return_inverse=True)
     return inverse.reshape(-1).astype(np.int64), len(uniq)
 
@@ -393,8 +405,9 @@ def _key_codes(s: pl.Series) -> tuple[np.ndarray, int]:
         s = s.cast(pl.Categorical)
     elif not (s.dtype.is_integer() or s.dtype.is_temporal() or isinstance(s.dtype, (pl.Categorical, pl.Enum))):
         s = s.cast(pl.String).cast(pl.Categorical)
-    phys = s.to_physical().cast(pl.Int64)
+    phys = s.to_physical()
     if phys.null_count():
+        phys = phys.cast(pl.Int64)
         lo = phys.min()
         phys = phys.fill_null((lo - 1) if lo is not None else 0)  # type: ignore[operator]
     return _densify(phys.to_numpy())
@@ -409,9 +422,9 @@ def _group_codes(df: pl.DataFrame, keys: list[str]) -> tuple[np.ndarray | None, 
         codes = ck if codes is None else codes * k + ck
         n_groups *= k
         if n_groups > 2**31:  # keep the next product inside int64
-            codes, n_groups = _densify(codes)
-    if codes is not None and len(keys) > 1:
-        codes, n_groups = _densify(codes)
+            codes, n_groups = _densify(codes, compact=True)
+    if codes is not None and n_groups > _SPARSE_CODES:
+        codes, n_groups = _densify(codes, compact=True)
     return codes, (n_groups if codes is not None else 1)
 
 

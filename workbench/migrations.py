@@ -6,14 +6,23 @@ edited: change the schema with a new, higher-numbered one.
 
 from __future__ import annotations
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
+    from sqlite_utils.migrations import Migrations
 
 MIGRATION_SET = "workbench"
-migrations = Migrations(MIGRATION_SET)
+_STEPS: list[Callable[[Database], None]] = []
 
 
-@migrations()
+def _step(fn: Callable[[Database], None]) -> Callable[[Database], None]:
+    _STEPS.append(fn)
+    return fn
+
+
+@_step
 def m001_prompts(db: Database) -> None:
     db.executescript(
         """
@@ -54,7 +63,7 @@ def m001_prompts(db: Database) -> None:
     )
 
 
-@migrations()
+@_step
 def m002_traces(db: Database) -> None:
     db.executescript(
         """
@@ -108,7 +117,7 @@ def m002_traces(db: Database) -> None:
     )
 
 
-@migrations()
+@_step
 def m003_price_overrides(db: Database) -> None:
     db.executescript(
         """
@@ -124,7 +133,7 @@ def m003_price_overrides(db: Database) -> None:
     )
 
 
-@migrations()
+@_step
 def m004_datasets(db: Database) -> None:
     db.executescript(
         """
@@ -153,7 +162,7 @@ def m004_datasets(db: Database) -> None:
     )
 
 
-@migrations()
+@_step
 def m005_experiments(db: Database) -> None:
     db.executescript(
         """
@@ -188,7 +197,7 @@ def m005_experiments(db: Database) -> None:
     )
 
 
-@migrations()
+@_step
 def m006_feedback(db: Database) -> None:
     db.executescript(
         """
@@ -213,7 +222,7 @@ def m006_feedback(db: Database) -> None:
     )
 
 
-@migrations()
+@_step
 def m007_traces_fts(db: Database) -> None:
     # External content: the index keeps only tokens, the text stays in `traces`.
     # No triggers: the trace writer must stay a plain batched INSERT, so
@@ -231,3 +240,26 @@ def m007_traces_fts(db: Database) -> None:
         INSERT INTO traces_fts_state (id, last_rowid) VALUES (1, 0);
         """
     )
+
+
+NAMES = tuple(fn.__name__ for fn in _STEPS)
+"""Every migration, in order; opening an up-to-date file compares against this alone."""
+_set: Migrations | None = None
+
+
+def migration_set() -> Migrations:
+    """The sqlite-utils ``Migrations("workbench")`` of every step (imports sqlite-utils, 0.4 s)."""
+    global _set
+    if _set is None:
+        from sqlite_utils.migrations import Migrations
+
+        _set = Migrations(MIGRATION_SET)
+        for fn in _STEPS:
+            _set(name=fn.__name__)(fn)
+    return _set
+
+
+def __getattr__(name: str) -> Any:
+    if name == "migrations":
+        return migration_set()
+    raise AttributeError(name)

@@ -94,9 +94,11 @@ class Store:
 
     def migrate(self) -> list[str]:
         """Apply pending migrations; return the names applied."""
-        from .migrations import MIGRATION_SET, migrations
+        from .migrations import MIGRATION_SET, NAMES, migrations
 
         with self.lock:
+            if self._applied_fast() == set(NAMES):
+                return []
             db = self.db
             if not self._pending(db):
                 return []
@@ -118,8 +120,23 @@ class Store:
                 raise
             return pending
 
+    def _applied_fast(self) -> set[str] | None:
+        """Applied workbench migration names by plain SQL (no sqlite-utils import)."""
+        try:
+            rows = self.conn.execute(
+                "SELECT name FROM _sqlite_migrations WHERE migration_set = 'workbench'"
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return None
+        return {r[0] for r in rows}
+
     def _pending(self, db: Any) -> list[str]:
         """Names of migrations not yet applied; refuses a file from a newer workbench."""
+        from .migrations import NAMES
+
+        applied = self._applied_fast()
+        if applied is not None and applied == set(NAMES):
+            return []
         from .migrations import migrations
 
         known = {m.name for m in migrations._migrations}
