@@ -439,15 +439,15 @@ def _grouped_quantiles(
     """
     v = values[rows].astype(np.float64, copy=False)
     n_groups = len(offsets) - 1
+    sizes = np.diff(offsets)
+    to_sort = np.flatnonzero(sizes > 1)
     if n_groups == 1:
         v.sort()  # NaN sorts last
-    elif n_groups <= _LOOP_GROUPS:
-        for g in range(n_groups):
-            a, b = offsets[g], offsets[g + 1]
-            if b - a > 1:
-                v[a:b].sort()
+    elif len(to_sort) <= _LOOP_GROUPS:
+        for g in to_sort.tolist():
+            v[offsets[g] : offsets[g + 1]].sort()
     else:
-        seg = np.repeat(np.arange(n_groups), np.diff(offsets))
+        seg = np.repeat(np.arange(n_groups), sizes)
         v = v[np.lexsort((v, seg))]
     starts = offsets[:-1]
     missing = np.isnan(v)
@@ -456,7 +456,7 @@ def _grouped_quantiles(
         np.cumsum(~missing, out=valid[1:])
         n = valid[offsets[1:]] - valid[starts]
     else:
-        n = np.diff(offsets)
+        n = sizes
     if len(v) == 0:
         return [np.full(n_groups, np.nan) for _ in qs]
     last = np.maximum(n - 1, 0)

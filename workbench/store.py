@@ -94,11 +94,13 @@ class Store:
 
     def migrate(self) -> list[str]:
         """Apply pending migrations; return the names applied."""
-        from .migrations import MIGRATION_SET, NAMES, migrations
+        from .migrations import MIGRATION_SET, NAMES
 
         with self.lock:
             if self._applied_fast() == set(NAMES):
                 return []
+            from .migrations import migrations
+
             db = self.db
             if not self._pending(db):
                 return []
