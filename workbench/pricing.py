@@ -109,7 +109,7 @@ class Pricer:
         self._overrides: dict[str, Price] = {}
         self._warned: set[str] = set()
         self._lock = threading.Lock()
-        self._source = genai_prices_version()
+        self._source_text: str | None = None
         self._flat: dict[str, Price | None] = {}
         """Per model: its flat genai-prices price, or None when tiered (looked up once)."""
         if store is not None:
@@ -150,6 +150,13 @@ class Pricer:
             self._overrides[model] = price
             self._warned.discard(model)
         return price
+
+    @property
+    def _source(self) -> str:
+        # Importing genai-prices costs 0.1 s: only when the first call is priced.
+        if self._source_text is None:
+            self._source_text = genai_prices_version()
+        return self._source_text
 
     def overrides(self) -> dict[str, Price]:
         return dict(self._overrides)
