@@ -242,3 +242,27 @@ def test_csv_row_with_extra_fields(bench, tmp_path):
     with pytest.raises(DatasetError, match=r"ragged\.csv line 3: more fields than the header"):
         bench.datasets.load("ragged", path)
     assert counts(bench) == (0, 0)
+
+
+def test_byte_order_mark_does_not_rename_the_first_column(bench, tmp_path):
+    # Excel's "CSV UTF-8" and some Windows editors start the file with a BOM.
+    csv_path = tmp_path / "excel.csv"
+    csv_path.write_bytes("\ufeffid,question,expected\nq1,What?,x\n".encode())
+    ds = bench.datasets.load("excel", csv_path)
+    assert ds[0].item_id == "q1" and ds[0].inputs == {"question": "What?"}
+    jsonl_path = tmp_path / "bom.jsonl"
+    jsonl_path.write_bytes('\ufeff{"id": "j1", "question": "Why?"}\n'.encode())
+    assert bench.datasets.load("bom", jsonl_path)[0].item_id == "j1"
+
+
+@pytest.mark.parametrize("suffix, content", [
+    (".jsonl", '{"question": "a?"}\n{"question": "b?"}\n{"question": "caf\xe9?"}\n'),
+    (".csv", "question\na?\nb?\ncaf\xe9?\n"),
+])
+def test_non_utf8_file_names_the_line(bench, tmp_path, suffix, content):
+    path = tmp_path / f"latin1{suffix}"
+    path.write_bytes(content.encode("latin-1"))
+    line = 3 if suffix == ".jsonl" else 4
+    with pytest.raises(DatasetError, match=rf"latin1\{suffix} line {line}: not UTF-8 text .*save the file as UTF-8"):
+        bench.datasets.load("latin1", path)
+    assert counts(bench) == (0, 0)

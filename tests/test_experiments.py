@@ -319,16 +319,17 @@ def test_errors_without_a_limit_never_abort_the_run(tmp_path):
         # Every cell was tried, exactly once; each failed cell is one error trace.
         assert Counter((t["variant"], t["item_id"], t["repeat"]) for t in traces) == Counter(cells)
         errors = [t for t in traces if t["status"] == "error"]
-        assert len(errors) == exp.last_run.errors
+        # 0.3 a try, three tries: about 2.7% of cells fail (deterministic for seed 0).
+        assert 0 < len(errors) == exp.last_run.errors < 0.1 * len(cells)
+        assert all(t["attempts"] == 3 for t in errors)
         assert any(t["attempts"] > 1 for t in traces if t["status"] == "ok")
-        if errors:
-            assert exp.status == "completed_with_errors"
-            assert f"{len(errors)} calls failed" in exp.last_run.message
-            # run() again retries only the failed cells.
-            exp.run(progress=False)
-            assert len(llm_traces(bench, exp)) == len(cells) + len(errors)
-        else:
-            assert exp.status == "completed"
+        assert exp.status == "completed_with_errors" == exp.last_run.status
+        assert f"{len(errors)} calls failed" in exp.last_run.message
+        # run() again retries only the failed cells.
+        exp.run(progress=False)
+        assert exp.status == "completed"
+        assert len(llm_traces(bench, exp)) == len(cells) + len(errors)
+        assert ok_cells(bench, exp) == Counter(cells)
 
 
 # -- the real SDK path, through a local Anthropic-compatible server ---------------------------------
@@ -505,25 +506,49 @@ def test_summary_has_a_row_per_variant(finished):
     assert by["B"]["cost_usd"] > by["A"]["cost_usd"]  # the context is sent with every call
 
 
-def test_compare_says_context_helps(finished):
-    c = finished.compare("A", "B")
+def test_compare_says_context_helps(bench):
+    @wb.scorer(name="mentions_settings")
+    def mentions_settings(output: str) -> float:
+        return 1.0 if "settings" in output.lower() else 0.0
+
+    a, b = prompts(bench)
+    exp = bench.experiment(
+        "compare", dataset=dataset(bench), variants={"A": a, "B": b}, repeats=2,
+        scorers=[contains_reference(), mentions_settings],
+    ).run(progress=False)
+    c = exp.compare("A", "B")
+    assert c.scores["scorer"].to_list() == ["contains_reference", "mentions_settings"]
+    for row in c.scores.iter_rows(named=True):
+        assert row["n"] == 60
+        assert row["p_holm"] >= row["p_value"]  # two scorers: Holm adjusts upwards
+        assert row["mde"] is not None and row["mde"] > 0
+        assert "n_needed" in row
+    assert (c.scores["p_holm"] > c.scores["p_value"]).any()
     row = c.scores.row(0, named=True)
-    assert row["scorer"] == "contains_reference"
     assert row["verdict"] == "B better" == c.verdicts()["contains_reference"]
-    assert row["diff"] > 0 and row["ci_low"] > 0
-    assert row["p_holm"] >= row["p_value"]
-    assert row["mde"] is not None and row["mde"] > 0
-    assert row["n_needed"] is not None and row["n_needed"] >= 2
-    assert row["n"] == 60
+    assert row["diff"] > 0 and 0 < row["ci_low"] <= row["diff"] <= row["ci_high"]
+    assert row["n_needed"] is not None and 2 <= row["n_needed"] <= 60
     assert "B better" in str(c)
     with pytest.raises(ConfigError, match="no variant 'C'"):
-        finished.compare("A", "C")
+        exp.compare("A", "C")
 
 
-def test_items_put_regressions_first(finished):
-    items = finished.items("A", "B")
-    assert items.height == 60
-    deltas = items["delta"].drop_nulls().to_list()
+def test_items_put_regressions_first(bench):
+    # Sonnet against Haiku on the same prompt: mostly ties, a few wins each way.
+    _, with_context = prompts(bench)
+    exp = bench.experiment(
+        "models", dataset=dataset(bench), scorers=[contains_reference()],
+        variants={"A": with_context, "B": variant(with_context, model="claude-sonnet-4-5")},
+    ).run(progress=False)
+    items = exp.items("A", "B")
+    assert items.height == 60 and items["item_id"].n_unique() == 60
+    assert {"output_a", "output_b", "score_a", "score_b", "expected", "delta"} <= set(items.columns)
+    deltas = items["delta"].to_list()
+    assert None not in deltas and min(deltas) < 0 < max(deltas)
     assert deltas == sorted(deltas)
-    assert items["delta"][0] == min(deltas)
-    assert {"output_a", "output_b", "score_a", "score_b", "expected"} <= set(items.columns)
+    first = items.row(0, named=True)
+    assert first["score_b"] < first["score_a"] and first["delta"] == first["score_b"] - first["score_a"]
+    # Outputs are the stored answers of that item.
+    stored = {(t["variant"], t["item_id"]): t["output"] for t in llm_traces(bench, exp)}
+    assert first["output_a"] == stored[("A", first["item_id"])]
+    assert first["output_b"] == stored[("B", first["item_id"])]

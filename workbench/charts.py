@@ -30,6 +30,7 @@ from .errors import ConfigError, MissingDependency
 
 __all__ = [
     "MAX_POINTS",
+    "MAX_ROWS",
     "THEME",
     "cost_per_item",
     "cost_quality",
@@ -160,8 +161,8 @@ def _calls(df: pl.DataFrame) -> pl.DataFrame:
     return df.filter(pl.col("kind") == "llm") if "kind" in df.columns else df
 
 
-def _group_color(title: str, show: bool) -> alt.Color | alt.Undefined:
-    return alt.Color(f"{_GROUP}:N", title=title, legend=alt.Legend() if show else None)
+def _group_color(title: str, legend: bool) -> alt.Color:
+    return alt.Color(f"{_GROUP}:N", title=title, legend=alt.Legend() if legend else None)
 
 
 # -- traces ----------------------------------------------------------------------------------

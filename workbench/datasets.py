@@ -7,7 +7,9 @@ module writes ``datasets`` and ``dataset_items``.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -156,8 +158,16 @@ def item_from_record(record: Mapping[str, Any], idx: int, where: str, *, inputs:
 
 def read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
     out = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
+    # Bytes, decoded line by line, so a non-UTF-8 line is named by its number.
+    with path.open("rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                # utf-8-sig: editors on Windows start files with a byte-order mark.
+                line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise DatasetError(
+                    f"{path} line {n}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -168,16 +178,24 @@ def read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def read_csv(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames:
-            raise DatasetError(f"{path}: no header row")
-        rows = []
-        for n, row in enumerate(reader, 2):
-            if None in row:
-                raise DatasetError(f"{path} line {n}: more fields than the header has")
-            rows.append((f"{path} line {n}", {k: v for k, v in row.items()}))
-        return rows
+    data = path.read_bytes()
+    # Excel's "CSV UTF-8" starts with a byte-order mark, which would rename the first column.
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DatasetError(f"{path} line {line}: not UTF-8 text ({exc.reason}); save the file as UTF-8") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not reader.fieldnames:
+        raise DatasetError(f"{path}: no header row")
+    rows = []
+    for n, row in enumerate(reader, 2):
+        if None in row:
+            raise DatasetError(f"{path} line {n}: more fields than the header has")
+        rows.append((f"{path} line {n}", {k: v for k, v in row.items()}))
+    return rows
 
 
 class Datasets:

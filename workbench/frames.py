@@ -8,15 +8,17 @@ still has the right columns and dtypes::
     frames.metrics(df, by="variant")                 # one row per variant
     frames.metrics(store, by="model", every="1h")    # loads only the columns it needs
 
-`metrics` is built to stay fast at a million traces: it pushes the ``kind``
-filter and the column choice into SQL, parses times only when bucketing, and
-does every aggregate in one Polars ``group_by``.
+`metrics` is built to stay fast at a million traces: from a store it pushes
+the ``kind`` filter and the column choice into SQL and skips the ORDER BY;
+it parses times only when bucketing; it gives each row an integer group code
+once, sums over the codes in one Polars ``group_by``, and sorts each group's
+latencies once (numpy) for exact percentiles.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -413,19 +415,18 @@ def _key_codes(s: pl.Series) -> tuple[np.ndarray, int]:
     return _densify(phys.to_numpy())
 
 
-def _group_codes(df: pl.DataFrame, keys: list[str]) -> tuple[np.ndarray | None, int]:
-    """One code per row for the combination of ``keys`` (None when there are no keys)."""
+def _combine_codes(parts: Sequence[tuple[np.ndarray, int]]) -> tuple[np.ndarray | None, int]:
+    """One code per row for a combination of keys, from each key's codes (None for no keys)."""
     codes: np.ndarray | None = None
     n_groups = 1
-    for key in keys:
-        ck, k = _key_codes(df[key])
+    for ck, k in parts:
         codes = ck if codes is None else codes * k + ck
         n_groups *= k
         if n_groups > 2**31:  # keep the next product inside int64
             codes, n_groups = _densify(codes, compact=True)
     if codes is not None and n_groups > _SPARSE_CODES:
         codes, n_groups = _densify(codes, compact=True)
-    return codes, (n_groups if codes is not None else 1)
+    return codes, n_groups
 
 
 def _grouped_quantiles(
@@ -486,6 +487,16 @@ def _sum_exprs() -> list[pl.Expr]:
     ]
 
 
+_executor: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="workbench-metrics")
+    return _executor
+
+
 def _uint(n: int) -> Any:
     return np.uint8 if n < 2**8 else np.uint16 if n < 2**16 else np.uint32 if n < 2**32 else np.uint64
 
@@ -498,6 +509,8 @@ def _compute(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     sorts each group's ok latencies once for exact percentiles: its SIMD sort
     beats Polars' grouped quantile several times over.
     """
+    # Coding the keys (a hash per row, on worker threads) overlaps the status comparisons.
+    key_codes = [_pool().submit(_key_codes, df[k]) for k in keys]
     status = df["status"]
     ok = (status == "ok").fill_null(False)
     err = (status == "error").fill_null(False)
@@ -505,7 +518,7 @@ def _compute(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     if llm is not None:
         ok, err = ok & llm, err & llm
 
-    codes, n_groups = _group_codes(df, keys)
+    codes, n_groups = _combine_codes([f.result() for f in key_codes])
     cost = df["cost_usd"].cast(pl.Float64)
     columns = [
         err.alias("_err"),
@@ -515,19 +528,22 @@ def _compute(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
         df["latency_ms"].cast(pl.Float64).zip_with(ok, pl.Series([None], dtype=pl.Float64)).alias("_lat"),
     ]
     if codes is None:
-        frame = pl.DataFrame(columns)
+        lf = pl.DataFrame(columns).lazy()
         if llm is not None:
-            frame = frame.filter(llm)
-        sums = frame.select(_sum_exprs()).with_columns(pl.lit(0, dtype=pl.Int64).alias("_g"))
+            lf = lf.filter(llm)
+        sums_plan = lf.select(_sum_exprs()).with_columns(pl.lit(0, dtype=pl.Int64).alias("_g"))
     else:
         # Spans and other non-call rows go to a spare group, dropped below.
         gid = codes if llm is None else np.where(llm.to_numpy(), codes, n_groups)
-        sums = (
+        sums_plan = (
             pl.DataFrame([pl.Series("_g", gid.astype(_uint(n_groups + 1))), *columns, *(df[k] for k in keys)])
+            .lazy()
             .group_by("_g")
             .agg(*_sum_exprs(), *(pl.col(k).first() for k in keys))  # a group's rows share its keys
             .with_columns(pl.col("_g").cast(pl.Int64))
         )
+    # Polars sums (GIL released) while numpy sorts latencies below.
+    sums_future = _pool().submit(sums_plan.collect)
 
     # Ok calls' row numbers, grouped by code, for the percentiles.
     rows = np.flatnonzero(ok.to_numpy())
@@ -546,6 +562,7 @@ def _compute(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
             quant[f"{name}_p{round(q * 100)}"] = arr
 
     out = pl.DataFrame(quant).fill_nan(None)
+    sums = sums_future.result()
     # Inner join: groups seen only on non-call rows (and the spare group) drop out.
     out = out.join(sums, on="_g", how="left" if not keys else "inner")
     zero = ("requests", "errors", "unpriced", *_TOKENS)

@@ -1,0 +1,228 @@
+"""The notebook experience end to end: JupyterLab in headless Chromium, offline.
+
+A notebook builds a small simulated experiment, draws a chart with
+``wb.charts.enable_offline()`` and shows the compare widget; clicking
+"B better" in the browser must land as one feedback row in the SQLite file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+try:
+    from ._browser import PageLog, artifact, chromium
+except ImportError:
+    from _browser import PageLog, artifact, chromium
+
+nbformat = pytest.importorskip("nbformat")
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data" / "support_qa.jsonl"
+JUPYTER = Path(sys.executable).with_name("jupyter")
+NOTEBOOK = "compare.ipynb"
+RATER = "browser-test"
+HOST = "127.0.0.1"
+
+SERVER_START_S = 30
+PAGE_TIMEOUT_MS = 30_000
+"""Kernel start plus the notebook's run; both are usually a few seconds."""
+FEEDBACK_TIMEOUT_S = 10
+
+PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+CHART_MARKS = f"{PANEL} .jp-OutputArea-output .vega-embed .marks"
+ERROR_OUTPUTS = f"{PANEL} .jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']"
+
+CELLS = [
+    """\
+import json
+from pathlib import Path
+
+import workbench as wb
+from workbench.providers.simulated import SimulatedProvider
+
+rows = [json.loads(line) for line in Path({data!r}).read_text().splitlines() if line.strip()][:8]
+bench = wb.open("wb.db", provider=SimulatedProvider(seed=0, time_scale=0))
+ds = bench.datasets.load("support-8", rows)
+bare = bench.prompts.register("support", template="Answer: {{question}}", model="claude-haiku-4-5")
+grounded = bench.prompts.register("support", template="Context: {{context}}\\nQuestion: {{question}}", model="claude-haiku-4-5")
+exp = bench.experiment(
+    "browser-compare", dataset=ds, variants={{"A": bare, "B": grounded}},
+    scorers=[wb.scorers.contains_reference()], repeats=1,
+).run(progress=False)
+exp.status""",
+    """\
+wb.charts.enable_offline()
+exp.chart("quality")""",
+    """\
+w = wb.widgets.compare(exp, "A", "B")
+w""",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def write_settings(settings_dir: Path) -> None:
+    """Start the kernel without asking, and fetch no news."""
+    files = {
+        "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"autoStartDefaultKernel": True},
+        "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
+    }
+    for name, value in files.items():
+        path = settings_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(value))
+
+
+def write_notebook(path: Path) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(src.format(data=str(DATA))) for src in CELLS]
+    nbformat.write(nb, path)
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"jupyter lab not ready after {SERVER_START_S} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """A JupyterLab server over a fresh folder, with all its state under ``tmp_path``; always stopped."""
+    if not JUPYTER.exists():
+        pytest.skip(f"{JUPYTER} is missing; pip install -e '.[dev]'")
+    state = tmp_path / "state"
+    root = tmp_path / "root"
+    root.mkdir()
+    env = dict(os.environ)
+    # JUPYTER_DATA_DIR moves only the user data dir: the venv's share/jupyter (the
+    # ipywidgets lab extension, the python3 kernelspec) stays on Jupyter's path.
+    for var, sub in [
+        ("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"), ("JUPYTER_RUNTIME_DIR", "runtime"),
+        ("IPYTHONDIR", "ipython"), ("JUPYTERLAB_SETTINGS_DIR", "settings"), ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"),
+    ]:
+        env[var] = str(state / sub)
+    env["WORKBENCH_RATER"] = RATER
+    env.pop("WORKBENCH_DB", None)
+    write_settings(state / "settings")
+    write_notebook(root / NOTEBOOK)
+
+    token, port = secrets.token_hex(16), free_port()
+    server_log = tmp_path / "jupyter.log"
+    with server_log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(JUPYTER), "lab", "--no-browser", "--allow-root", f"--IdentityProvider.token={token}",
+             f"--ip={HOST}", f"--port={port}", f"--ServerApp.root_dir={root}"],
+            env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        base = f"http://{HOST}:{port}"
+        wait_ready(f"{base}/api/status?token={token}", proc, server_log)
+        yield {"base": base, "token": token, "root": root, "log": server_log}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def browser():
+    with chromium() as b:
+        yield b
+
+
+def feedback_rows(db: Path) -> list[tuple]:
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(db, timeout=5)
+    try:
+        return conn.execute(
+            "SELECT item_id, variant_a, variant_b, choice, rater FROM feedback WHERE trace_id IS NULL"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def first_item_shown(db: Path) -> str:
+    """The item the compare widget opens on, read back through workbench itself."""
+    import workbench as wb
+
+    bench = wb.open(db, provider="simulated")
+    try:
+        return bench.experiments.get("browser-compare").items("A", "B")["item_id"][0]
+    finally:
+        bench.close()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_compare_widget_rates_from_the_browser(lab, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    log = PageLog(page)
+    panel = page.locator(PANEL)
+    try:
+        page.goto(f"{lab['base']}/lab/tree/{NOTEBOOK}?reset&token={lab['token']}")
+        panel.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()
+
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
+
+        b_better = panel.locator(".jp-OutputArea-output .widget-button", has_text="B better")
+        try:
+            b_better.wait_for()
+        except Exception:
+            page.screenshot(path=str(artifact("jupyterlab-compare.png")), full_page=True)
+            errors = page.locator(ERROR_OUTPUTS).all_inner_texts()
+            raise AssertionError(f"no compare widget; error outputs: {errors}; {log.summary()}") from None
+        assert panel.locator(".jp-OutputArea-output .widget-button").all_inner_texts()[-4:] == [
+            "A better", "B better", "Tie", "Both bad",
+        ]
+        page.locator(CHART_MARKS).first.wait_for()
+        assert page.locator(ERROR_OUTPUTS).count() == 0, page.locator(ERROR_OUTPUTS).all_inner_texts()
+        assert "Error displaying widget" not in panel.inner_text()
+
+        b_better.click()
+        db = lab["root"] / "wb.db"
+        deadline = time.monotonic() + FEEDBACK_TIMEOUT_S
+        rows = feedback_rows(db)
+        while not rows and time.monotonic() < deadline:
+            time.sleep(0.2)
+            rows = feedback_rows(db)
+        panel.get_by_text("Saved “B better”").wait_for()
+        page.screenshot(path=str(artifact("jupyterlab-compare.png")))
+
+        assert rows == [(first_item_shown(db), "A", "B", "b", RATER)]
+        assert log.off_host_requests(HOST) == [], log.off_host_requests(HOST)
+        assert log.dialogs == [], log.summary()
+        assert log.page_errors == [], log.summary()
+    finally:
+        page.close()
