@@ -41,8 +41,16 @@ PAGE_TIMEOUT_MS = 30_000
 FEEDBACK_TIMEOUT_S = 10
 
 PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+KERNEL_READY = """() => {
+  const session = window.jupyterapp?.shell?.currentWidget?.sessionContext;
+  const kernel = session?.session?.kernel;
+  return !!(session?.isReady && kernel?.connectionStatus === 'connected' && kernel?.status === 'idle');
+}"""
+"""The toolbar's execution indicator reads 'idle' for a moment before the kernel has even
+started; a Run All in that moment runs nothing. Ask JupyterLab's session instead."""
 CHART_MARKS = f"{PANEL} .jp-OutputArea-output .vega-embed .marks"
-ERROR_OUTPUTS = f"{PANEL} .jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']"
+# Tracebacks render as stderr too, so this catches errors and warnings alike.
+STDERR_OUTPUTS = f"{PANEL} .jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
 
 CELLS = [
     """\
@@ -137,7 +145,9 @@ def lab(tmp_path):
     with server_log.open("wb") as out:
         proc = subprocess.Popen(
             [str(JUPYTER), "lab", "--no-browser", "--allow-root", f"--IdentityProvider.token={token}",
-             f"--ip={HOST}", f"--port={port}", f"--ServerApp.root_dir={root}"],
+             f"--ip={HOST}", f"--port={port}", f"--ServerApp.root_dir={root}",
+             # window.jupyterapp tells when the kernel is really ready (see KERNEL_READY).
+             "--LabApp.expose_app_in_browser=True"],
             env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT,
         )
     try:
@@ -172,7 +182,7 @@ def feedback_rows(db: Path) -> list[tuple]:
 
 
 def first_item_shown(db: Path) -> str:
-    """The item the compare widget opens on, read back through workbench itself."""
+    """The item the compare widget opens on (regressions first), read through workbench itself."""
     import workbench as wb
 
     bench = wb.open(db, provider="simulated")
@@ -185,13 +195,13 @@ def first_item_shown(db: Path) -> str:
 @pytest.mark.browser
 @pytest.mark.slow
 def test_compare_widget_rates_from_the_browser(lab, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page(viewport={"width": 1400, "height": 1200})
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     log = PageLog(page)
     panel = page.locator(PANEL)
     try:
         page.goto(f"{lab['base']}/lab/tree/{NOTEBOOK}?reset&token={lab['token']}")
-        panel.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()
+        page.wait_for_function(KERNEL_READY)
 
         page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
         page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
@@ -201,26 +211,31 @@ def test_compare_widget_rates_from_the_browser(lab, browser):
             b_better.wait_for()
         except Exception:
             page.screenshot(path=str(artifact("jupyterlab-compare.png")), full_page=True)
-            errors = page.locator(ERROR_OUTPUTS).all_inner_texts()
-            raise AssertionError(f"no compare widget; error outputs: {errors}; {log.summary()}") from None
-        assert panel.locator(".jp-OutputArea-output .widget-button").all_inner_texts()[-4:] == [
-            "A better", "B better", "Tie", "Both bad",
-        ]
-        page.locator(CHART_MARKS).first.wait_for()
-        assert page.locator(ERROR_OUTPUTS).count() == 0, page.locator(ERROR_OUTPUTS).all_inner_texts()
+            errors = page.locator(STDERR_OUTPUTS).all_inner_texts()
+            raise AssertionError(f"no compare widget; stderr: {errors}; {log.summary()}") from None
+        buttons = panel.locator(".jp-OutputArea-output .widget-button").all_inner_texts()
+        assert {"A better", "B better", "Tie", "Both bad"} <= set(buttons), buttons
+        chart = panel.locator(CHART_MARKS).first
+        chart.wait_for()
+        box = chart.bounding_box()
+        assert box is not None and box["width"] > 100 and box["height"] > 50, box
+        assert page.locator(STDERR_OUTPUTS).count() == 0, page.locator(STDERR_OUTPUTS).all_inner_texts()
         assert "Error displaying widget" not in panel.inner_text()
 
-        b_better.click()
         db = lab["root"] / "wb.db"
+        first = first_item_shown(db)
+        panel.locator(".widget-html", has_text=f"Item {first}").first.wait_for()
+        assert feedback_rows(db) == []
+        b_better.click()
         deadline = time.monotonic() + FEEDBACK_TIMEOUT_S
         rows = feedback_rows(db)
         while not rows and time.monotonic() < deadline:
             time.sleep(0.2)
             rows = feedback_rows(db)
-        panel.get_by_text("Saved “B better”").wait_for()
+        panel.get_by_text(f"Saved “B better” for {first}.").wait_for()
         page.screenshot(path=str(artifact("jupyterlab-compare.png")))
 
-        assert rows == [(first_item_shown(db), "A", "B", "b", RATER)]
+        assert rows == [(first, "A", "B", "b", RATER)]
         assert log.off_host_requests(HOST) == [], log.off_host_requests(HOST)
         assert log.dialogs == [], log.summary()
         assert log.page_errors == [], log.summary()

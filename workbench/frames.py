@@ -487,14 +487,12 @@ def _sum_exprs() -> list[pl.Expr]:
     ]
 
 
-_executor: ThreadPoolExecutor | None = None
+_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="workbench-frames")
+"""Overlaps Polars work (which releases the GIL) with numpy work in `metrics`."""
 
 
 def _pool() -> ThreadPoolExecutor:
-    global _executor
-    if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="workbench-metrics")
-    return _executor
+    return _POOL
 
 
 def _uint(n: int) -> Any:

@@ -92,7 +92,8 @@ def production_traffic(
             )
 
     rng_items = [rng.randrange(len(items)) for _ in times]
-    rng_users = [int(rng.paretovariate(1.2)) % users for _ in times]
+    # A few heavy users and a long tail (Zipf-like weights).
+    rng_users = rng.choices(range(users), weights=[1 / (k + 1) for k in range(users)], k=len(times))
 
     async def run_all() -> None:
         sem = asyncio.Semaphore(concurrency)
