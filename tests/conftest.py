@@ -99,3 +99,10 @@ def scripted_bench(tmp_path, scripted):
     b = wb.open(tmp_path / "scripted.db", provider=scripted)
     yield b
     b.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_real_api(monkeypatch):
+    """No test may reach a real LLM API: a key or base URL from the developer's shell is dropped."""
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)

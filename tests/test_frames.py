@@ -167,11 +167,20 @@ def test_columns_are_selected_in_sql_and_validated(filled):
 
 
 def test_parse_times_off_keeps_text_and_other_iso_forms_parse(db):
-    _put(db, _row(started_at="2025-03-01T12:00:00Z"), _row(started_at="2025-03-01T12:00:01.5+00:00"))
+    forms = [
+        "2025-03-01T12:00:00Z",
+        "2025-03-01T12:00:01.5+00:00",
+        "2025-03-01T14:00:02.25+02:00",
+        "2025-03-01 12:00:03.000001+00:00",
+        "2025-03-01T12:00:04",
+        "2025-03-01T12:00:05.000000+00:00",  # the form workbench writes
+    ]
+    _put(db, *(_row(started_at=f) for f in forms))
     raw = frames.traces_df(db, parse_times=False)
-    assert raw.schema["started_at"] == pl.String
+    assert raw.schema["started_at"] == pl.String and raw["started_at"].to_list() == forms
     parsed = frames.traces_df(db)["started_at"].to_list()
-    assert parsed == [T0, T0 + timedelta(seconds=1.5)]
+    seconds = [0, 1.5, 2.25, 3.000001, 4, 5]
+    assert parsed == [T0 + timedelta(seconds=x) for x in seconds]
 
 
 def test_scores_and_experiments(filled):

