@@ -256,7 +256,7 @@ def _expected(g: pl.DataFrame) -> dict[str, float | int | None]:
         "requests": n,
         "errors": int((status == "error").sum()),
         "error_rate": float((status == "error").mean()) if n else None,
-        **{c: int(g[c].to_numpy().sum()) for c in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")},
+        **{c: int(g[c].to_numpy().sum()) for c in frames._TOKENS},
         "cost_usd": float(np.nansum(cost)) if (~np.isnan(cost)).any() else None,
         "unpriced": int((ok & np.isnan(cost)).sum()),
         "latency_mean": float(lat.mean()) if len(lat) else None,

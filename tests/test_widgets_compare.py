@@ -284,3 +284,12 @@ def test_word_diff_unit():
     assert a == "x x x" and hidden_a == 15
     a, b, *_ = word_diff("<a>", None)
     assert a == '<del class="wb-diff" style="background:#ffd7d5;text-decoration:none">&lt;a&gt;</del>' and b == ""
+
+
+def test_entry_points_stay_callable_after_their_modules_are_imported():
+    import workbench.widgets as widgets
+    import workbench.widgets.compare  # noqa: F401 - the import that used to shadow the function
+    import workbench.widgets.traces  # noqa: F401
+
+    assert callable(widgets.compare) and callable(widgets.traces)
+    assert widgets.compare.__module__ == "workbench.widgets"

@@ -388,7 +388,9 @@ def quality(scores_summary: pl.DataFrame, scorer: str | Sequence[str] | None = N
         known = df["scorer"].unique().sort().to_list()
         unknown = [s for s in wanted if s not in known]
         if unknown:
-            raise ConfigError(f"no scorer {', '.join(map(repr, unknown))} in the summary; scorers: {', '.join(map(str, known))}")
+            raise ConfigError(
+                f"no scorer {', '.join(map(repr, unknown))} in the summary; scorers: {', '.join(map(str, known))}"
+            )
         df = df.filter(pl.col("scorer").is_in(wanted))
     df = df.select(
         pl.col("variant").cast(pl.String), pl.col("scorer").cast(pl.String),
@@ -459,12 +461,16 @@ def paired_differences(
 
     y_title = f"{scorer}: {b} − {a}"
     x = alt.X("rank:Q", title="items, sorted by difference", scale=alt.Scale(domain=[0, max(n, 1) + 1], nice=False))
-    color = alt.Color("outcome:N", title=None, scale=alt.Scale(domain=outcomes, range=["#0072B2", "#999999", "#D55E00"]))
+    color = alt.Color(
+        "outcome:N", title=None, scale=alt.Scale(domain=outcomes, range=["#0072B2", "#999999", "#D55E00"])
+    )
     tooltip = [
         alt.Tooltip("item_id:N", title="item"), alt.Tooltip("a:Q", title=a, format=".3f"),
         alt.Tooltip("b:Q", title=b, format=".3f"), alt.Tooltip("difference:Q", format="+.3f"),
     ]
-    stems = alt.Chart(shown).mark_rule(opacity=0.5).encode(x=x, y=alt.Y("difference:Q", title=y_title), y2=alt.datum(0), color=color)
+    stems = alt.Chart(shown).mark_rule(opacity=0.5).encode(
+        x=x, y=alt.Y("difference:Q", title=y_title), y2=alt.datum(0), color=color
+    )
     dots = alt.Chart(shown).mark_circle(size=28 if len(shown) <= 300 else 10, opacity=0.9).encode(
         x=x, y="difference:Q", color=color, tooltip=tooltip
     )
@@ -473,7 +479,9 @@ def paired_differences(
     )
     rules = alt.Chart(lines).mark_rule().encode(
         y="y:Q",
-        strokeDash=alt.StrokeDash("what:N", legend=None, scale=alt.Scale(domain=["zero", "mean"], range=[[1, 0], [6, 3]])),
+        strokeDash=alt.StrokeDash(
+            "what:N", legend=None, scale=alt.Scale(domain=["zero", "mean"], range=[[1, 0], [6, 3]])
+        ),
         color=alt.value("#333333"),
     )
     label = (
@@ -532,10 +540,14 @@ def cost_quality(points: pl.DataFrame) -> alt.LayerChart:
         alt.Tooltip("quality:Q", format=".3f"), alt.Tooltip("ci_low:Q", title="95% CI low", format=".3f"),
         alt.Tooltip("ci_high:Q", title="95% CI high", format=".3f"), alt.Tooltip("front:N"),
     ]
-    front_color = alt.Color("front:N", title=None, scale=alt.Scale(domain=["Pareto front", "dominated"], range=["#0072B2", "#999999"]))
+    front_color = alt.Color(
+        "front:N", title=None, scale=alt.Scale(domain=["Pareto front", "dominated"], range=["#0072B2", "#999999"])
+    )
     base = alt.Chart()
-    line = base.mark_line(strokeDash=[4, 3], color="#0072B2").encode(x=x, y=y, order="cost_per_item:Q").transform_filter(
-        alt.datum.pareto == True  # noqa: E712 - a Vega expression, not Python truthiness
+    line = (
+        base.mark_line(strokeDash=[4, 3], color="#0072B2")
+        .encode(x=x, y=y, order="cost_per_item:Q")
+        .transform_filter(alt.datum.pareto == True)  # noqa: E712 - a Vega expression, not Python truthiness
     )
     bars = base.mark_rule(opacity=0.6).encode(x=x, y="ci_low:Q", y2="ci_high:Q", color=front_color)
     dots = base.mark_point(size=90, filled=True, opacity=1).encode(x=x, y=y, color=front_color, tooltip=tooltip)

@@ -16,10 +16,11 @@ from __future__ import annotations
 import getpass
 import math
 import numbers
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import config, traces
+from . import traces
 from ._ids import new_id, utc_now
 from .errors import ConfigError
 
@@ -91,7 +92,8 @@ class FeedbackRecord:
 
 def default_rater(rater: str | None = None) -> str:
     """The rater's name: the argument, else ``$WORKBENCH_RATER``, else the login name."""
-    value = config.setting(rater, "WORKBENCH_RATER", None)
+    # os.environ directly, not config.setting: records sit below the entry layer that config belongs to.
+    value = rater if rater is not None else (os.environ.get("WORKBENCH_RATER") or None)
     if value is None:
         try:
             value = getpass.getuser()

@@ -280,9 +280,8 @@ def traces_df(
 def _read_traces(
     store: Store, cols: list[str], filters: Mapping[str, Any], *, ordered: bool, parse_times: bool
 ) -> pl.DataFrame:
-    query = traces.TraceQuery(
-        **{**filters, "since": _utc_text(filters.get("since"), "since"), "until": _utc_text(filters.get("until"), "until")}
-    )
+    times = {name: _utc_text(filters.get(name), name) for name in ("since", "until")}
+    query = traces.TraceQuery(**{**filters, **times})
     where, params = query.where()
     # `id` is a UUIDv7, so id order is start order; aggregates skip the sort (an index walk).
     order = " ORDER BY id" if ordered else ""

@@ -103,6 +103,41 @@ def frame_table(df: pl.DataFrame, columns: Iterable[str] | None = None, digits: 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+_bundle: str | None = None
+
+
+def vega_bundle() -> str:
+    """vega-embed, Vega-Lite and Vega as one script, from vl-convert.
+
+    Bundling takes vl-convert about 1.7 s, so the result is kept in memory and in
+    the user's cache folder, keyed by the vl-convert version.
+    """
+    global _bundle
+    if _bundle is not None:
+        return _bundle
+    import os
+
+    import vl_convert as vlc
+
+    cache_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "workbench"
+    cached = cache_dir / f"vega-bundle-vl-convert-{vlc.__version__}.js"
+    try:
+        _bundle = cached.read_text(encoding="utf-8")
+        return _bundle
+    except OSError:
+        pass
+    # A literal "</script" inside the bundle would end the tag early.
+    _bundle = vlc.javascript_bundle().replace("</script", "<\\/script")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(_bundle, encoding="utf-8")
+        tmp.replace(cached)
+    except OSError:
+        pass  # a read-only home only costs the next process 1.7 s
+    return _bundle
+
+
 class _Page:
     def __init__(self, title: str) -> None:
         self.title = title
@@ -129,13 +164,9 @@ class _Page:
         )
 
     def render(self) -> str:
-        import vl_convert as vlc
-
         from . import __version__
 
-        bundle = vlc.javascript_bundle()
-        # A literal "</script" inside the bundle would end the tag early.
-        bundle = bundle.replace("</script", "<\\/script")
+        bundle = vega_bundle()
         generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         return (
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -8,32 +8,31 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["compare", "experiment", "prompts", "traces"]
+# The submodules are imported first so that the entry points below, which share
+# their names, are what ``wb.widgets.compare`` and friends stay bound to.
+from .compare import CompareWidget
+from .live import ExperimentWidget
+from .prompts import PromptsWidget
+from .traces import TracesWidget
+
+__all__ = ["CompareWidget", "ExperimentWidget", "PromptsWidget", "TracesWidget", "compare", "experiment", "prompts", "traces"]
 
 
-def compare(exp: Any, a: str = "A", b: str = "B", **kwargs: Any) -> Any:
+def compare(exp: Any, a: str = "A", b: str = "B", **kwargs: Any) -> CompareWidget:
     """Side-by-side outputs of two variants, with ratings written to the store."""
-    from .compare import CompareWidget
-
     return CompareWidget(exp, a=a, b=b, **kwargs)
 
 
-def prompts(bench: Any, **kwargs: Any) -> Any:
+def prompts(bench: Any, **kwargs: Any) -> PromptsWidget:
     """Browse, diff, edit and try prompt versions."""
-    from .prompts import PromptsWidget
-
     return PromptsWidget(bench, **kwargs)
 
 
-def traces(bench: Any, **kwargs: Any) -> Any:
+def traces(bench: Any, **kwargs: Any) -> TracesWidget:
     """A filterable, paged table of traces with a detail view."""
-    from .traces import TracesWidget
-
     return TracesWidget(bench, **kwargs)
 
 
-def experiment(exp: Any, **kwargs: Any) -> Any:
+def experiment(exp: Any, **kwargs: Any) -> ExperimentWidget:
     """A live view of a run: progress, errors, spend, running means with CIs."""
-    from .live import ExperimentWidget
-
     return ExperimentWidget(exp, **kwargs)

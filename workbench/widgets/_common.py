@@ -10,8 +10,6 @@ import difflib
 import functools
 import math
 import re
-import sys
-import types
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +17,6 @@ from .._html import esc
 
 __all__ = [
     "MAX_DIFF_WORDS",
-    "callable_module",
     "error_html",
     "guarded",
     "info_html",
@@ -151,19 +148,3 @@ def guarded(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def callable_module(module_name: str, entry: Callable[..., Any]) -> None:
-    """Make a widget submodule callable as its entry point.
-
-    Importing ``workbench.widgets.compare`` sets the package attribute
-    ``compare`` to the submodule, hiding the entry-point function of the same
-    name in ``widgets/__init__.py`` (the entry point itself imports the
-    submodule, so its second call would fail with "'module' object is not
-    callable"). A module that can be called keeps ``wb.widgets.compare(exp)``
-    working whichever of the two the attribute holds.
-    """
-
-    class _EntryModule(types.ModuleType):
-        def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            return entry(*args, **kwargs)
-
-    sys.modules[module_name].__class__ = _EntryModule

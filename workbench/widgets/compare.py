@@ -20,7 +20,7 @@ import ipywidgets as W
 
 from .._html import esc
 from ..errors import ConfigError
-from ._common import callable_module, error_html, guarded, info_html, money, ms, scroll_box, truncate_note, word_diff
+from ._common import error_html, guarded, info_html, money, ms, scroll_box, truncate_note, word_diff
 
 if TYPE_CHECKING:
     from ..experiments import Experiment
@@ -371,9 +371,3 @@ class CompareWidget(W.VBox):
     def __repr__(self) -> str:
         return f"<CompareWidget {self.exp.name!r}: {self.b} vs {self.a}, item {self.position.value}>"
 
-
-def _entry(exp: Experiment, a: str = "A", b: str = "B", **kwargs: Any) -> CompareWidget:
-    return CompareWidget(exp, a=a, b=b, **kwargs)
-
-
-callable_module(__name__, _entry)

@@ -21,7 +21,7 @@ from .. import _html
 from .._html import esc
 from ..errors import ConfigError, PromptError, WorkbenchError
 from ..prompts import PromptVersion
-from ._common import callable_module, error_html, guarded, info_html, money, ms, scroll_box
+from ._common import error_html, guarded, info_html, money, ms, scroll_box
 
 if TYPE_CHECKING:
     from ..bench import Workbench
@@ -374,5 +374,3 @@ class PromptsWidget(W.VBox):
     def __repr__(self) -> str:
         return f"<PromptsWidget {self.name.value or 'no prompt'} v{self.version.value}>"
 
-
-callable_module(__name__, PromptsWidget)
