@@ -19,6 +19,9 @@ def main(calls: int = 2_000, latency_ms: float = 20.0, concurrency: int = 50) ->
         a = bench.prompts.register("bench", template="Question {i}: what is {i} plus one?", model="claude-haiku-4-5")
         b = bench.prompts.register("bench", template="Q{i}. Add one to {i}.", model="claude-haiku-4-5")
         ds = bench.datasets.load("numbers", [{"i": i, "expected": str(i + 1)} for i in range(items)])
+        # Warm-up: first-use imports and price data (about 0.3 s once per process) are not the runner's.
+        bench.experiment("warm-up", dataset=bench.datasets.load("one", [{"i": 0}]), variants={"A": a},
+                         scorers=[wb.scorers.contains_reference()]).run(progress=False)
         exp = bench.experiment("runner", dataset=ds, variants={"A": a, "B": b},
                                scorers=[wb.scorers.contains_reference()], concurrency=concurrency)
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)

@@ -220,7 +220,7 @@ def _synthetic(n: int, seed: int = 0) -> pl.DataFrame:
         {
             "kind": rng.choice(["llm", "llm", "llm", "span"], n),
             "status": rng.choice(["ok"] * 7 + ["error", "cached", "guardrail"], n),
-            "model": rng.choice(["haiku", "sonnet", None], n),
+            "model": rng.choice(["haiku", "sonnet", None], n).tolist(),
             "variant": rng.choice(["A", "B"], n),
             "prompt_version": rng.choice([1, 2], n),
             "user_id": [f"u{i}" for i in rng.integers(0, 40, n)],
@@ -371,6 +371,9 @@ def test_bad_group_or_duration_or_filter_is_refused():
         frames.metrics(df, kind="span")
     with pytest.raises(ConfigError, match="ttft_ms"):
         frames.metrics(df.drop("ttft_ms"))
+    objects = df.with_columns(pl.Series("model", np.array([None, *["m"] * (df.height - 1)], dtype=object)))
+    with pytest.raises(ConfigError, match="model.*Object"):
+        frames.metrics(objects, by="model")
 
 
 def test_metrics_filters_apply_to_frames_too():

@@ -303,3 +303,10 @@ def test_no_api_key_or_auth_header_lands_in_the_database(tmp_path, monkeypatch):
     conn.close()
     for file in tmp_path.iterdir():
         assert SENTINEL.encode() not in file.read_bytes(), file.name
+
+
+def test_a_template_variable_named_like_an_option_goes_in_variables(bench):
+    v = bench.prompts.register("clash", template="Use {model} for {tags}", model="claude-haiku-4-5")
+    result = bench.complete(v, variables={"model": "the big one", "tags": "everything"})
+    row = bench.trace(result.trace_id)
+    assert "Use the big one for everything" in row["input"] and row["model"] == "claude-haiku-4-5"

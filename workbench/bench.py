@@ -120,10 +120,11 @@ class Workbench:
         metadata: dict[str, Any] | None = None,
         raise_on_error: bool = True,
         params: dict[str, Any] | None = None,
-        **variables: Any,
+        variables: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> CallResult:
         """Async ``complete``."""
-        request = self._request(prompt, model, messages, variables, dict(params or {}))
+        request = self._request(prompt, model, messages, {**(variables or {}), **kwargs}, dict(params or {}))
         parent = current_span()
         result = await _loop.run_async(self.tracer.call(
             self.provider, request, parent=parent,
@@ -145,15 +146,18 @@ class Workbench:
         metadata: dict[str, Any] | None = None,
         raise_on_error: bool = True,
         params: dict[str, Any] | None = None,
-        **variables: Any,
+        variables: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> CallResult:
         """Call the model once, traced: ``bench.complete(v2, question=..., context=...)``
         or ``bench.complete(model="claude-haiku-4-5", messages=[{"role": "user", "content": "hi"}])``.
 
         A failed call (after retries) is traced as an error and raised unless
         ``raise_on_error=False``. ``params`` override the prompt's (max_tokens, ...).
+        A template variable named like an option here (``model``, ``tags``, ...)
+        goes in ``variables={...}``.
         """
-        request = self._request(prompt, model, messages, variables, dict(params or {}))
+        request = self._request(prompt, model, messages, {**(variables or {}), **kwargs}, dict(params or {}))
         parent = current_span()
         result = _loop.run_sync(self.tracer.call(
             self.provider, request, parent=parent,

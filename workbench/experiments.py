@@ -367,6 +367,8 @@ class Experiment:
                     )
         self._set_status("running", None)
         sem = asyncio.Semaphore(self.concurrency)
+        judged = any(getattr(s, "model", None) for s in self.scorers)
+        commit = _GroupCommit(store)
         reserved = 0.0
         in_flight = 0
         settled = asyncio.Condition()
@@ -397,20 +399,26 @@ class Experiment:
                         return
                 reserved += reserve
                 in_flight += 1
+                rows: list[tuple[str, Any]] = []
+                emit = _collector(rows)
                 try:
                     result = await bench.tracer.call(
-                        bench.provider, request,
+                        bench.provider, request, emit=emit,
                         context={"experiment_id": self.id, "variant": vname, "item_id": item_id, "repeat": rep,
                                  "metadata": {"dataset": self.dataset.ref}},
                     )
                     outcome.calls += 1
                     outcome.spent_usd += result.cost_usd or 0.0
+                    if judged:
+                        # A judge is another slow, paid call: put this one on disk first.
+                        await commit(rows)
+                        rows = []
+                        emit = _collector(rows)
                     if result.status == "ok":
-                        outcome.spent_usd += await self._score(result.trace_id, result.text, vname, items[item_id], rep)
+                        outcome.spent_usd += await self._score(result.trace_id, result.text, vname, items[item_id], rep, emit)
                     else:
                         outcome.errors += 1
-                    # Durable before the next call: a crash must not lose a paid call.
-                    await asyncio.to_thread(store.flush)
+                    await commit(rows)
                 finally:
                     reserved -= reserve
                     in_flight -= 1
@@ -442,7 +450,8 @@ class Experiment:
         finally:
             if bar is not None:
                 bar.close()
-        remaining = len([c for c in self.cells() if c not in await asyncio.to_thread(self.completed_cells)])
+        finished = await asyncio.to_thread(self.completed_cells)
+        remaining = sum(1 for c in self.cells() if c not in finished)
         outcome.remaining = remaining
         if stop and stop[0] == "stopped_budget":
             outcome.status = "stopped_budget"
@@ -465,17 +474,18 @@ class Experiment:
         if outcome.message:
             print(outcome.message)
 
-    async def _score(self, trace_id: str, output: str, vname: str, item: DatasetItem, rep: int) -> float:
-        """Score one output, write its rows; returns dollars spent by judges."""
+    async def _score(self, trace_id: str, output: str, vname: str, item: DatasetItem, rep: int, emit: Any = None) -> float:
+        """Score one output and emit its rows (judge traces too); returns dollars spent by judges."""
+        emit = emit or self.bench.store.writer.put
         example = Example(output=output, expected=item.expected, inputs=item.inputs, metadata=item.metadata, item_id=item.item_id)
-        judge = _Judge(self, item.item_id, rep, trace_id, vname)
+        judge = _Judge(self, item.item_id, rep, trace_id, vname, emit)
         now = utc_now()
         for s in self.scorers:
             try:
                 score = await s.score(example, judge)
             except Exception as exc:  # noqa: BLE001 - a broken scorer must not stop the run
                 score = Score(None, None, f"{type(exc).__name__}: {exc}")
-            self.bench.store.writer.put(
+            emit(
                 SCORE_SQL,
                 (new_id(), trace_id, self.id, vname, item.item_id, rep, s.name,
                  score.value, None if score.passed is None else int(score.passed), score.rationale,
@@ -495,7 +505,7 @@ class Experiment:
                 continue
             rows = self.bench.store.query("SELECT output FROM traces WHERE id = ?", (trace_id,))
             await self._score(trace_id, rows[0]["output"] or "", vname, items[item_id], rep)
-        await asyncio.to_thread(self.bench.store.flush)
+        await self.bench.store.flush_async()
 
     def on_call(self, hook: Any) -> None:
         """Call ``hook(experiment, outcome)`` after every finished call (live views use it)."""
@@ -699,6 +709,55 @@ class Experiment:
         return head + variants + body + "</div>"
 
 
+class _GroupCommit:
+    """Commits rows on the event loop's thread, grouping callers that finish together.
+
+    A caller awaits until its rows are on disk; everything queued within one turn
+    of the loop shares a transaction, so durability per call costs no round trip
+    to another thread and one commit per group instead of one per call.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.rows: list[tuple[str, Any]] = []
+        self.waiters: list[asyncio.Future[None]] = []
+        self.scheduled = False
+
+    async def __call__(self, rows: list[tuple[str, Any]]) -> None:
+        if not rows:
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self.rows.extend(rows)
+        self.waiters.append(future)
+        if not self.scheduled:
+            self.scheduled = True
+            loop.call_soon(self._commit)
+        await future
+
+    def _commit(self) -> None:
+        self.scheduled = False
+        rows, waiters = self.rows, self.waiters
+        self.rows, self.waiters = [], []
+        try:
+            self.store.write_now(rows)
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiter
+            for w in waiters:
+                if not w.done():
+                    w.set_exception(exc)
+            return
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+
+def _collector(rows: list[tuple[str, Any]]) -> Any:
+    def emit(sql: str, row: Any) -> None:
+        rows.append((sql, row))
+
+    return emit
+
+
 def _inputs_text(inputs: Mapping[str, Any]) -> str:
     return "\n".join(f"{k}: {v}" for k, v in inputs.items())
 
@@ -721,8 +780,9 @@ def _progress(total: int, name: str, enabled: bool) -> Any:
 class _Judge:
     """What LLM-as-judge scorers see: prompt registration and traced calls."""
 
-    def __init__(self, exp: Experiment, item_id: str, repeat: int, judged: str, variant: str) -> None:
+    def __init__(self, exp: Experiment, item_id: str, repeat: int, judged: str, variant: str, emit: Any = None) -> None:
         self.exp = exp
+        self.emit = emit
         self.item_id = item_id
         self.repeat = repeat
         self.judged = judged
@@ -741,7 +801,7 @@ class _Judge:
         request = prompt.to_request(variables)
         request.metadata["sample"] = f"{self.exp.seed}:{self.repeat}"
         result = await self.exp.bench.tracer.call(
-            self.exp.bench.provider, request,
+            self.exp.bench.provider, request, emit=self.emit,
             context={"experiment_id": self.exp.id, "item_id": self.item_id, "repeat": self.repeat,
                      "tags": ["judge"], "metadata": {"judged_trace": self.judged, "judged_variant": self.variant}},
         )

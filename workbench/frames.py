@@ -17,6 +17,7 @@ latencies once (numpy) for exact percentiles.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timezone
@@ -497,12 +498,20 @@ def _sum_exprs() -> list[pl.Expr]:
     ]
 
 
-_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="workbench-frames")
-"""Overlaps Polars work (which releases the GIL) with numpy work in `metrics`."""
+_pools: dict[int, ThreadPoolExecutor] = {}
 
 
 def _pool() -> ThreadPoolExecutor:
-    return _POOL
+    """Two threads that overlap Polars work (it releases the GIL) with numpy work.
+
+    One pool per process: a forked child inherits the pool object but not its
+    threads, and would wait forever on it.
+    """
+    pid = os.getpid()
+    pool = _pools.get(pid)
+    if pool is None:
+        pool = _pools[pid] = ThreadPoolExecutor(max_workers=2, thread_name_prefix="workbench-frames")
+    return pool
 
 
 def _uint(n: int) -> Any:
@@ -634,6 +643,12 @@ def metrics(
             "convert other frames with pl.DataFrame(...)"
         )
 
+    opaque = [k for k in keys if k in df.columns and df.schema[k] == pl.Object]
+    if opaque:
+        raise ConfigError(
+            f"group column(s) {', '.join(opaque)} hold Python objects (dtype Object); "
+            "build the frame from lists, or with schema_overrides={name: pl.String}"
+        )
     missing = [c for c in (*keys, *_METRIC_INPUTS) if c not in df.columns]
     if every is not None and "started_at" not in df.columns:
         missing.append("started_at")

@@ -81,6 +81,8 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise NotAWorkbenchDatabase(f"{self.path} cannot be opened as SQLite: {exc}") from None
         self.lock = threading.RLock()
+        self._local = threading.local()
+        self._thread_conns: list[sqlite3.Connection] = []
         self._writer: BatchWriter | None = None
         if migrate:
             self.migrate()
@@ -169,6 +171,32 @@ class Store:
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, row)) for row in cur.fetchall()]
 
+    def write_now(self, items: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Commit ``(sql, row)`` items in one transaction on this thread's own connection.
+
+        For callers that must know their rows are on disk before going on (an
+        experiment's paid calls) without a round trip through the background writer.
+        """
+        if not items:
+            return
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            _configure(conn)
+            self._local.conn = conn
+            self._thread_conns.append(conn)
+        groups: dict[str, list[Sequence[Any]]] = {}
+        for sql, row in items:
+            groups.setdefault(sql, []).append(row)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, rows in groups.items():
+                conn.executemany(sql, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
     def transaction(self) -> _Transaction:
         """``with store.transaction():`` groups writes atomically (BEGIN IMMEDIATE)."""
         return _Transaction(self)
@@ -184,10 +212,21 @@ class Store:
         if self._writer is not None:
             self._writer.flush(timeout)
 
+    async def flush_async(self) -> None:
+        """``flush`` for coroutines: awaits the commit without blocking the event loop."""
+        if self._writer is not None:
+            await self._writer.flush_async()
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        for conn in self._thread_conns:
+            try:
+                conn.close()
+            except sqlite3.ProgrammingError:
+                pass  # made on another thread; it closes when that thread's objects go
+        self._thread_conns.clear()
         with self.lock:
             try:
                 self.conn.close()
@@ -259,6 +298,24 @@ class BatchWriter:
         if not done.wait(timeout):
             raise StoreError(f"trace writer did not flush within {timeout} s")
 
+    async def flush_async(self) -> None:
+        """Await until every row queued so far is committed, without blocking the loop.
+
+        Many awaiting callers share one commit (group commit).
+        """
+        if self._closed or not self._thread.is_alive():
+            return
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def done() -> None:
+            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(None))
+
+        self.queue.put((_FLUSH, done))
+        await future
+
     def close(self) -> None:
         if self._closed:
             return
@@ -288,7 +345,7 @@ class BatchWriter:
 
     def _write(self, conn: sqlite3.Connection, batch: list[Any]) -> bool:
         groups: dict[str, list[Sequence[Any]]] = {}
-        events: list[threading.Event] = []
+        events: list[Any] = []
         stop = False
         for sql, payload in batch:
             if sql is _FLUSH:
@@ -300,7 +357,8 @@ class BatchWriter:
         if groups:
             self._commit(conn, groups)
         for ev in events:
-            ev.set()
+            # A threading.Event from flush(), or a callback from flush_async().
+            ev.set() if isinstance(ev, threading.Event) else ev()
         return stop
 
     def _commit(self, conn: sqlite3.Connection, groups: dict[str, list[Sequence[Any]]]) -> None:

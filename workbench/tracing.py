@@ -191,10 +191,13 @@ class Tracer:
         policy: RetryPolicy = DEFAULT_POLICY,
         context: dict[str, Any] | None = None,
         started: float | None = None,
+        emit: Callable[[str, tuple[Any, ...]], None] | None = None,
     ) -> CallResult:
         """Complete ``request`` with retries and write one trace row, ok or error.
 
         ``started`` backdates the trace (simulated traffic); by default it is now.
+        ``emit(sql, row)`` takes the row instead of the background writer (a caller
+        that commits it itself, together with rows of its own).
         """
         sid = new_id()
         backdated = started is not None
@@ -204,7 +207,7 @@ class Tracer:
                                 attempts=attempted.attempts, started=started, sid=sid,
                                 parent=parent, context=context,
                                 waited_s=attempted.waited_s,
-                                wall_ms=None if backdated else (time.time() - started) * 1000)
+                                wall_ms=None if backdated else (time.time() - started) * 1000, emit=emit)
 
     def record_call(
         self,
@@ -220,6 +223,7 @@ class Tracer:
         context: dict[str, Any] | None = None,
         waited_s: float = 0.0,
         wall_ms: float | None = None,
+        emit: Callable[[str, tuple[Any, ...]], None] | None = None,
     ) -> CallResult:
         """Write the trace row of one model call that already happened."""
         sid = sid or new_id()
@@ -279,7 +283,7 @@ class Tracer:
                 values[key] = ctx.pop(key)
         if ctx:
             raise KeyError(f"unknown trace context keys: {', '.join(sorted(ctx))}")
-        self.writer.put(traces.INSERT_SQL, traces.row(**values))
+        (emit or self.writer.put)(traces.INSERT_SQL, traces.row(**values))
         return CallResult(
             text="" if completion is None else completion.text,
             trace_id=sid,

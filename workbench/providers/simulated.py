@@ -187,9 +187,10 @@ class SimulatedProvider:
             attempt = self._attempts.get(key, 0) + 1
             self._attempts[key] = attempt
             self.calls += 1
-        fail = random.Random(f"{key}:attempt:{attempt}")
+        # Integer seeds: seeding from a string hashes it with SHA-512 every call.
+        fail = random.Random((int(key[32:48], 16) << 8) + attempt)
         error_rate = prof.error_rate if self.error_rate is None else self.error_rate
-        rng = random.Random(key)
+        rng = random.Random(int(key[:32], 16))
         if fail.random() < error_rate:
             wait_ms = rng.lognormvariate(math.log(prof.ttft_median_ms), prof.latency_sigma)
             await asyncio.sleep(wait_ms / 1000 * self.time_scale)
