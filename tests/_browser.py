@@ -1,16 +1,18 @@
 """Helpers the browser tests share: Debian's chromium driven by Playwright, and what a page did.
 
 The tests skip (with the reason) when Playwright is not importable or
-``/usr/bin/chromium`` is missing; CI installs both (``.ci/run``), so there
-they really run. Playwright's own browser download is never used.
+``/usr/bin/chromium`` is missing. CI installs both and sets
+``WORKBENCH_REQUIRE_BROWSER=1`` (``.ci/run``), which turns that skip into a
+failure, so there they really run. Playwright's own browser download is never used.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import pytest
@@ -37,6 +39,13 @@ LOCAL_SCHEMES = ("file", "data", "about", "blob")
 """Schemes that never reach the network."""
 
 
+def unavailable(reason: str) -> NoReturn:
+    """Skip, or fail where the browser tests must run (``WORKBENCH_REQUIRE_BROWSER=1``, set by ``.ci/run``)."""
+    if os.environ.get("WORKBENCH_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"WORKBENCH_REQUIRE_BROWSER=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def artifact(name: str) -> Path:
     """Path of an artifact file under ``test-artifacts/``, creating the folder."""
     ARTIFACTS.mkdir(exist_ok=True)
@@ -49,9 +58,9 @@ def chromium() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as exc:
-        pytest.skip(f"playwright is not importable ({exc}); pip install -e '.[dev]'")
+        unavailable(f"playwright is not importable ({exc}); pip install -e '.[dev]'")
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing; apt-get install -y chromium (never `playwright install`)")
+        unavailable(f"{CHROMIUM} is missing; apt-get install -y chromium (never `playwright install`)")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
         try:

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 try:
-    from ._browser import PageLog, artifact, chromium
+    from ._browser import PageLog, artifact, chromium, unavailable
 except ImportError:
-    from _browser import PageLog, artifact, chromium
+    from _browser import PageLog, artifact, chromium, unavailable
 
 nbformat = pytest.importorskip("nbformat")
 
@@ -123,7 +123,7 @@ def wait_ready(url: str, proc: subprocess.Popen, log: Path) -> None:
 def lab(tmp_path):
     """A JupyterLab server over a fresh folder, with all its state under ``tmp_path``; always stopped."""
     if not JUPYTER.exists():
-        pytest.skip(f"{JUPYTER} is missing; pip install -e '.[dev]'")
+        unavailable(f"{JUPYTER} is missing; pip install -e '.[dev]'")
     state = tmp_path / "state"
     root = tmp_path / "root"
     root.mkdir()
