@@ -27,8 +27,12 @@ def main(items: int = 1_000) -> None:
         out = Path(tmp) / "report.html"
         t0 = time.perf_counter()
         bench.report(exp, out)
-        build_s = time.perf_counter() - t0
+        cold_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        bench.report(exp, out)
+        warm_s = time.perf_counter() - t0
         size = out.stat().st_size
         bench.close()
     print(f"experiment:                 {items:,} items x 2 variants run in {run_s:.1f} s (simulated, no sleeping)")
-    print(f"report built:               {build_s:.2f} s (target < 5 s), {size / 1e6:.2f} MB (limit 3 MB)")
+    print(f"report built, first:        {cold_s:.2f} s (target < 5 s; includes importing Altair and loading the Vega bundle)")
+    print(f"report built, again:        {warm_s:.2f} s; {size / 1e6:.2f} MB (limit 3 MB)")

@@ -21,7 +21,7 @@ DATA = Path(__file__).resolve().parent.parent / "data" / "support_qa.jsonl"
 XSS_SCRIPT = "</script><script>alert(1)</script>"
 XSS_IMG = "<img src=x onerror=alert(1)>"
 PAYLOADS = (XSS_SCRIPT, XSS_IMG)
-MAX_BYTES = 3 * 1024 * 1024
+MAX_BYTES = 3_000_000
 RENDER_TIMEOUT_MS = 15_000
 
 ALL_CHARTS_DRAWN = """() => {
@@ -39,6 +39,9 @@ def poisoned_rows(n: int = 10) -> list[dict]:
     report's per-item table.
     """
     rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()][:n]
+    # Item ids reach the charts' JSON blocks (the per-item chart's data), where a raw
+    # "</script>" would end the block early.
+    rows[0]["id"] += XSS_SCRIPT
     for row in rows[: n // 2]:
         question = row["inputs"]["question"].rstrip("?")
         row["inputs"]["context"] += f" {question} {row['expected']} {XSS_SCRIPT} {XSS_IMG}"
@@ -79,7 +82,11 @@ def open_report(browser, path: Path):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     log = PageLog(page)
     page.goto(path.as_uri())
-    page.wait_for_function(ALL_CHARTS_DRAWN, timeout=RENDER_TIMEOUT_MS)
+    try:
+        page.wait_for_function(ALL_CHARTS_DRAWN, timeout=RENDER_TIMEOUT_MS)
+    except Exception:
+        page.close()
+        raise AssertionError(f"charts of {path.name} did not draw within {RENDER_TIMEOUT_MS} ms; {log.summary()}") from None
     return page, log
 
 
@@ -111,9 +118,13 @@ def test_experiment_report_renders_offline_and_shows_output_as_text(reports, bro
         body = page.inner_text("body")
         for payload in PAYLOADS:
             assert payload in body
-        # The payloads sit in the per-item table as text, in the output column of variant B.
-        outputs = page.locator("td pre").all_inner_texts()
-        assert any(XSS_IMG in text and XSS_SCRIPT in text for text in outputs)
+        # The payloads sit in the per-item table as text, in variant B's output column.
+        outputs_b = page.locator("table:has(th:text-is('output B')) tbody td:nth-child(5)").all_inner_texts()
+        assert any(XSS_IMG in text and XSS_SCRIPT in text for text in outputs_b), outputs_b
+        # The item id with "</script>" sits, escaped, inside a chart's JSON block, and parses back whole.
+        blocks = page.locator('script[type="application/json"][data-chart]').all_text_contents()
+        assert not any(XSS_SCRIPT in raw for raw in blocks)
+        assert any(XSS_SCRIPT in json.dumps(json.loads(raw), ensure_ascii=False) for raw in blocks)
         # Nothing the model wrote became markup: only the bundle and the embedding script run.
         assert page.locator('script:not([type="application/json"])').count() == 2
         assert page.locator("img").count() == 0
