@@ -179,15 +179,12 @@ def read_sql(
             )
         return _apply_schema(df, schema)
 
-    import adbc_driver_manager
-    import adbc_driver_sqlite.dbapi as adbc_sqlite
+    from ._reader import ReaderError, reader
 
     try:
-        with adbc_sqlite.connect(_ro_uri(store.path)) as conn, conn.cursor() as cur:
-            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": _BATCH_ROWS})
-            cur.execute(sql, params or None)
-            table = cur.fetch_arrow_table()
-    except (adbc_driver_manager.Error, OSError) as exc:
+        # In a child process: see _reader.py for why the driver must not share ours.
+        table = reader().read(_ro_uri(store.path), sql, params, {"adbc.sqlite.query.batch_rows": _BATCH_ROWS})
+    except ReaderError as exc:
         raise StoreError(f"reading {store.path} failed: {exc} (query: {sql.strip()[:200]})") from exc
     df = pl.from_arrow(table)
     assert isinstance(df, pl.DataFrame)

@@ -1,0 +1,36 @@
+"""Frame reads must not break the file locks of the process's own SQLite connections.
+
+ADBC's driver carries a second SQLite library; used in-process, closing it
+dropped our locks, and another process then deleted the WAL under us, so rows
+written afterwards were invisible to everyone else. Reads now run in a child.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import workbench as wb
+from workbench.providers.simulated import SimulatedProvider
+
+
+def _count_elsewhere(path) -> int:
+    code = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); print(c.execute('select count(*) from feedback').fetchone()[0]); c.close()"
+    return int(subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True).stdout)
+
+
+def test_rows_written_after_a_frame_read_are_seen_by_other_processes(tmp_path):
+    path = tmp_path / "wb.db"
+    bench = wb.open(path, provider=SimulatedProvider(seed=0, time_scale=0))
+    v = bench.prompts.register("p", template="Q: {question}", model="claude-haiku-4-5")
+    ds = bench.datasets.load("d", [{"question": f"q{i}?", "expected": "x"} for i in range(3)])
+    exp = bench.experiment("e", dataset=ds, variants={"A": v, "B": wb.variant(v, model="claude-sonnet-4-5")})
+    exp.run(progress=False)
+    exp.summary()  # a frame read through the Arrow path
+    assert _count_elsewhere(path) == 0  # another process opens and closes the file
+    bench.feedback.prefer(exp, "item-0001", "A", "B", "b", rater="t")
+    assert (path.parent / "wb.db-wal").exists()
+    assert _count_elsewhere(path) == 1
+    bench.close()
+    assert sqlite3.connect(path).execute("pragma integrity_check").fetchone()[0] == "ok"

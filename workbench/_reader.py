@@ -1,0 +1,135 @@
+"""Arrow reads of the SQLite file, in a helper process.
+
+ADBC's SQLite driver links its own copy of SQLite. Two SQLite libraries in one
+process break each other's POSIX file locks: closing the driver's connection
+drops the locks Python's ``sqlite3`` holds on the same file, and another
+process (the CLI, Datasette, a second kernel) may then checkpoint and delete
+the WAL under us; rows written afterwards were seen by no other process. So
+the driver runs in a child process that never shares the file with Python's
+``sqlite3``, and tables come back as an Arrow IPC stream over a pipe.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+_OK, _ERR = b"O", b"E"
+
+
+class ReaderError(RuntimeError):
+    """The helper process failed to read."""
+
+
+class ArrowReader:
+    """A lazily started child process that answers SELECTs with Arrow tables."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    def _ensure(self) -> subprocess.Popen[bytes]:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", "from workbench._reader import serve; serve()"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        return self._proc
+
+    def read(self, uri: str, sql: str, params: Sequence[Any], options: dict[str, str]) -> Any:
+        """Run ``sql`` on the database at ``uri``; returns a ``pyarrow.Table``."""
+        import pyarrow as pa
+
+        request = json.dumps({"uri": uri, "sql": sql, "params": list(params), "options": options}).encode() + b"\n"
+        with self._lock:
+            proc = self._ensure()
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                proc.stdin.write(request)
+                proc.stdin.flush()
+                head = _read_exact(proc.stdout, 9)
+                payload = _read_exact(proc.stdout, int.from_bytes(head[1:], "little"))
+            except (OSError, EOFError) as exc:
+                self.close()
+                raise ReaderError(f"the Arrow reader process stopped: {exc}") from None
+        if head[:1] == _ERR:
+            raise ReaderError(payload.decode("utf-8", "replace"))
+        return pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            try:
+                proc.stdin.close()  # type: ignore[union-attr]
+                proc.wait(timeout=5)
+            except Exception:  # noqa: BLE001 - best effort at shutdown
+                proc.kill()
+
+
+def _read_exact(stream: Any, n: int) -> bytes:
+    chunks, left = [], n
+    while left:
+        chunk = stream.read(left)
+        if not chunk:
+            raise EOFError(f"expected {left} more bytes")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+_reader: ArrowReader | None = None
+
+
+def reader() -> ArrowReader:
+    global _reader
+    if _reader is None:
+        _reader = ArrowReader()
+    return _reader
+
+
+def _forget_in_child() -> None:
+    global _reader
+    _reader = None  # the pipe belongs to the parent
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+atexit.register(lambda: _reader is not None and _reader.close())
+
+
+def serve() -> None:
+    """The child's loop: one JSON request per line, one framed Arrow stream per answer."""
+    import adbc_driver_sqlite.dbapi as adbc_sqlite
+    import pyarrow as pa
+
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    conns: dict[str, Any] = {}
+    for line in stdin:
+        try:
+            req = json.loads(line)
+            conn = conns.get(req["uri"])
+            if conn is None:
+                conn = conns[req["uri"]] = adbc_sqlite.connect(req["uri"])
+            with conn.cursor() as cur:
+                if req["options"]:
+                    cur.adbc_statement.set_options(**req["options"])
+                cur.execute(req["sql"], req["params"] or None)
+                table = cur.fetch_arrow_table()
+            conn.commit()  # end the read transaction so the next query sees new rows
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            out, status = sink.getvalue().to_pybytes(), _OK
+        except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller
+            out, status = f"{type(exc).__name__}: {exc}".encode(), _ERR
+        stdout.write(status + len(out).to_bytes(8, "little"))
+        stdout.write(out)
+        stdout.flush()
