@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import re
 import shutil
@@ -360,28 +359,3 @@ def test_one_unwritable_row_does_not_lose_the_rows_batched_with_it(store):
         store.flush()
     assert count(store.path) == 201
     assert (writer.written, writer.failed) == (201, 1)
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_a_forked_child_writes_its_own_rows(tmp_path):
-    bench = wb.open(tmp_path / "fork.db", provider="simulated")
-
-    @bench.traced(name="step")
-    def step(i):
-        return i
-
-    step(-1)  # the parent's writer thread is running before the fork
-
-    def child():
-        for i in range(1_000):
-            step(i)
-        bench.flush()
-
-    try:
-        proc = multiprocessing.get_context("fork").Process(target=child)
-        proc.start()
-        proc.join(timeout=60)
-        assert proc.exitcode == 0
-    finally:
-        bench.close()
-    assert count(tmp_path / "fork.db") == 1_001

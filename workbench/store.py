@@ -26,7 +26,17 @@ WRITER_BATCH = 5_000
 
 def _configure(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA journal_mode = WAL")
+    # Switching a new file to WAL needs an exclusive lock and can answer "locked"
+    # at once, without the busy timeout, while another process creates the same file.
+    for attempt in range(100):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.05)
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
 
@@ -422,6 +432,8 @@ def _restart_writers_in_child() -> None:
     # Threads do not survive fork: without this, a forked child's rows would sit in a
     # queue nobody reads and flush() would return at once. Rows queued before the
     # fork are the parent's to write, so the child starts with an empty queue.
+    # Forking while SQLite is busy on another thread can still hang the child in
+    # SQLite itself; use the "spawn" start method for processes that trace.
     for writer in list(_live_writers):
         if not writer._closed:
             writer._start()
