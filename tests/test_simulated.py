@@ -7,7 +7,6 @@ import json
 import math
 from pathlib import Path
 
-import pytest
 
 from workbench._retry import complete_with_retries
 from workbench.errors import Overloaded, ProviderError, RateLimited
