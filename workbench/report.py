@@ -41,7 +41,7 @@ th{background:#eef1f5}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 pre{white-space:pre-wrap;word-break:break-word;margin:0;font:12px/1.4 ui-monospace,Menlo,Consolas,monospace;max-height:320px;overflow:auto}
 .cut{color:#b45309;font-style:italic}
-.charts{display:flex;flex-wrap:wrap;gap:16px}
+.charts{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
 .chart{background:#fff;border:1px solid #d9dee5;border-radius:6px;padding:8px;min-width:320px}
 .verdict-better{color:#0f7b3f;font-weight:600}.verdict-worse{color:#b42318;font-weight:600}
 .verdict-none{color:#52606d}

@@ -31,7 +31,7 @@ MAX_DIFF_WORDS = 20_000
 """Longer outputs are shown without word highlighting: difflib is quadratic at worst."""
 
 SCROLL_STYLE = (
-    "white-space:pre-wrap;word-break:break-word;font-family:ui-monospace,monospace;font-size:12px;"
+    "white-space:pre-wrap;word-break:break-word;font-family:ui-monospace,monospace;font-size:12px;line-height:1.4;"
     "border:1px solid #ddd;border-radius:4px;padding:6px;overflow:auto;max-height:{height}"
 )
 DEL_STYLE = "background:#ffd7d5;text-decoration:none"
