@@ -552,3 +552,81 @@ def test_items_put_regressions_first(bench):
     stored = {(t["variant"], t["item_id"]): t["output"] for t in llm_traces(bench, exp)}
     assert first["output_a"] == stored[("A", first["item_id"])]
     assert first["output_b"] == stored[("B", first["item_id"])]
+
+
+# -- review fixes ------------------------------------------------------------------------------------
+
+
+def test_budget_holds_with_an_llm_judge(bench):
+    """Judge calls are paid too; concurrent judges must not hide each other's cost."""
+    a, b = prompts(bench)
+    judge = wb.scorers.llm_judge("Does the answer give the reference fact? 1 yes, 0 no.")
+    exp = bench.experiment("judged-budget", dataset=dataset(bench), variants={"A": a, "B": b},
+                           scorers=[contains_reference(), judge], concurrency=8, budget_usd=0.03)
+    exp.run(progress=False)
+    spent = exp.spent_usd()
+    assert spent <= 0.03
+    assert exp.status == "stopped_budget"
+    assert abs(exp.last_run.spent_usd - spent) < 1e-9  # the running total matches the stored traces
+
+
+def test_an_unpriced_judge_model_with_a_budget_is_refused(bench):
+    a, b = prompts(bench)
+    judge = wb.scorers.llm_judge("Correct?", model="my-finetuned-judge")
+    exp = bench.experiment("unpriced-judge", dataset=dataset(bench, 4), variants={"A": a, "B": b},
+                           scorers=[judge], budget_usd=1.0)
+    with pytest.raises(ConfigError, match="my-finetuned-judge.*set_price"):
+        exp.run(progress=False)
+    assert llm_traces(bench, exp) == []
+
+
+def test_an_unexpected_error_stops_every_other_call(tmp_path):
+    """A bug in one call (not a provider error) must not leave the rest running and paying."""
+
+    class Exploding(SimulatedProvider):
+        async def complete(self, request):
+            if "q-3?" in request.messages[-1].content:
+                raise RuntimeError("boom")
+            return await super().complete(request)
+
+    provider = Exploding(seed=0, fixed_latency_ms=30)
+    with wb.open(tmp_path / "wb.db", provider=provider) as bench:
+        v = bench.prompts.register("p", "Question: {q}", "claude-haiku-4-5")
+        ds = bench.datasets.load("d", [{"q": f"q-{i}?"} for i in range(60)])
+        exp = bench.experiment("boom", dataset=ds, variants={"A": v}, concurrency=4)
+        with pytest.raises(RuntimeError, match="boom"):
+            exp.run(progress=False)
+        calls_at_raise = provider.calls
+        time.sleep(0.3)
+        assert provider.calls == calls_at_raise  # nothing kept running in the background
+        assert exp.status == "failed"
+        assert calls_at_raise < 20
+
+
+def test_an_unpriced_model_costs_null_not_zero(bench):
+    v = bench.prompts.register("p", "Question: {q}", "my-local-model")
+    ds = bench.datasets.load("d", [{"q": f"q{i}?"} for i in range(3)])
+    exp = bench.experiment("unpriced", dataset=ds, variants={"A": v})
+    with pytest.warns(UserWarning, match="no price known"):
+        exp.run(progress=False)
+    row = exp.summary().row(0, named=True)
+    assert row["cost_usd"] is None and row["cost_per_item_usd"] is None and row["unpriced_calls"] == 3
+    assert bench.experiments.list()[-1]["cost_usd"] is None
+
+
+def test_one_experiment_never_mixes_providers(bench, tmp_path):
+    exp = context_experiment(bench, n=2)
+    exp.run(progress=False)
+    with wb.open(bench.path, provider=AnthropicProvider(api_key="test", base_url="http://127.0.0.1:9")) as other:
+        with pytest.raises(ExperimentError, match="simulated provider.*provider='simulated'"):
+            other.experiments.get("context-helps").run(progress=False)
+
+
+def test_readouts_of_a_simulated_run_stay_labelled_when_opened_with_another_provider(bench):
+    exp = context_experiment(bench, n=6)
+    exp.run(progress=False)
+    with wb.open(bench.path, provider=AnthropicProvider(api_key="test", base_url="http://127.0.0.1:9")) as other:
+        again = other.experiments.get("context-helps")
+        assert again.simulated()
+        assert again.compare("A", "B").simulated
+        assert "simulated provider" in again._repr_html_()

@@ -235,3 +235,51 @@ def test_html_repr_escapes_the_template(prompts):
     html = v._repr_html_()
     assert "<script>" not in html
     assert "&lt;script&gt;" in html
+
+
+# -- traffic splits (the A/B pick) ----------------------------------------------------------------
+
+
+def test_split_picks_by_weight_and_sticks_per_key(bench):
+    reg = bench.prompts
+    v1 = reg.register("support", "A {q}", "claude-haiku-4-5")
+    v2 = reg.register("support", "B {q}", "claude-haiku-4-5")
+    reg.set_label("support", "production", v1)
+    shares = reg.set_split("support", "production", {v1: 9, v2: 1})
+    assert shares == {1: 0.9, 2: 0.1}
+    assert reg.get("support", label="production").version == 1  # the heaviest version
+    picks = [reg.pick("support", "production", key=f"user-{i}").version for i in range(4000)]
+    share_v2 = picks.count(2) / len(picks)
+    assert 0.08 < share_v2 < 0.12
+    # Sticky: a user keeps their version while the split stays.
+    assert all(reg.pick("support", "production", key="user-7").version == picks[7] for _ in range(20))
+    history = reg.label_history("support", "production")
+    assert history[0]["action"] == "split" and history[0]["previous_version"] == 1
+
+
+def test_rollback_undoes_a_split_and_set_label_ends_it(bench):
+    reg = bench.prompts
+    v1 = reg.register("support", "A {q}", "claude-haiku-4-5")
+    v2 = reg.register("support", "B {q}", "claude-haiku-4-5")
+    reg.set_label("support", "production", v1)
+    reg.set_split("support", "production", {1: 0.5, 2: 0.5})
+    assert reg.rollback("support", "production").version == 1
+    assert reg.split("support", "production") == {1: 1.0}
+    reg.set_split("support", "production", {1: 0.2, 2: 0.8})
+    reg.set_label("support", "production", v2)
+    assert reg.split("support", "production") == {2: 1.0}
+    assert reg.rollback("support", "production").version == 2  # back to the split's primary
+    assert reg.split("support", "production") == {1: 0.2, 2: 0.8}
+
+
+def test_bad_splits_are_refused(bench):
+    reg = bench.prompts
+    reg.register("support", "A {q}", "claude-haiku-4-5")
+    with pytest.raises(PromptNotFound):
+        reg.set_split("support", "production", {1: 0.5, 7: 0.5})
+    with pytest.raises(ConfigError, match="at least one positive weight"):
+        reg.set_split("support", "production", {1: 0})
+    with pytest.raises(ConfigError, match="must be a number >= 0"):
+        reg.set_split("support", "production", {1: -1})
+    with pytest.raises(PromptNotFound, match="no label"):
+        reg.pick("support", "canary")

@@ -1,8 +1,9 @@
 """The retry policy and loop, shared by every provider call.
 
 The policy follows the anthropic SDK's: retry 408/409/429/5xx/529 and connection
-errors; honour ``retry-after-ms`` / ``retry-after`` up to a cap; otherwise back
-off from 0.5 s doubling to 8 s with jitter. Providers never retry on their own,
+errors (unless the provider said ``x-should-retry: false``); honour
+``retry-after-ms`` / ``retry-after`` when it is over 0 and at most 60 s;
+otherwise back off from 0.5 s doubling to 8 s with jitter. Providers never retry on their own,
 so every attempt is counted on the trace.
 """
 
@@ -19,7 +20,7 @@ MAX_ATTEMPTS = 3
 INITIAL_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 8.0
 MAX_RETRY_AFTER_S = 60.0
-"""A provider asking for a longer wait is not waited for: the error is raised."""
+"""A provider asking for a longer wait gets our own backoff instead, as in the SDK."""
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,9 @@ class RetryPolicy:
         """Seconds to wait before attempt ``attempt + 1``, or None to give up."""
         if attempt >= self.max_attempts or not error.retryable:
             return None
-        if error.retry_after is not None and error.retry_after >= 0:
-            if error.retry_after > self.max_retry_after_s:
-                return None
+        # As the SDK: a provider's wait between 0 and 60 s is honoured; none, zero or a
+        # longer one falls back to our own backoff.
+        if error.retry_after is not None and 0 < error.retry_after <= self.max_retry_after_s:
             return error.retry_after
         backoff = min(self.initial_backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
         # Jitter downwards by up to 25%, as the SDK does.

@@ -244,8 +244,8 @@ class Workbench:
 
     def _repr_html_(self) -> str:
         self.flush()
-        n_prompts = self.store.execute("SELECT COUNT(*) FROM prompts").fetchone()[0]
-        n_traces = self.store.execute("SELECT COUNT(*) FROM traces").fetchone()[0]
+        n_prompts = self.prompts.count()
+        n_traces = traces.count(self.store)
         sim = " (simulated: answers are not from a real model)" if getattr(self.provider, "simulated", False) else ""
         return (
             f"<div><b>workbench</b> <code>{_html.esc(self.path)}</code> · provider "

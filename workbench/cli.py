@@ -77,13 +77,14 @@ def cli() -> None:
 @click.option("--dataset", default="data/support_qa.jsonl", show_default=True, help="JSONL dataset to run on.")
 @click.option("--repeats", default=3, show_default=True, help="Calls per item and variant.")
 @click.option("--report", "report_path", default="reports/demo.html", show_default=True, help="Where to write the HTML report.")
-@click.option("--provider", default=None, help="simulated, anthropic or auto (default: $WORKBENCH_PROVIDER or auto).")
+@click.option("--provider", default="simulated", show_default=True,
+              help="simulated (offline, free), anthropic (real, paid calls) or auto.")
 @click.option("--time-scale", default=0.05, show_default=True, help="Simulated provider: real seconds per simulated second.")
 def demo(db: str | None, dataset: str, repeats: int, report_path: str, provider: str | None, time_scale: float) -> None:
     """Run the offline demo: two prompt versions, an A/B experiment, a report."""
     from .demo import run_demo
 
-    run_demo(db=db or "workbench.db", dataset=dataset, repeats=repeats, report_path=report_path,
+    run_demo(db=_db(db), dataset=dataset, repeats=repeats, report_path=report_path,
              provider=provider, time_scale=time_scale, echo=click.echo)
 
 

@@ -17,11 +17,11 @@ JUDGE_RUBRIC = (
 
 def run_demo(
     *,
-    db: str = "workbench.db",
+    db: str | None = None,
     dataset: str = "data/support_qa.jsonl",
     repeats: int = 3,
     report_path: str | None = "reports/demo.html",
-    provider: str | None = None,
+    provider: str | None = "simulated",
     time_scale: float = 0.05,
     echo: Callable[[str], None] = print,
 ) -> dict[str, object]:

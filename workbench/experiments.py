@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import _html, _loop
+from . import _html, _loop, traces
 from ._canonical import canonical_json, content_hash, loads
 from ._ids import new_id, utc_now
 from .datasets import Dataset, DatasetItem
@@ -212,23 +212,15 @@ class Experiment:
     def completed_cells(self) -> dict[tuple[str, str, int], str]:
         """(variant, item, repeat) -> trace id of its successful call."""
         self.bench.flush()
-        rows = self.bench.store.query(
-            "SELECT variant, item_id, repeat, id FROM traces WHERE experiment_id = ? AND kind = 'llm' "
-            "AND status = 'ok' AND variant IS NOT NULL ORDER BY id",
-            (self.id,),
-        )
         done: dict[tuple[str, str, int], str] = {}
-        for r in rows:
+        for r in traces.experiment_cells(self.bench.store, self.id):
             done.setdefault((r["variant"], r["item_id"], r["repeat"]), r["id"])
         return done
 
     def spent_usd(self) -> float:
         """Dollars spent by every call of this experiment so far (judges included)."""
         self.bench.flush()
-        (spent,) = self.bench.store.execute(
-            "SELECT COALESCE(SUM(cost_usd), 0) FROM traces WHERE experiment_id = ?", (self.id,)
-        ).fetchone()
-        return float(spent)
+        return traces.experiment_spent(self.bench.store, self.id)
 
     # -- requests and costs ------------------------------------------------------------------
 
@@ -265,7 +257,7 @@ class Experiment:
         Input tokens come from the rendered prompts (4 characters a token);
         output tokens from this experiment's finished calls of the same variant
         when there are some, else 20 to 120 tokens; the worst case is every
-        call writing ``max_tokens``.
+        call writing ``max_tokens``. LLM-judge calls are counted for every cell.
         """
         done = self.completed_cells()
         todo = [c for c in self.cells() if c not in done]
@@ -274,6 +266,7 @@ class Experiment:
         totals = [0.0, 0.0, 0.0]
         unknown = False
         items = {i.item_id: i for i in self.dataset.items}
+        judges = [s for s in self.scorers if getattr(s, "model", None)]
         for vname in self.variants:
             cells = [c for c in todo if c[0] == vname]
             lo = ex = hi = 0.0
@@ -289,6 +282,14 @@ class Experiment:
                     self.bench.pricing.estimate(req.model, Usage(input_tokens=int(tokens * f), output_tokens=int(o)))
                     for f, o in ((0.85, o_lo), (1.0, o_ex), (1.15, req.max_tokens))
                 ]
+                for judge in judges:
+                    # The judge reads the prompt's inputs, the answer and the reference, plus its rubric.
+                    j_in = tokens + int(o_ex) + math.ceil(len(getattr(judge, "rubric", "")) / 4) + 80
+                    j_prices = [
+                        self.bench.pricing.estimate(judge.model, Usage(input_tokens=int(j_in * f), output_tokens=int(o)))
+                        for f, o in ((0.85, 20), (1.0, 60), (1.15 + req.max_tokens / max(j_in, 1), getattr(judge, "max_tokens", 300)))
+                    ]
+                    prices = [None if p is None or q is None else p + q for p, q in zip(prices, j_prices)]
                 if any(p is None for p in prices):
                     unknown = True
                     continue
@@ -305,18 +306,13 @@ class Experiment:
             totals = [totals[0] + lo, totals[1] + ex, totals[2] + hi]
         basis = "input from rendered prompts at 4 chars/token; output " + (
             "from finished calls" if observed else f"assumed 20 to {TYPICAL_OUTPUT_TOKENS} tokens"
-        ) + "; worst case at max_tokens" + ("; judge calls not included" if any(getattr(s, "model", None) for s in self.scorers) else "")
+        ) + "; worst case at max_tokens" + ("; judge calls included (20 to 60 output tokens expected)" if judges else "")
         if unknown:
             return Estimate(len(todo), None, None, None, per, basis + "; some model has no known price")
         return Estimate(len(todo), totals[0], totals[1], totals[2], per, basis)
 
     def _observed_output_tokens(self) -> dict[str, tuple[float, float]]:
-        rows = self.bench.store.query(
-            "SELECT variant, MIN(output_tokens) AS lo, AVG(output_tokens) AS mean FROM traces "
-            "WHERE experiment_id = ? AND kind = 'llm' AND status = 'ok' AND variant IS NOT NULL GROUP BY variant",
-            (self.id,),
-        )
-        return {r["variant"]: (r["lo"], r["mean"]) for r in rows if r["mean"] is not None}
+        return traces.experiment_output_tokens(self.bench.store, self.id)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -337,16 +333,17 @@ class Experiment:
     async def _run(self, progress: bool, retry_errors: bool) -> None:
         bench = self.bench
         store = bench.store
+        planned = self.config.get("provider")
+        if planned is not None and planned != bench.provider.name:
+            raise ExperimentError(
+                f"experiment {self.name!r} runs on the {planned} provider, but this workbench uses "
+                f"{bench.provider.name}; open it with wb.open(..., provider={planned!r}) to continue, "
+                "or start a new experiment (one experiment never mixes providers)"
+            )
         done = await asyncio.to_thread(self.completed_cells)
         todo = [c for c in self.cells() if c not in done]
         if not retry_errors:
-            failed = {
-                (r["variant"], r["item_id"], r["repeat"])
-                for r in store.query(
-                    "SELECT variant, item_id, repeat FROM traces WHERE experiment_id = ? AND kind = 'llm' "
-                    "AND status = 'error' AND variant IS NOT NULL", (self.id,),
-                )
-            }
+            failed = {(r["variant"], r["item_id"], r["repeat"]) for r in traces.experiment_cells(store, self.id, "error")}
             todo = [c for c in todo if c not in failed]
         spent = await asyncio.to_thread(self.spent_usd)
         items = {i.item_id: i for i in self.dataset.items}
@@ -359,11 +356,13 @@ class Experiment:
             self._set_status("completed", None)
             return
         if self.budget_usd is not None:
-            for vname, v in self.variants.items():
-                if bench.pricing.estimate(v.effective_model, Usage(1, 1)) is None:
+            needs_price = [(v.effective_model, f"variant {vname!r}") for vname, v in self.variants.items()]
+            needs_price += [(s.model, f"scorer {s.name!r}") for s in self.scorers if getattr(s, "model", None)]
+            for model, who in needs_price:
+                if bench.pricing.estimate(model, Usage(1, 1)) is None:
                     raise ConfigError(
-                        f"budget_usd is set but no price is known for model {v.effective_model!r} (variant {vname!r}); "
-                        f"set one with bench.pricing.set_price({v.effective_model!r}, input=..., output=...)"
+                        f"budget_usd is set but no price is known for model {model!r} ({who}), so the budget "
+                        f"cannot be kept; set one with bench.pricing.set_price({model!r}, input=..., output=...)"
                     )
         self._set_status("running", None)
         sem = asyncio.Semaphore(self.concurrency)
@@ -384,7 +383,8 @@ class Experiment:
                 request = self._request(vname, items[item_id], rep)
                 reserve = 0.0
                 if self.budget_usd is not None:
-                    reserve = self._reserve(request) or 0.0
+                    reserve = self._reserve(request)
+                    assert reserve is not None  # every model was checked to have a price above
                     # Calls in flight usually cost far less than reserved: when only their
                     # reservations stand in the way, wait for them rather than stop early.
                     async with settled:
@@ -415,7 +415,9 @@ class Experiment:
                         rows = []
                         emit = _collector(rows)
                     if result.status == "ok":
-                        outcome.spent_usd += await self._score(result.trace_id, result.text, vname, items[item_id], rep, emit)
+                        # Await first: other calls add to spent_usd meanwhile.
+                        judge_cost = await self._score(result.trace_id, result.text, vname, items[item_id], rep, emit)
+                        outcome.spent_usd += judge_cost
                     else:
                         outcome.errors += 1
                     await commit(rows)
@@ -440,12 +442,23 @@ class Experiment:
                 ):
                     stop.append("stopped_errors")
 
+        tasks = [asyncio.ensure_future(one(c)) for c in todo]
         try:
-            await asyncio.gather(*(one(c) for c in todo))
-        except asyncio.CancelledError:
+            await asyncio.gather(*tasks)
+        except BaseException as exc:
+            # Cancellation (Ctrl-C) or an unexpected error in one call: stop every other
+            # call before it is paid for, keep what finished, and say what happened.
+            stop.append("interrupted")
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.to_thread(store.flush)
-            self._set_status("interrupted", "run cancelled; run() again to finish")
-            outcome.status = "interrupted"
+            if isinstance(exc, asyncio.CancelledError):
+                self._set_status("interrupted", "run cancelled; run() again to finish")
+                outcome.status = "interrupted"
+            else:
+                self._set_status("failed", f"{type(exc).__name__}: {exc}; run() again to retry the missing calls")
+                outcome.status = "failed"
             raise
         finally:
             if bar is not None:
@@ -503,9 +516,13 @@ class Experiment:
         for (vname, item_id, rep), trace_id in done.items():
             if all((trace_id, s.name) in have for s in self.scorers):
                 continue
-            rows = self.bench.store.query("SELECT output FROM traces WHERE id = ?", (trace_id,))
-            await self._score(trace_id, rows[0]["output"] or "", vname, items[item_id], rep)
+            await self._score(trace_id, traces.output_of(self.bench.store, trace_id) or "", vname, items[item_id], rep)
         await self.bench.store.flush_async()
+
+    def simulated(self) -> bool:
+        """Whether any call of this experiment was answered by the simulated provider."""
+        self.bench.flush()
+        return bool(traces.experiment_totals(self.bench.store).get(self.id, {}).get("simulated"))
 
     def on_call(self, hook: Any) -> None:
         """Call ``hook(experiment, outcome)`` after every finished call (live views use it)."""
@@ -562,6 +579,11 @@ class Experiment:
                 values = sub["value"].to_numpy()
                 clusters = sub["cluster"].to_list() if self.dataset.has_clusters else None
                 est = stats.mean_ci(values, clusters=clusters, confidence=confidence)
+                if est.n > 0 and est.se == 0 and set(np.unique(values)) <= {0.0, 1.0}:
+                    # Every item scored the same 0 or 1: the CLT interval has zero width,
+                    # which overstates certainty; Wilson's does not.
+                    lo_w, hi_w = stats.wilson_interval(int(values.sum()), len(values), confidence)
+                    est = stats.Estimate(est.mean, est.se, lo_w, hi_w, est.n, est.n_clusters, confidence)
                 passes = sub["pass_rate"].drop_nulls().to_numpy()
                 if len(passes):
                     k = int(np.sum(passes >= 0.5))
@@ -581,7 +603,12 @@ class Experiment:
 
     def summary(self, confidence: float = 0.95) -> pl.DataFrame:
         """One row per variant: items, repeats, each scorer's mean and CI (and pass rate),
-        error rate, tokens, total and per-item cost, latency p50/p95."""
+        error rate, tokens, total cost and cost per item (the mean cost of answering one
+        item once), latency p50/p95.
+
+        A scorer's ``_pass_rate`` is the share of items that pass on most of their
+        repeats, with a Wilson interval; its mean is over per-item means.
+        """
         import polars as pl
 
         t = self.traces_df()
@@ -598,14 +625,15 @@ class Experiment:
             pl.col("input_tokens").mean().alias("input_tokens_mean"),
             pl.col("output_tokens").mean().alias("output_tokens_mean"),
             pl.col("cache_read_tokens").sum().alias("cache_read_tokens"),
-            pl.col("cost_usd").sum().alias("cost_usd"),
+            # Null, not 0, when no call was priced: unknown is not free.
+            pl.when(pl.col("cost_usd").is_not_null().any()).then(pl.col("cost_usd").sum()).alias("cost_usd"),
+            pl.col("cost_usd").filter(pl.col("status") == "ok").mean().alias("cost_per_item_usd"),
             pl.col("cost_usd").is_null().and_(pl.col("status") == "ok").sum().alias("unpriced_calls"),
             pl.col("latency_ms").filter(pl.col("status") == "ok").quantile(0.5, interpolation="linear").alias("latency_p50_ms"),
             pl.col("latency_ms").filter(pl.col("status") == "ok").quantile(0.95, interpolation="linear").alias("latency_p95_ms"),
         )
         out = base.join(calls, on="variant", how="left").with_columns(
             pl.lit(self.repeats).alias("repeats"),
-            (pl.col("cost_usd") / pl.col("n_items")).alias("cost_per_item_usd"),
         )
         q = self.quality(confidence)
         for s in self.scorers:
@@ -697,7 +725,7 @@ class Experiment:
             f"<div><b>experiment {_html.esc(self.name)}</b> · status <b>{_html.esc(self.status)}</b> · dataset "
             f"{_html.esc(self.dataset.ref)} ({len(self.dataset)} items) · repeats {self.repeats} · seed {self.seed}"
         )
-        if getattr(self.bench.provider, "simulated", False):
+        if self.simulated():
             head += ' · <span style="color:#b45309">simulated provider</span>'
         variants = _html.table(["variant", "prompt / model"], [(k, v.label()) for k, v in self.variants.items()])
         try:
@@ -848,9 +876,10 @@ class Comparison:
                 f"(95% CI {r['ci_low']:+.6f} to {r['ci_high']:+.6f}) -> {r['verdict']}"
             )
         for r in self.latency.iter_rows(named=True):
+            mw = "" if r["mann_whitney_p"] is None else f", Mann-Whitney p={r['mann_whitney_p']:.3g}"
             lines.append(
                 f"  latency {r['stat']}: {r['a']:.0f} ms -> {r['b']:.0f} ms, diff {r['diff']:+.0f} ms "
-                f"(95% CI {r['ci_low']:+.0f} to {r['ci_high']:+.0f}), Mann-Whitney p={r['mann_whitney_p']:.3g}"
+                f"(95% CI {r['ci_low']:+.0f} to {r['ci_high']:+.0f}, bootstrap){mw}"
             )
         if self.preference is not None and self.preference.n:
             p = self.preference
@@ -947,9 +976,10 @@ def compare(exp: Experiment, a: str, b: str, *, confidence: float = 0.95, alpha:
     lat_rows = []
     for stat in ("median", "p95"):
         bd = stats.bootstrap_difference(la, lb, stat=stat, seed=exp.seed, confidence=confidence)
+        # Mann-Whitney tests a shift of the whole distribution: it belongs beside the median only.
         lat_rows.append({"stat": stat, "a": bd.a, "b": bd.b, "diff": bd.diff, "ci_low": bd.ci_low, "ci_high": bd.ci_high,
-                         "n_a": bd.n_a, "n_b": bd.n_b, "mann_whitney_p": mw_p})
-    latency = pl.DataFrame(lat_rows)
+                         "n_a": bd.n_a, "n_b": bd.n_b, "mann_whitney_p": mw_p if stat == "median" else None})
+    latency = pl.DataFrame(lat_rows, schema_overrides={"mann_whitney_p": pl.Float64})
     pref = None
     try:
         from . import feedback
@@ -957,14 +987,17 @@ def compare(exp: Experiment, a: str, b: str, *, confidence: float = 0.95, alpha:
         pref = feedback.preference(exp.bench.store, exp.id, a, b)
     except (ImportError, AttributeError):
         pref = None
-    return Comparison(exp.name, a, b, scores, cost, latency, pref, bool(getattr(exp.bench.provider, "simulated", False)))
+    # Labelled by the data, not by the provider open now: a readout of a simulated run stays marked.
+    simulated = bool(t.height and (t["simulated"].fill_null(0).max() or 0))
+    return Comparison(exp.name, a, b, scores, cost, latency, pref, simulated)
 
 
 # -- the registry behind bench.experiment / bench.experiments ------------------------------------
 
 
-def make_config(dataset: Dataset, variants: dict[str, Variant], scorers: Sequence[Scorer], repeats: int, seed: int) -> dict[str, Any]:
+def make_config(dataset: Dataset, variants: dict[str, Variant], scorers: Sequence[Scorer], repeats: int, seed: int, provider: str) -> dict[str, Any]:
     return {
+        "provider": provider,
         "dataset": {"id": dataset.id, "name": dataset.name, "version": dataset.version,
                     "content_hash": dataset.content_hash, "n_items": len(dataset)},
         "variants": {k: v.spec() for k, v in variants.items()},
@@ -1024,7 +1057,7 @@ class Experiments:
                         f"item {item.item_id!r} does not have (its inputs: {', '.join(item.inputs)})"
                     )
         seed = self.bench.seed if seed is None else seed
-        config = make_config(dataset, vs, list(scorers), repeats, seed)
+        config = make_config(dataset, vs, list(scorers), repeats, seed, self.bench.provider.name)
         digest = content_hash(config)
         existing = self.bench.store.query("SELECT id, config_json, config_hash FROM experiments WHERE name = ?", (name,))
         if existing:
@@ -1072,13 +1105,15 @@ class Experiments:
         )
 
     def list(self) -> list[dict[str, Any]]:
+        """Every experiment: name, status, times, main calls, dollars (None when nothing was priced)."""
         self.bench.flush()
-        return self.bench.store.query(
-            "SELECT e.name, e.status, e.created_at, e.updated_at, "
-            "(SELECT COUNT(*) FROM traces t WHERE t.experiment_id = e.id AND t.kind = 'llm' AND t.variant IS NOT NULL) AS calls, "
-            "(SELECT SUM(cost_usd) FROM traces t WHERE t.experiment_id = e.id) AS cost_usd "
-            "FROM experiments e ORDER BY e.created_at"
-        )
+        totals = traces.experiment_totals(self.bench.store)
+        rows = self.bench.store.query("SELECT id, name, status, created_at, updated_at FROM experiments ORDER BY created_at")
+        for r in rows:
+            t = totals.get(r.pop("id"), {})
+            r["calls"] = int(t.get("calls") or 0)
+            r["cost_usd"] = t.get("cost_usd")
+        return rows
 
     def __repr__(self) -> str:
         return f"<Experiments {len(self.list())}>"

@@ -7,6 +7,8 @@ Only this module writes the ``prompts``, ``prompt_labels`` and
 from __future__ import annotations
 
 import difflib
+import hashlib
+import random
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -74,8 +76,9 @@ class PromptVersion:
     """Text with ``{variable}`` fields."""
     model: str
     """Model the prompt is meant for."""
-    params: Mapping[str, Any] = field(default_factory=dict)
-    """temperature, max_tokens, system, ... (do not mutate)."""
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    """temperature, max_tokens, system, ... (do not mutate). Left out of the hash, which
+    the content hash already covers, so versions can be dict keys and set members."""
     content_hash: str = ""
     """``sha256:`` of the canonical JSON of template, model and params."""
     created_at: str = ""
@@ -303,24 +306,82 @@ class PromptRegistry:
         self._move(name, label, target.version, "set")
         return target
 
-    def _move(self, name: str, label: str, version: int | None, action: str) -> None:
+    def _move(self, name: str, label: str, version: int | None, action: str, split: dict[int, float] | None = None) -> None:
         now = utc_now()
+        split_json = None if split is None else dumps({str(k): v for k, v in sorted(split.items())})
         with self.store.transaction() as conn:
-            prev = conn.execute("SELECT version FROM prompt_labels WHERE name = ? AND label = ?", (name, label)).fetchone()
+            prev = conn.execute(
+                "SELECT version, split_json FROM prompt_labels WHERE name = ? AND label = ?", (name, label)
+            ).fetchone()
             conn.execute(
-                "INSERT INTO prompt_labels (name, label, version, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (name, label) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
-                (name, label, version, now),
+                "INSERT INTO prompt_labels (name, label, version, split_json, updated_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (name, label) DO UPDATE SET version = excluded.version, "
+                "split_json = excluded.split_json, updated_at = excluded.updated_at",
+                (name, label, version, split_json, now),
             )
             conn.execute(
-                "INSERT INTO prompt_label_history (id, name, label, version, previous_version, action, set_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (new_id(), name, label, version, prev[0] if prev else None, action, now),
+                "INSERT INTO prompt_label_history (id, name, label, version, split_json, previous_version, "
+                "previous_split_json, action, set_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (new_id(), name, label, version, split_json, prev[0] if prev else None, prev[1] if prev else None, action, now),
             )
+
+    def set_split(self, name: str, label: str, weights: Mapping[int | PromptVersion, float]) -> dict[int, float]:
+        """Split a label's traffic between versions, e.g. ``{1: 0.9, 2: 0.1}`` (weights are normalised).
+
+        ``get(name, label=...)`` then returns the heaviest version and ``pick``
+        draws one by weight; ``set_label`` ends the split; ``rollback`` undoes it.
+        """
+        split: dict[int, float] = {}
+        for key, weight in weights.items():
+            version = key.version if isinstance(key, PromptVersion) else key
+            if not isinstance(weight, (int, float)) or weight < 0 or weight != weight:
+                raise ConfigError(f"split weight for {name!r} v{version} must be a number >= 0, got {weight!r}")
+            self.get(name, version)  # must exist
+            split[int(version)] = split.get(int(version), 0.0) + float(weight)
+        total = sum(split.values())
+        if not split or total <= 0:
+            raise ConfigError(f"a split of {name!r} label {label!r} needs at least one positive weight, got {dict(weights)!r}")
+        split = {v: w / total for v, w in split.items() if w > 0}
+        primary = max(split, key=lambda v: (split[v], v))
+        self._move(name, label, primary, "split", split)
+        return split
+
+    def split(self, name: str, label: str) -> dict[int, float]:
+        """The label's traffic split ``{version: share}``; a plain label is ``{version: 1.0}``."""
+        rows = self.store.query("SELECT version, split_json FROM prompt_labels WHERE name = ? AND label = ?", (name, label))
+        if not rows or rows[0]["version"] is None:
+            raise PromptNotFound(f"prompt {name!r} has no label {label!r}")
+        if rows[0]["split_json"] is None:
+            return {rows[0]["version"]: 1.0}
+        return {int(k): float(v) for k, v in loads(rows[0]["split_json"]).items()}
+
+    def pick(self, name: str, label: str = "production", *, key: str | None = None) -> PromptVersion:
+        """The version to serve for one request under the label's traffic split.
+
+        With ``key`` (a user or session id) the choice is sticky: the same key
+        always gets the same version while the split stays. Without it, a random draw.
+        """
+        shares = self.split(name, label)
+        if key is None:
+            point = random.random()
+        else:
+            digest = hashlib.sha256(f"{name}\0{label}\0{key}".encode()).digest()
+            point = int.from_bytes(digest[:8], "big") / 2**64
+        acc = 0.0
+        chosen = max(shares)
+        for version in sorted(shares):
+            acc += shares[version]
+            if point < acc:
+                chosen = version
+                break
+        return self.get(name, chosen)
 
     def label_history(self, name: str, label: str | None = None) -> list[dict[str, Any]]:
         """Moves of labels, newest first."""
-        sql = "SELECT name, label, version, previous_version, action, set_at FROM prompt_label_history WHERE name = ?"
+        sql = (
+            "SELECT name, label, version, split_json, previous_version, previous_split_json, action, set_at "
+            "FROM prompt_label_history WHERE name = ?"
+        )
         params: tuple[Any, ...] = (name,)
         if label is not None:
             sql += " AND label = ?"
@@ -335,7 +396,9 @@ class PromptRegistry:
         previous = hist[0]["previous_version"]
         if previous is None:
             raise ConfigError(f"label {label!r} of prompt {name!r} has no earlier version to roll back to")
-        self._move(name, label, previous, "rollback")
+        previous_split = hist[0]["previous_split_json"]
+        split = None if previous_split is None else {int(k): float(v) for k, v in loads(previous_split).items()}
+        self._move(name, label, previous, "rollback", split)
         return self.get(name, previous)
 
     def diff(self, a: PromptVersion | int, b: PromptVersion | int, name: str | None = None) -> PromptDiff:
@@ -347,9 +410,13 @@ class PromptRegistry:
             b = b if isinstance(b, PromptVersion) else self.get(name, b)
         return diff_versions(a, b)
 
-    def __repr__(self) -> str:
+    def count(self) -> int:
+        """Prompt versions stored, all names."""
         (n,) = self.store.execute("SELECT COUNT(*) FROM prompts").fetchone()
-        return f"<PromptRegistry {n} versions>"
+        return int(n)
+
+    def __repr__(self) -> str:
+        return f"<PromptRegistry {self.count()} versions>"
 
     def _repr_html_(self) -> str:
         labels = self.labels()

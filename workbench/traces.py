@@ -255,3 +255,48 @@ def distinct(store: Store, column: str, recent: int | None = 100_000, limit: int
         f"SELECT DISTINCT {column} FROM {source} WHERE {column} IS NOT NULL ORDER BY 1 LIMIT ?", (limit,)
     ).fetchall()
     return [r[0] for r in rows]
+
+
+# -- what experiments ask of their traces ------------------------------------------------------
+
+
+def experiment_cells(store: Store, experiment_id: str, status: str = "ok") -> list[dict[str, Any]]:
+    """An experiment's main calls (judges excluded) with ``status``: variant, item_id, repeat, id; oldest first."""
+    return store.query(
+        "SELECT variant, item_id, repeat, id FROM traces WHERE experiment_id = ? AND kind = 'llm' "
+        "AND status = ? AND variant IS NOT NULL ORDER BY id",
+        (experiment_id, status),
+    )
+
+
+def experiment_spent(store: Store, experiment_id: str) -> float:
+    """Dollars of every priced call of an experiment, judges included."""
+    (spent,) = store.execute(
+        "SELECT COALESCE(SUM(cost_usd), 0) FROM traces WHERE experiment_id = ?", (experiment_id,)
+    ).fetchone()
+    return float(spent)
+
+
+def experiment_output_tokens(store: Store, experiment_id: str) -> dict[str, tuple[float, float]]:
+    """Per variant: (min, mean) output tokens of finished main calls."""
+    rows = store.query(
+        "SELECT variant, MIN(output_tokens) AS lo, AVG(output_tokens) AS mean FROM traces "
+        "WHERE experiment_id = ? AND kind = 'llm' AND status = 'ok' AND variant IS NOT NULL GROUP BY variant",
+        (experiment_id,),
+    )
+    return {r["variant"]: (r["lo"], r["mean"]) for r in rows if r["mean"] is not None}
+
+
+def output_of(store: Store, trace_id: str) -> str | None:
+    rows = store.query("SELECT output FROM traces WHERE id = ?", (trace_id,))
+    return rows[0]["output"] if rows else None
+
+
+def experiment_totals(store: Store) -> dict[str, dict[str, Any]]:
+    """Per experiment id: main calls, dollars (None when nothing was priced), and whether any call was simulated."""
+    rows = store.query(
+        "SELECT experiment_id, SUM(kind = 'llm' AND variant IS NOT NULL) AS calls, SUM(cost_usd) AS cost_usd, "
+        "MAX(simulated) AS simulated, GROUP_CONCAT(DISTINCT provider) AS providers "
+        "FROM traces WHERE experiment_id IS NOT NULL GROUP BY experiment_id"
+    )
+    return {r.pop("experiment_id"): r for r in rows}

@@ -314,6 +314,10 @@ def _status_error(exc: anthropic.APIStatusError) -> ProviderError:
         "error_type": error_type,
         "retry_after": _retry_after(exc.response.headers),
     }
+    should_retry = (exc.response.headers.get("x-should-retry") or "").lower()
+    if should_retry in ("true", "false"):
+        # The API's own word on retrying wins over the status code, as in the SDK.
+        kwargs["retryable"] = should_retry == "true"
     if status < 400:
         cls = _STREAM_ERROR_CLASSES.get(error_type or "", ProviderUnavailable)
         return cls(f"anthropic {error_type} mid-stream: {detail}", status_code=status, **kwargs)

@@ -25,7 +25,7 @@ from ._common import error_html, guarded, info_html, money, ms, scroll_box, trun
 if TYPE_CHECKING:
     from ..experiments import Experiment
 
-__all__ = ["FILTERS", "CompareWidget"]
+__all__ = ["CompareWidget", "FILTERS"]
 
 FILTERS = ("all", "disagreements", "regressions", "unrated")
 """Values of ``CompareWidget.filter``."""

@@ -348,7 +348,7 @@ class PromptsWidget(W.VBox):
             try:
                 result = self.bench.complete(
                     pv, raise_on_error=False, tags=["prompts-widget"],
-                    metadata={"dataset": self.dataset.ref, "item_id": item.item_id}, **variables,
+                    metadata={"dataset": self.dataset.ref, "item_id": item.item_id}, variables=variables,
                 )
             except WorkbenchError as exc:
                 blocks.append(f"{head}</div>{error_html(exc)}")
