@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from . import _html, _loop, config, traces
@@ -108,6 +108,13 @@ class Workbench:
             raise ConfigError("bench.complete needs a prompt version, or model=... and messages=[...]")
         return Request.of(model, messages, **params)
 
+    def _call(self, prompt: PromptVersion | None, options: dict[str, Any]) -> Coroutine[Any, Any, CallResult]:
+        """The traced call for ``complete``/``acomplete``; ``options`` are their keyword arguments."""
+        variables = {**(options.pop("variables") or {}), **options.pop("kwargs")}
+        request = self._request(prompt, options["model"], options["messages"], variables, dict(options["params"] or {}))
+        context = {"user_id": options["user_id"], "tags": options["tags"], "metadata": options["metadata"]}
+        return self.tracer.call(self.provider, request, parent=current_span(), context=context)
+
     async def acomplete(
         self,
         prompt: PromptVersion | None = None,
@@ -124,12 +131,9 @@ class Workbench:
         **kwargs: Any,
     ) -> CallResult:
         """Async ``complete``."""
-        request = self._request(prompt, model, messages, {**(variables or {}), **kwargs}, dict(params or {}))
-        parent = current_span()
-        result = await _loop.run_async(self.tracer.call(
-            self.provider, request, parent=parent,
-            context={"user_id": user_id, "tags": tags, "metadata": metadata},
-        ))
+        options = dict(locals())
+        del options["self"], options["prompt"], options["raise_on_error"]
+        result = await _loop.run_async(self._call(prompt, options))
         if result.error is not None and raise_on_error:
             raise result.error
         return result
@@ -157,12 +161,9 @@ class Workbench:
         A template variable named like an option here (``model``, ``tags``, ...)
         goes in ``variables={...}``.
         """
-        request = self._request(prompt, model, messages, {**(variables or {}), **kwargs}, dict(params or {}))
-        parent = current_span()
-        result = _loop.run_sync(self.tracer.call(
-            self.provider, request, parent=parent,
-            context={"user_id": user_id, "tags": tags, "metadata": metadata},
-        ))
+        options = dict(locals())
+        del options["self"], options["prompt"], options["raise_on_error"]
+        result = _loop.run_sync(self._call(prompt, options))
         if result.error is not None and raise_on_error:
             raise result.error
         return result

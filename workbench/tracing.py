@@ -122,6 +122,20 @@ class Tracer:
             now = time.time
             current = _current
 
+            def span_row(
+                sid: str, tid: str, parent: tuple[str, str] | None, wall: float, t0: float,
+                args: tuple[Any, ...], kwargs: dict[str, Any], result: Any, exc: BaseException | None,
+            ) -> tuple[Any, ...]:
+                return (
+                    sid, tid, parent and parent[0], span_name, iso(wall),
+                    _args_preview(args, kwargs) if capture else None,
+                    None if exc is not None or not capture or result is None else _preview(result),
+                    (perf() - t0) * 1000,
+                    "ok" if exc is None else "error",
+                    None if exc is None else type(exc).__name__,
+                    None if exc is None else _preview(str(exc)),
+                )
+
             if inspect.iscoroutinefunction(func):
 
                 @functools.wraps(func)
@@ -135,16 +149,11 @@ class Tracer:
                     try:
                         result = await func(*args, **kwargs)
                     except BaseException as exc:
-                        put(sql, (sid, tid, parent and parent[0], span_name, iso(wall),
-                                  _args_preview(args, kwargs) if capture else None, None,
-                                  (perf() - t0) * 1000, "error", type(exc).__name__, _preview(str(exc))))
+                        put(sql, span_row(sid, tid, parent, wall, t0, args, kwargs, None, exc))
                         raise
                     finally:
                         current.reset(token)
-                    put(sql, (sid, tid, parent and parent[0], span_name, iso(wall),
-                              _args_preview(args, kwargs) if capture else None,
-                              None if not capture or result is None else _preview(result),
-                              (perf() - t0) * 1000, "ok", None, None))
+                    put(sql, span_row(sid, tid, parent, wall, t0, args, kwargs, result, None))
                     return result
 
                 return async_wrapper  # type: ignore[return-value]
@@ -160,16 +169,11 @@ class Tracer:
                 try:
                     result = func(*args, **kwargs)
                 except BaseException as exc:
-                    put(sql, (sid, tid, parent and parent[0], span_name, iso(wall),
-                              _args_preview(args, kwargs) if capture else None, None,
-                              (perf() - t0) * 1000, "error", type(exc).__name__, _preview(str(exc))))
+                    put(sql, span_row(sid, tid, parent, wall, t0, args, kwargs, None, exc))
                     raise
                 finally:
                     current.reset(token)
-                put(sql, (sid, tid, parent and parent[0], span_name, iso(wall),
-                          _args_preview(args, kwargs) if capture else None,
-                          None if not capture or result is None else _preview(result),
-                          (perf() - t0) * 1000, "ok", None, None))
+                put(sql, span_row(sid, tid, parent, wall, t0, args, kwargs, result, None))
                 return result
 
             return wrapper  # type: ignore[return-value]
