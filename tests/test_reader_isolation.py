@@ -34,3 +34,23 @@ def test_rows_written_after_a_frame_read_are_seen_by_other_processes(tmp_path):
     assert _count_elsewhere(path) == 1
     bench.close()
     assert sqlite3.connect(path).execute("pragma integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_big_unordered_read_in_two_halves_equals_one_read(tmp_path, monkeypatch):
+    from workbench import frames, traces
+
+    with wb.open(tmp_path / "split.db", provider="simulated") as bench:
+        rows = [
+            traces.row(id=f"{i:08d}", trace_id=f"{i:08d}", kind="llm", name="chat m", started_at=traces.iso_utc(1.79e9 + i),
+                       model="m", status="ok" if i % 9 else "error", latency_ms=None if i % 9 == 0 else float(i % 97),
+                       ttft_ms=None if i < 300 else float(i % 13), cost_usd=None if i < 600 else 0.001, input_tokens=i,
+                       output_tokens=1, cache_read_tokens=0, cache_write_tokens=0)
+            for i in range(1000)
+        ]
+        with bench.store.transaction() as conn:
+            conn.executemany(traces.INSERT_SQL, rows)
+        whole = frames.metrics(frames.traces_df(bench.store))
+        monkeypatch.setattr(frames, "SPLIT_ROWS", 100)  # force the two-part read
+        split = frames.metrics(bench.store)
+    assert split.to_dicts() == whole.to_dicts()
+    assert whole["requests"][0] == 1000 and whole["unpriced"][0] > 0

@@ -36,8 +36,9 @@ class ArrowReader:
 
     def _ensure(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
+            # Run this file as a script: the child needs the driver, not the workbench package.
             self._proc = subprocess.Popen(
-                [sys.executable, "-c", "from workbench._reader import serve; serve()"],
+                [sys.executable, "-u", __file__],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -45,11 +46,22 @@ class ArrowReader:
             )
         return self._proc
 
+    def prestart(self) -> None:
+        """Start the child now (it takes a few hundred ms to import the driver), not at the first read."""
+        with self._lock:
+            self._ensure()
+
     def read(self, uri: str, sql: str, params: Sequence[Any], options: dict[str, str]) -> Any:
         """Run ``sql`` on the database at ``uri``; returns a ``pyarrow.Table``."""
+        return self.read_parts(uri, [(sql, params)], options)
+
+    def read_parts(self, uri: str, parts: Sequence[tuple[str, Sequence[Any]]], options: dict[str, str]) -> Any:
+        """Run several SELECTs at once (one connection and thread each) and stack their rows in order."""
         import pyarrow as pa
 
-        request = json.dumps({"uri": uri, "sql": sql, "params": list(params), "options": options}).encode() + b"\n"
+        request = json.dumps({
+            "uri": uri, "parts": [{"sql": q, "params": list(p)} for q, p in parts], "options": options,
+        }).encode() + b"\n"
         with self._lock:
             proc = self._ensure()
             assert proc.stdin is not None and proc.stdout is not None
@@ -110,20 +122,34 @@ def serve() -> None:
     import adbc_driver_sqlite.dbapi as adbc_sqlite
     import pyarrow as pa
 
+    from concurrent.futures import ThreadPoolExecutor
+
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    conns: dict[str, Any] = {}
+    conns: dict[tuple[str, int], Any] = {}
+    pool = ThreadPoolExecutor(max_workers=4)
+
+    def run(uri: str, slot: int, sql: str, params: list[Any], options: dict[str, str]) -> Any:
+        # The driver releases the GIL while it reads: parts on their own connections overlap.
+        conn = conns.get((uri, slot))
+        if conn is None:
+            conn = conns[(uri, slot)] = adbc_sqlite.connect(uri)
+        with conn.cursor() as cur:
+            if options:
+                cur.adbc_statement.set_options(**options)
+            cur.execute(sql, params or None)
+            table = cur.fetch_arrow_table()
+        conn.commit()  # end the read transaction so the next query sees new rows
+        return table
+
     for line in stdin:
         try:
             req = json.loads(line)
-            conn = conns.get(req["uri"])
-            if conn is None:
-                conn = conns[req["uri"]] = adbc_sqlite.connect(req["uri"])
-            with conn.cursor() as cur:
-                if req["options"]:
-                    cur.adbc_statement.set_options(**req["options"])
-                cur.execute(req["sql"], req["params"] or None)
-                table = cur.fetch_arrow_table()
-            conn.commit()  # end the read transaction so the next query sees new rows
+            futures = [
+                pool.submit(run, req["uri"], slot, part["sql"], part["params"], req["options"])
+                for slot, part in enumerate(req["parts"])
+            ]
+            tables = [f.result() for f in futures]
+            table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
             sink = pa.BufferOutputStream()
             with pa.ipc.new_stream(sink, table.schema) as writer:
                 writer.write_table(table)
@@ -133,3 +159,7 @@ def serve() -> None:
         stdout.write(status + len(out).to_bytes(8, "little"))
         stdout.write(out)
         stdout.flush()
+
+
+if __name__ == "__main__":
+    serve()

@@ -57,6 +57,10 @@ class Workbench:
         self.provider = make_provider(provider, seed=seed, time_scale=time_scale)
         self.seed = seed
         self.tracer = Tracer(lambda: self.store.writer, self.pricing)
+        if self.path != ":memory:":
+            from ._reader import reader
+
+            reader().prestart()  # frames read through it; warm it while the user gets going
         self.datasets = Datasets(self.store)
         self.feedback = Feedback(self.store)
         self.experiments = Experiments(self)

@@ -128,6 +128,8 @@ _OTHER_ISO_FORMATS = (
 )
 """Forms other writers use, tried only for the rows the fast format rejects."""
 
+SPLIT_ROWS = 200_000
+"""Unordered trace reads over more rows than this go in two parallel halves."""
 _BATCH_ROWS = str(2**30)
 """One Arrow batch per result. ADBC's SQLite driver infers a column's type from
 its first batch and fails on a later batch that disagrees (text after a batch
@@ -185,13 +187,24 @@ def read_sql(
             )
         return _apply_schema(df, schema)
 
+    return read_sql_parts(store, [(sql, params)], schema=schema)
+
+
+def read_sql_parts(
+    store: Store,
+    parts: Sequence[tuple[str, Sequence[Any]]],
+    *,
+    schema: Mapping[str, pl.DataType] | None = None,
+) -> pl.DataFrame:
+    """Several SELECTs of one shape, read at once, their rows stacked in order (file stores only)."""
     from ._reader import ReaderError, reader
 
+    store.flush()
     try:
         # In a child process: see _reader.py for why the driver must not share ours.
-        table = reader().read(_ro_uri(store.path), sql, params, {"adbc.sqlite.query.batch_rows": _BATCH_ROWS})
+        table = reader().read_parts(_ro_uri(store.path), parts, {"adbc.sqlite.query.batch_rows": _BATCH_ROWS})
     except ReaderError as exc:
-        raise StoreError(f"reading {store.path} failed: {exc} (query: {sql.strip()[:200]})") from exc
+        raise StoreError(f"reading {store.path} failed: {exc} (query: {parts[0][0].strip()[:200]})") from exc
     df = pl.from_arrow(table)
     assert isinstance(df, pl.DataFrame)
     return _apply_schema(df, schema)
@@ -292,7 +305,18 @@ def _read_traces(
     # `id` is a UUIDv7, so id order is start order; aggregates skip the sort (an index walk).
     order = " ORDER BY id" if ordered else ""
     sql = f"SELECT {', '.join(cols)} FROM traces{where}{order}"
-    df = read_sql(store, sql, params, schema={c: TRACE_SCHEMA[c] for c in cols})
+    schema = {c: TRACE_SCHEMA[c] for c in cols}
+    df = None
+    if not ordered and store.path not in ("", ":memory:"):
+        # A big unordered read goes in two rowid halves, read at once on two connections.
+        lo, hi = store.execute("SELECT MIN(rowid), MAX(rowid) FROM traces").fetchone()
+        if lo is not None and hi - lo > SPLIT_ROWS:
+            mid = (lo + hi) // 2
+            joiner = " AND " if where else " WHERE "
+            parts = [(f"{sql}{joiner}rowid <= ?", [*params, mid]), (f"{sql}{joiner}rowid > ?", [*params, mid])]
+            df = read_sql_parts(store, parts, schema=schema)
+    if df is None:
+        df = read_sql(store, sql, params, schema=schema)
     return _parse_started_at(df) if parse_times else df
 
 
