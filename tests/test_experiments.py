@@ -630,3 +630,17 @@ def test_readouts_of_a_simulated_run_stay_labelled_when_opened_with_another_prov
         assert again.simulated()
         assert again.compare("A", "B").simulated
         assert "simulated provider" in again._repr_html_()
+
+
+def test_estimate_counts_tokens_with_a_provider_that_can(tmp_path):
+    """With a real provider the input side is calibrated by its token counter, not guessed."""
+    with FakeAnthropic() as server:
+        provider = AnthropicProvider(api_key="test", base_url=server.base_url)
+        with wb.open(tmp_path / "wb.db", provider=provider) as bench:
+            exp = context_experiment(bench, n=4)
+            est = exp.estimate()
+            counted = server.requests_to("/v1/messages/count_tokens")
+        close_provider(provider)
+    assert len(counted) == 8  # a few prompts per variant, never a completion
+    assert server.completed == 0
+    assert "counted by the provider" in est.basis and est.cost_low <= est.cost_expected <= est.cost_high

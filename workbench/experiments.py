@@ -267,13 +267,14 @@ class Experiment:
         unknown = False
         items = {i.item_id: i for i in self.dataset.items}
         judges = [s for s in self.scorers if getattr(s, "model", None)]
+        chars_per_token, counted = self._chars_per_token(todo, items)
         for vname in self.variants:
             cells = [c for c in todo if c[0] == vname]
             lo = ex = hi = 0.0
             in_tokens = 0
             for _, item_id, rep in cells:
                 req = self._request(vname, items[item_id], rep)
-                tokens = math.ceil(len(req.prompt_text()) / 4) + 8
+                tokens = math.ceil(len(req.prompt_text()) / chars_per_token) + 8
                 in_tokens += tokens
                 o_lo, o_ex = observed.get(vname, (20, min(TYPICAL_OUTPUT_TOKENS, req.max_tokens)))
                 # No call writes more than max_tokens: keep low <= expected <= worst case.
@@ -304,12 +305,34 @@ class Experiment:
                 "cost_high": None if unknown else hi,
             }
             totals = [totals[0] + lo, totals[1] + ex, totals[2] + hi]
-        basis = "input from rendered prompts at 4 chars/token; output " + (
+        basis = (
+            f"input from rendered prompts at {chars_per_token:.2f} chars/token "
+            + (f"(calibrated on {counted} prompts counted by the provider)" if counted else "(a rule of thumb)")
+            + "; output "
+        ) + (
             "from finished calls" if observed else f"assumed 20 to {TYPICAL_OUTPUT_TOKENS} tokens"
         ) + "; worst case at max_tokens" + ("; judge calls included (20 to 60 output tokens expected)" if judges else "")
         if unknown:
             return Estimate(len(todo), None, None, None, per, basis + "; some model has no known price")
         return Estimate(len(todo), totals[0], totals[1], totals[2], per, basis)
+
+    def _chars_per_token(self, todo: list[tuple[str, str, int]], items: dict[str, DatasetItem], sample: int = 5) -> tuple[float, int]:
+        """Characters per input token: counted by the provider on a few prompts when it can count."""
+        count = getattr(self.bench.provider, "count_tokens", None)
+        if count is None or getattr(self.bench.provider, "simulated", False) or not todo:
+            return 4.0, 0
+        chars = tokens = 0
+        picked = 0
+        for vname in self.variants:
+            for cell in [c for c in todo if c[0] == vname][:sample]:
+                req = self._request(vname, items[cell[1]], cell[2])
+                try:
+                    tokens += _loop.run_sync(count(req))
+                except Exception:  # noqa: BLE001 - an estimate falls back to the rule of thumb
+                    return 4.0, 0
+                chars += len(req.prompt_text())
+                picked += 1
+        return (chars / tokens if tokens else 4.0), picked
 
     def _observed_output_tokens(self) -> dict[str, tuple[float, float]]:
         return traces.experiment_output_tokens(self.bench.store, self.id)
