@@ -293,3 +293,16 @@ def test_entry_points_stay_callable_after_their_modules_are_imported():
 
     assert callable(widgets.compare) and callable(widgets.traces)
     assert widgets.compare.__module__ == "workbench.widgets"
+
+
+def test_single_keys_rate_and_move(bench, exp):
+    w = wb.widgets.compare(exp, "A", "B", rater="keys")
+    first = w.current_item_id
+    w.key_box.value = "b"  # as typed into the key box
+    assert w.key_box.value == ""
+    assert [(r["item_id"], r["choice"]) for r in feedback_rows(bench)] == [(first, "b")]
+    assert w.current_item_id != first  # rating moves on
+    w.key_box.value = "p"
+    assert w.current_item_id == first
+    w.key_box.value = "t"
+    assert [(r["item_id"], r["choice"]) for r in feedback_rows(bench)] == [(first, "tie")]

@@ -152,6 +152,11 @@ class CompareWidget(W.VBox):
         self.comment = W.Textarea(placeholder="Comment (optional), saved with the rating", rows=2,
                                   layout=W.Layout(width="100%"))
         self.rating_html = W.HTML()
+        self.key_box = W.Text(
+            placeholder="keys: a / b = better, t = tie, x = both bad, n / p = next / previous",
+            continuous_update=True, layout=W.Layout(width="420px"),
+            tooltip="Click here, then rate and move with single keys",
+        )
         self.message = W.HTML()
         self.summary_html = W.HTML()
 
@@ -162,6 +167,7 @@ class CompareWidget(W.VBox):
         self.filter.observe(self._on_filter, names="value")
         self.jump.observe(self._on_jump, names="value")
         self.show_full.observe(self._on_show_full, names="value")
+        self.key_box.observe(self._on_key, names="value")
 
     def _layout(self) -> list[W.Widget]:
         return [
@@ -171,6 +177,7 @@ class CompareWidget(W.VBox):
             self.item_html,
             W.HBox([self.left_html, self.right_html], layout=W.Layout(width="100%")),
             W.HBox(list(self.rate_buttons.values()) + [self.rating_html], layout=W.Layout(align_items="center")),
+            self.key_box,
             self.comment,
             self.message,
             self.summary_html,
@@ -248,6 +255,21 @@ class CompareWidget(W.VBox):
         self._show()
 
     # -- rating ------------------------------------------------------------------------------
+
+    KEYS = {"a": "a", "b": "b", "t": "tie", "x": "both_bad"}
+    """Single keys typed into ``key_box``: rate (then move on), or ``n`` / ``p`` to move."""
+
+    def _on_key(self, change: dict[str, Any]) -> None:
+        typed = (change["new"] or "")[-1:].lower()
+        if not typed:
+            return
+        self.key_box.value = ""  # ready for the next key; this change lands here with "" and stops
+        if typed in self.KEYS:
+            self.rate(self.KEYS[typed])
+        elif typed == "n":
+            self.next()
+        elif typed == "p":
+            self.prev()
 
     @guarded
     def rate(self, choice: str) -> None:
