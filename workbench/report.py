@@ -222,7 +222,9 @@ def experiment_report(exp: Experiment) -> str:
     summary = exp.summary()
     page.add(frame_table(summary))
     page.add('<p class="note">Quality: mean of per-item means (repeats averaged first) with a 95% CI'
-             + (", standard errors clustered by item cluster" if exp.dataset.has_clusters else "") + ".</p>")
+             + (", standard errors clustered by item cluster" if exp.dataset.has_clusters else "")
+             + "; a Wilson interval where every item scored the same 0 or 1. Pass rate: the share of items that "
+             "pass on most of their repeats, with a Wilson interval. Cost per item: the mean cost of answering one item once.</p>")
 
     names = list(exp.variants)
     comparisons = [(names[0], other) for other in names[1:]]
