@@ -67,3 +67,20 @@ def test_notebook_runs_offline(path, tmp_path, monkeypatch):
     if path.stem == "01_quickstart":
         assert "missing variable 'context' for prompt 'support' v2" in text
     assert os.path.exists(work / f"{ {'01_quickstart': 'quickstart', '02_ab_experiment': 'ab', '03_monitoring': 'monitoring'}[path.stem] }.db".replace(" ", ""))
+
+
+@pytest.mark.slow
+def test_charts_render_offline_in_a_kernel_without_asking(tmp_path):
+    """In a kernel the workbench switches Altair to its inline renderer by itself."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "import polars as pl, workbench as wb\n"
+            "df = pl.DataFrame({'variant': ['A', 'B'], 'scorer': ['s', 's'], 'mean': [0.2, 0.6], "
+            "'ci_low': [0.1, 0.5], 'ci_high': [0.3, 0.7], 'n': [10, 10]})\n"
+            "wb.charts.quality(df)"
+        )
+    ]
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    html = nb.cells[0].outputs[0]["data"]["text/html"]
+    assert "vegaEmbed" in html and "cdn.jsdelivr.net" not in html

@@ -19,6 +19,7 @@ the frame has a ``kind`` column.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -628,3 +629,19 @@ def timeseries(
             .properties(height=110)
         )
     return alt.vconcat(*rows, data=df).resolve_scale(x="shared").properties(title="Metrics over time")
+
+
+def _in_kernel() -> bool:
+    """True inside a Jupyter kernel (not a plain IPython terminal or a script)."""
+    shell = sys.modules.get("IPython") and getattr(sys.modules["IPython"], "get_ipython", lambda: None)()
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def _offline_by_default() -> None:
+    # Altair's default renderer loads Vega from a CDN and stays blank offline: in a
+    # kernel, switch to the inline one unless the user chose a renderer already.
+    if _in_kernel() and alt.renderers.active == "default":
+        enable_offline("html")
+
+
+_offline_by_default()
