@@ -202,11 +202,9 @@ def read_sql_parts(
     store.flush()
     try:
         # In a child process: see _reader.py for why the driver must not share ours.
-        table = reader().read_parts(_ro_uri(store.path), parts, {"adbc.sqlite.query.batch_rows": _BATCH_ROWS})
+        df = reader().read_parts(_ro_uri(store.path), parts, {"adbc.sqlite.query.batch_rows": _BATCH_ROWS})
     except ReaderError as exc:
         raise StoreError(f"reading {store.path} failed: {exc} (query: {parts[0][0].strip()[:200]})") from exc
-    df = pl.from_arrow(table)
-    assert isinstance(df, pl.DataFrame)
     return _apply_schema(df, schema)
 
 
