@@ -36,10 +36,9 @@ def _put(store: Store, *rows) -> None:
 
 
 @pytest.fixture
-def db(tmp_path):
-    s = Store(tmp_path / "t.db")
-    yield s
-    s.close()
+def db(store):
+    """The shared ``store`` fixture under the name these tests use."""
+    return store
 
 
 @pytest.fixture

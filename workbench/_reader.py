@@ -53,10 +53,6 @@ class ArrowReader:
         with self._lock:
             self._ensure()
 
-    def read(self, uri: str, sql: str, params: Sequence[Any], options: dict[str, str]) -> Any:
-        """Run ``sql`` on the database at ``uri``; returns a Polars frame."""
-        return self.read_parts(uri, [(sql, params)], options)
-
     def read_parts(self, uri: str, parts: Sequence[tuple[str, Sequence[Any]]], options: dict[str, str]) -> Any:
         """Run several SELECTs at once (one connection and thread each) and stack their rows in order."""
         import polars as pl

@@ -175,9 +175,9 @@ def read_sql(
     An in-memory store is read over its own connection (``pl.read_database``):
     no other connection can see it.
     """
-    store.flush()
     params = list(params)
     if store.path == ":memory:" or not store.path:
+        store.flush()
         with store.lock:
             df = pl.read_database(
                 sql,
