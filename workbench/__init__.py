@@ -9,8 +9,9 @@ from . import scorers
 from .bench import Workbench, open
 from .datasets import Dataset, DatasetItem
 from .errors import WorkbenchError
-from .experiments import Comparison, Experiment, Variant, variant
+from .experiments import Experiment, Variant, variant
 from .prompts import PromptDiff, PromptVersion
+from .readouts import Comparison
 from .providers.base import Completion, Message, Provider, Request, Usage
 from .scorers import Score, Scorer, scorer
 from .tracing import CallResult

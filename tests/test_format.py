@@ -1,0 +1,51 @@
+"""Numbers as a person writes them."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from workbench import _format as f
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (4.68e-05, "$0.0000468"),
+        (2.94539e-05, "$0.0000295"),
+        (0.4749, "$0.475"),
+        (0.5, "$0.50"),
+        (0.0012, "$0.0012"),
+        (1.3612, "$1.36"),
+        (1234.5, "$1,234.50"),
+        (12345.6, "$12,346"),
+        (0.0, "$0.00"),
+        (-0.0012, "\u2212$0.0012"),
+    ],
+)
+def test_money_precision_fits_the_size(value, text):
+    assert f.money(value) == text
+    assert "e-" not in f.money(value)
+
+
+@pytest.mark.parametrize("value", [None, math.nan, math.inf])
+def test_nothing_shows_as_nan(value):
+    for fn in (f.money, f.pct, f.ms, f.num, f.count):
+        assert fn(value) == "n/a"
+    assert f.pvalue(value) == "p=n/a"
+
+
+@pytest.mark.parametrize(("p", "text"), [(1.8e-07, "p<0.001"), (0.0342, "p=0.034"), (0.21, "p=0.21"), (0.0011, "p=0.0011"), (1.0, "p=1.00")])
+def test_pvalues_never_zero_or_exponent(p, text):
+    assert f.pvalue(p) == text
+
+
+def test_signed_and_relative():
+    assert f.money(0.0012, signed=True) == "+$0.0012"
+    assert f.relative(1.2, 1.0) == "+20%"
+    assert f.relative(0.965, 1.0) == "\u22123.5%"
+    assert f.relative(1.0, 0.0) == "n/a"
+    assert f.ms(-120, signed=True) == "\u2212120 ms"
+    assert f.interval(0.519, 0.715, signed=True) == "+0.519 to +0.715"
+    assert f.per_thousand(0.000468) == "$0.468 per 1,000 calls"
