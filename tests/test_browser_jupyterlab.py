@@ -7,50 +7,30 @@ A notebook builds a small simulated experiment, draws a chart with
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 try:
-    from ._browser import PageLog, artifact, chromium, unavailable
+    from ._browser import PageLog, artifact, chromium
+    from ._jupyterlab import HOST, PANEL, STDERR_OUTPUTS, jupyterlab, open_notebook, run_all
 except ImportError:
-    from _browser import PageLog, artifact, chromium, unavailable
+    from _browser import PageLog, artifact, chromium
+    from _jupyterlab import HOST, PANEL, STDERR_OUTPUTS, jupyterlab, open_notebook, run_all
 
 nbformat = pytest.importorskip("nbformat")
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "support_qa.jsonl"
-JUPYTER = Path(sys.executable).with_name("jupyter")
 NOTEBOOK = "compare.ipynb"
 RATER = "browser-test"
-HOST = "127.0.0.1"
 
-SERVER_START_S = 30
 PAGE_TIMEOUT_MS = 30_000
 """Kernel start plus the notebook's run; both are usually a few seconds."""
 FEEDBACK_TIMEOUT_S = 10
-
-PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"
-KERNEL_READY = """() => {
-  const session = window.jupyterapp?.shell?.currentWidget?.sessionContext;
-  const kernel = session?.session?.kernel;
-  return !!(session?.isReady && kernel?.connectionStatus === 'connected' && kernel?.status === 'idle');
-}"""
-"""The toolbar's execution indicator reads 'idle' for a moment before the kernel has even
-started; a Run All in that moment runs nothing. Ask JupyterLab's session instead."""
 CHART_MARKS = ".jp-OutputArea-output .vega-embed .marks"
-# Tracebacks render as stderr too, so this catches errors and warnings alike.
-STDERR_OUTPUTS = f"{PANEL} .jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
 
 CELLS = [
     """\
@@ -79,24 +59,6 @@ w""",
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def write_settings(settings_dir: Path) -> None:
-    """Start the kernel without asking, and fetch no news."""
-    files = {
-        "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"autoStartDefaultKernel": True},
-        "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
-    }
-    for name, value in files.items():
-        path = settings_dir / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(value))
-
-
 def write_notebook(path: Path) -> None:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
@@ -104,63 +66,12 @@ def write_notebook(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def wait_ready(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"jupyter lab not ready after {SERVER_START_S} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture
 def lab(tmp_path):
-    """A JupyterLab server over a fresh folder, with all its state under ``tmp_path``; always stopped."""
-    if not JUPYTER.exists():
-        unavailable(f"{JUPYTER} is missing; pip install -e '.[dev]'")
-    state = tmp_path / "state"
-    root = tmp_path / "root"
-    root.mkdir()
-    env = dict(os.environ)
-    # JUPYTER_DATA_DIR moves only the user data dir: the venv's share/jupyter (the
-    # ipywidgets lab extension, the python3 kernelspec) stays on Jupyter's path.
-    for var, sub in [
-        ("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"), ("JUPYTER_RUNTIME_DIR", "runtime"),
-        ("IPYTHONDIR", "ipython"), ("JUPYTERLAB_SETTINGS_DIR", "settings"), ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"),
-    ]:
-        env[var] = str(state / sub)
-    env["WORKBENCH_RATER"] = RATER
-    env.pop("WORKBENCH_DB", None)
-    write_settings(state / "settings")
-    write_notebook(root / NOTEBOOK)
-
-    token, port = secrets.token_hex(16), free_port()
-    server_log = tmp_path / "jupyter.log"
-    with server_log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(JUPYTER), "lab", "--no-browser", "--allow-root", f"--IdentityProvider.token={token}",
-             f"--ip={HOST}", f"--port={port}", f"--ServerApp.root_dir={root}",
-             # window.jupyterapp tells when the kernel is really ready (see KERNEL_READY).
-             "--LabApp.expose_app_in_browser=True"],
-            env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT,
-        )
-    try:
-        base = f"http://{HOST}:{port}"
-        wait_ready(f"{base}/api/status?token={token}", proc, server_log)
-        yield {"base": base, "token": token, "root": root, "log": server_log}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    """A JupyterLab over a fresh folder holding the compare notebook; always stopped."""
+    with jupyterlab(tmp_path, {"WORKBENCH_RATER": RATER}) as server:
+        write_notebook(server["root"] / NOTEBOOK)
+        yield server
 
 
 @pytest.fixture
@@ -200,11 +111,8 @@ def test_compare_widget_rates_from_the_browser(browser, lab):  # browser first: 
     log = PageLog(page)
     panel = page.locator(PANEL)
     try:
-        page.goto(f"{lab['base']}/lab/tree/{NOTEBOOK}?reset&token={lab['token']}")
-        page.wait_for_function(KERNEL_READY)
-
-        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-        page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
+        open_notebook(page, lab, NOTEBOOK)
+        run_all(page)
 
         b_better = panel.locator(".jp-OutputArea-output .widget-button", has_text="B better")
         try:
