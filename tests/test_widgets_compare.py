@@ -93,7 +93,7 @@ def test_item_shows_inputs_reference_outputs_scores_cost_latency(exp):
         trace = traces[row[f"trace_{side}"]]
         assert html.escape(row[f"output_{side}"].split()[0]) in page
         assert "contains_reference" in page
-        assert f"${trace['cost_usd']:,.6f}" in page
+        assert f"${trace['cost_usd']:,.6f}" in html.unescape(page)
         assert f"{trace['latency_ms']:,.0f} ms" in page
 
 

@@ -7,9 +7,22 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 
+NO_MATH = "tex2jax_ignore mathjax_ignore"
+"""Classes MathJax skips: JupyterLab typesets HTML outputs, and ``$0.47 ... $1.36`` would become math."""
+
+
 def esc(value: Any) -> str:
-    """Escape any value for HTML text and attributes."""
-    return html.escape("" if value is None else str(value), quote=True)
+    """Escape any value for HTML text and attributes (``$`` too, so it never opens math)."""
+    return html.escape("" if value is None else str(value), quote=True).replace("$", "&#36;")
+
+
+def root(inner: str, *, cls: str = "", style: str = "") -> str:
+    """The outermost element of every HTML output and widget the package writes.
+
+    It carries the classes MathJax skips; ``inner`` must be escaped already.
+    """
+    style_attr = f' style="{esc(style)}"' if style else ""
+    return f'<div class="wb-out {NO_MATH}{" " + esc(cls) if cls else ""}"{style_attr}>{inner}</div>'
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], cls: str = "wb-table") -> str:
