@@ -291,7 +291,23 @@ def traces_df(
         since=since, until=until, model=model, prompt_name=prompt_name, prompt_version=prompt_version,
         experiment_id=experiment_id, variant=variant, status=status, user_id=user_id, kind=kind,
     )
+    if _is_parquet(store):
+        df = _collect_parquet(store.traces(columns=columns, **filters))  # type: ignore[attr-defined]
+        df = _apply_schema(df, {c: t for c, t in TRACE_SCHEMA.items() if c != "started_at"})
+        if not parse_times and "started_at" in df.columns:
+            df = df.with_columns(pl.col("started_at").dt.strftime(_ISO_FORMAT))
+        return df
     return _read_traces(store, _check_columns(columns), filters, ordered=True, parse_times=parse_times)
+
+
+def _is_parquet(source: Any) -> bool:
+    """A `workbench.parquet.ParquetSource` (checked without importing it)."""
+    return type(source).__name__ == "ParquetSource" and hasattr(source, "scan")
+
+
+def _collect_parquet(lf: pl.LazyFrame) -> pl.DataFrame:
+    """Run a scan of a Parquet folder on Polars' streaming engine (bounded memory)."""
+    return lf.collect(engine="streaming")
 
 
 def _read_traces(
@@ -319,7 +335,12 @@ def _read_traces(
 
 
 def scores_df(store: Store, experiment_id: str | None = None) -> pl.DataFrame:
-    """The ``scores`` table (of one experiment, or all), in insertion-id order."""
+    """The ``scores`` table (of one experiment, or all), in insertion-id order (a store or a Parquet folder)."""
+    if _is_parquet(store):
+        lf = store.scan("scores")  # type: ignore[attr-defined]
+        if experiment_id is not None:
+            lf = lf.filter(pl.col("experiment_id") == experiment_id)
+        return _apply_schema(_collect_parquet(lf.select(list(SCORE_SCHEMA)).sort("id")), SCORE_SCHEMA)
     cols = ", ".join(SCORE_SCHEMA)
     if experiment_id is None:
         return read_sql(store, f"SELECT {cols} FROM scores ORDER BY id", schema=SCORE_SCHEMA)
@@ -332,7 +353,12 @@ def experiments_df(store: Store) -> pl.DataFrame:
     """One row per experiment with its trace count and total known cost, newest first.
 
     ``cost_usd`` sums the priced traces only; it is null when none was priced.
+    From a Parquet folder, the counts are those of the day the experiments were exported.
     """
+    if _is_parquet(store):
+        lf = store.scan("experiments").select(list(EXPERIMENT_SCHEMA))  # type: ignore[attr-defined]
+        df = _collect_parquet(lf.sort(["created_at", "id"], descending=True))
+        return _apply_schema(df, EXPERIMENT_SCHEMA)
     sql = """
         SELECT e.id, e.name, e.status, e.created_at, e.updated_at,
                COALESCE(t.n_traces, 0) AS n_traces, t.cost_usd
@@ -654,13 +680,52 @@ def _exact_quantiles(values: np.ndarray, qs: Sequence[float]) -> list[float]:
 def _finish(quant: pl.DataFrame, sums: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     out = quant.fill_nan(None)
     # Inner join: groups seen only on non-call rows (and the spare group) drop out.
-    out = out.join(sums, on="_g", how="left" if not keys else "inner")
+    return _derive(out.join(sums, on="_g", how="left" if not keys else "inner"), keys)
+
+
+def _derive(out: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Rates and nulls from the sums, in `METRIC_COLUMNS` order."""
     zero = ("requests", "errors", "unpriced", *_TOKENS)
     return out.with_columns(pl.col(zero).fill_null(0)).with_columns(
         pl.when(pl.col("requests") > 0).then(pl.col("errors") / pl.col("requests")).alias("error_rate"),
         # Null, not 0, when nothing in the group was priced: unknown is not free.
         pl.when(pl.col("_priced") > 0).then(pl.col("cost_usd")).alias("cost_usd"),
     ).select(*keys, *METRIC_COLUMNS)
+
+
+def _metrics_lazy(lf: pl.LazyFrame, keys: list[str], every: str | None) -> pl.DataFrame:
+    """`metrics` as one streaming Polars query over a scan (a Parquet folder): bounded memory.
+
+    Polars' grouped quantile keeps each group's ok latencies, 16 bytes a call;
+    every other column streams through sums.
+    """
+    if every is not None:
+        lf = lf.with_columns(pl.col("started_at").dt.truncate(every).alias("bucket"))
+        keys = ["bucket", *keys]
+    ok = pl.col("status") == "ok"
+    cost = pl.col("cost_usd")
+    aggs = [
+        pl.len().cast(pl.Int64).alias("requests"),
+        (pl.col("status") == "error").sum().cast(pl.Int64).alias("errors"),
+        *(pl.col(c).sum().cast(pl.Int64) for c in _TOKENS),
+        cost.sum().alias("cost_usd"),
+        cost.count().cast(pl.Int64).alias("_priced"),
+        (ok & cost.is_null()).sum().cast(pl.Int64).alias("unpriced"),
+        pl.col("latency_ms").filter(ok).mean().alias("latency_mean"),
+        *(
+            pl.col(col).filter(ok).quantile(q, "linear").alias(f"{name}_p{round(q * 100)}")
+            for col, name, qs in _QUANTILES
+            for q in qs
+        ),
+    ]
+    plan = lf.group_by(keys).agg(aggs) if keys else lf.select(aggs)
+    try:
+        out = _collect_parquet(plan)
+    except (pl.exceptions.PolarsError, ValueError) as exc:
+        if every is not None and "truncate" in str(exc).lower() or "duration" in str(exc).lower():
+            raise ConfigError(f"every={every!r} is not a Polars duration such as '5m', '1h', '1d': {exc}") from None
+        raise
+    return _derive(out.fill_nan(None), keys)
 
 
 def metrics(
@@ -672,8 +737,9 @@ def metrics(
     """Traffic, errors, tokens, cost and latency of model calls (``kind == 'llm'``).
 
     Args:
-        df_or_store: a traces frame (from `traces_df`) or a store; from a store
-            only the needed columns of the llm rows are read.
+        df_or_store: a traces frame (from `traces_df`), a store, or a Parquet
+            folder (``wb.scan(path)``); from a store only the needed columns of
+            the llm rows are read; a folder is summarised by one streaming query.
         by: a column name or list of them among `GROUP_COLUMNS`.
         every: a Polars duration ("5m", "1h", "1d"): adds a ``bucket`` column,
             ``started_at`` truncated to it.
@@ -692,6 +758,14 @@ def metrics(
     if every is not None and not isinstance(every, str):
         raise ConfigError(f"every must be a Polars duration string such as '5m' or '1h', not {every!r}")
 
+    if _is_parquet(df_or_store):
+        needed = [*keys, *(c for c in _METRIC_INPUTS if c not in keys)]
+        if every is not None:
+            needed.append("started_at")
+        lf = df_or_store.traces(columns=needed, **{**filters, "kind": "llm"})  # type: ignore[union-attr]
+        out = _metrics_lazy(lf, keys, every)
+        keys = ["bucket", *keys] if every is not None else keys
+        return out.sort(keys, nulls_last=True) if keys else out
     if isinstance(df_or_store, pl.DataFrame):
         df = df_or_store
         # Only the columns used (selecting is free; filtering wide frames is not).

@@ -456,7 +456,10 @@ class OtlpServer(ThreadingHTTPServer):
         self.rejected = 0
         self.ingestor = Ingestor(store, pricer)
         self._thread: threading.Thread | None = None
-        super().__init__((host, port), _Handler)
+        try:
+            super().__init__((host, port), _Handler)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port (0: any free one)") from None
 
     @property
     def url(self) -> str:
