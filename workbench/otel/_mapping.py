@@ -64,13 +64,16 @@ def uuid_text(value: int) -> str:
 
 
 def span_row_id(start_ns: int, span_id: int) -> str:
-    """A UUIDv7-shaped id for a foreign span: its start millisecond, then its span id bits.
+    """A UUIDv7-shaped id for a foreign span: its start time, then its span id bits.
 
     Deterministic, so a span sent twice (a collector's retry) maps to the same
     row and is stored once; time-first, so ingested rows sort by start like ours.
+    The 12 bits after the millisecond hold the fraction of it (UUIDv7's "method 3"),
+    so spans started within one millisecond still sort by start.
     """
-    ms = max(start_ns, 0) // 1_000_000
-    h = f"{ms & 0xFFFFFFFFFFFF:012x}7{(span_id >> 52) & 0xFFF:03x}{(span_id & ((1 << 62) - 1)) | (1 << 63):016x}"
+    ms, rest = divmod(max(start_ns, 0), 1_000_000)
+    sub = rest * 4096 // 1_000_000
+    h = f"{ms & 0xFFFFFFFFFFFF:012x}7{sub:03x}{(span_id & ((1 << 62) - 1)) | (1 << 63):016x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 

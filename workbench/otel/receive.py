@@ -286,7 +286,8 @@ class Ingestor:
                     start_ns=s.start_ns, end_ns=s.end_ns, error=s.error, status_message=s.status_message,
                     attrs=s.attrs, resource=s.resource, exception=s.exception, parent_row_id=parent,
                 )
-                self._cost(row)
+                if "workbench.id" not in s.attrs:  # workbench's own spans carry their cost, even an unknown one
+                    self._cost(row)
                 items.append((traces.INGEST_SQL, traces.row(**row)))
                 for child in waiting or ():
                     items.append((traces.SET_PARENT_SQL, (ids[key], child)))
