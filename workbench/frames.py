@@ -764,6 +764,7 @@ def metrics(
             needed.append("started_at")
         lf = df_or_store.traces(columns=needed, **{**filters, "kind": "llm"})  # type: ignore[union-attr]
         out = _metrics_lazy(lf, keys, every)
+        out = out.with_columns(pl.col(k).cast(TRACE_SCHEMA[k]) for k in keys)  # as a store's keys come
         keys = ["bucket", *keys] if every is not None else keys
         return out.sort(keys, nulls_last=True) if keys else out
     if isinstance(df_or_store, pl.DataFrame):
