@@ -330,13 +330,8 @@ def serve(host: str, port: int, token: str | None, verbose: bool, db: str | None
         server = OtlpServer(bench.store, host, port, token=token, pricer=bench.pricing, verbose=verbose)
         click.echo(f"receiving OTLP traces at {server.url} into {bench.path}"
                    f"{' (bearer token required)' if token else ''}; Ctrl-C stops", err=True)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.server_close()
-            click.echo(f"stopped after {server.ingestor.spans:,} spans", err=True)
+        server.run()
+        click.echo(f"stopped after {server.ingestor.spans:,} spans", err=True)
 
 
 def main() -> None:

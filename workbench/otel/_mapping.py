@@ -210,22 +210,22 @@ def _first(attrs: Mapping[str, Any], names: Sequence[str]) -> Any:
     return None
 
 
-def _int(value: Any) -> int | None:
+def _number(value: Any, kind: type[int] | type[float]) -> Any:
+    """``value`` as an int or float; None when absent or not a number (a foreign span's odd value)."""
     if value is None:
         return None
     try:
-        return int(value)
+        return kind(value)
     except (TypeError, ValueError):
         return None
+
+
+def _int(value: Any) -> int | None:
+    return _number(value, int)
 
 
 def _float(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
+    return _number(value, float)
 
 
 def _parts_text(parts: Any) -> str:

@@ -474,6 +474,15 @@ class OtlpServer(ThreadingHTTPServer):
         self._thread.start()
         return self
 
+    def run(self) -> None:
+        """Serve on this thread until Ctrl-C (KeyboardInterrupt), then close the socket."""
+        try:
+            self.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.server_close()
+
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
@@ -511,10 +520,5 @@ def serve(
     server = OtlpServer(bench.store, host, port, token=token, pricer=getattr(bench, "pricing", None), verbose=verbose)
     if background:
         return server.start()
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    server.run()
     return server
