@@ -197,6 +197,7 @@ _CONSUMED = frozenset(
     "gen_ai.system_instructions", "openinference.span.kind", "llm.request.type", "input.value", "output.value",
     "input.mime_type", "output.mime_type", "gen_ai.prompt", "gen_ai.completion",
 }
+_INDEXED_PREFIXES = ("gen_ai.prompt.", "gen_ai.completion.", "llm.input_messages.", "llm.output_messages.")
 _INDEXED = re.compile(r"^(gen_ai\.prompt|gen_ai\.completion|llm\.input_messages|llm\.output_messages)\.(\d+)\.(.+)$")
 MAX_FOREIGN_ATTRIBUTES = 64
 """Attributes of a foreign span that no column takes are kept in metadata, up to this many."""
@@ -261,18 +262,22 @@ def _messages_text(value: Any, *, roles: bool) -> str | None:
     return "\n\n".join(chunks)
 
 
-def _indexed_messages(attrs: Mapping[str, Any], prefix: str, *, roles: bool) -> str | None:
-    """OpenLLMetry ``gen_ai.prompt.N.role/content`` or OpenInference ``llm.input_messages.N.message.*``."""
-    found: dict[int, dict[str, Any]] = {}
+def _indexed(attrs: Mapping[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
+    """OpenLLMetry ``gen_ai.prompt.N.role/content`` and OpenInference ``llm.input_messages.N.message.*``,
+    grouped by prefix and index (one pass over the attributes)."""
+    found: dict[str, dict[int, dict[str, Any]]] = {}
     for key, value in attrs.items():
-        m = _INDEXED.match(key)
-        if m and m.group(1) == prefix:
-            field = m.group(3).removeprefix("message.")
-            found.setdefault(int(m.group(2)), {})[field] = value
-    if not found:
-        return None
+        if key.startswith(_INDEXED_PREFIXES):
+            m = _INDEXED.match(key)
+            if m:
+                field = m.group(3).removeprefix("message.")
+                found.setdefault(m.group(1), {}).setdefault(int(m.group(2)), {})[field] = value
+    return found
+
+
+def _indexed_messages(found: Mapping[str, dict[int, dict[str, Any]]], prefix: str, *, roles: bool) -> str | None:
     chunks = []
-    for _, msg in sorted(found.items()):
+    for _, msg in sorted(found.get(prefix, {}).items()):
         text = msg.get("content")
         if not isinstance(text, str):
             continue
@@ -280,7 +285,7 @@ def _indexed_messages(attrs: Mapping[str, Any], prefix: str, *, roles: bool) -> 
     return "\n\n".join(chunks) if chunks else None
 
 
-def _input_text(attrs: Mapping[str, Any]) -> str | None:
+def _input_text(attrs: Mapping[str, Any], found: Mapping[str, dict[int, dict[str, Any]]]) -> str | None:
     text = attrs.get("workbench.input")
     if text is not None:
         return text
@@ -293,13 +298,13 @@ def _input_text(attrs: Mapping[str, Any]) -> str | None:
         return text
     return (
         _str_or_none(attrs.get("input.value"))
-        or _indexed_messages(attrs, "llm.input_messages", roles=True)
-        or _indexed_messages(attrs, "gen_ai.prompt", roles=True)
+        or _indexed_messages(found, "llm.input_messages", roles=True)
+        or _indexed_messages(found, "gen_ai.prompt", roles=True)
         or _str_or_none(attrs.get("gen_ai.prompt"))
     )
 
 
-def _output_text(attrs: Mapping[str, Any]) -> str | None:
+def _output_text(attrs: Mapping[str, Any], found: Mapping[str, dict[int, dict[str, Any]]]) -> str | None:
     text = attrs.get("workbench.output")
     if text is not None:
         return text
@@ -308,8 +313,8 @@ def _output_text(attrs: Mapping[str, Any]) -> str | None:
         return _messages_text(messages, roles=False)
     return (
         _str_or_none(attrs.get("output.value"))
-        or _indexed_messages(attrs, "llm.output_messages", roles=False)
-        or _indexed_messages(attrs, "gen_ai.completion", roles=False)
+        or _indexed_messages(found, "llm.output_messages", roles=False)
+        or _indexed_messages(found, "gen_ai.completion", roles=False)
         or _str_or_none(attrs.get("gen_ai.completion"))
     )
 
@@ -386,10 +391,11 @@ def row_from_span(
     version = _int(_first(attrs, _PICK["prompt_version"]))
     tags = attrs.get("workbench.tags")
     metadata = attrs.get("workbench.metadata")
+    found = _indexed(attrs)
     if not ours:
         extra = {
             k: v for k, v in attrs.items()
-            if k not in _CONSUMED and not k.startswith("workbench.") and not _INDEXED.match(k)
+            if k not in _CONSUMED and not k.startswith(("workbench.", *_INDEXED_PREFIXES))
         }
         otel: dict[str, Any] = {"trace_id": f"{trace_id:032x}", "span_id": f"{span_id:016x}"}
         service = (resource or {}).get("service.name")
@@ -418,8 +424,8 @@ def row_from_span(
         item_id=attrs.get("workbench.item_id"),
         repeat=_int(attrs.get("workbench.repeat")),
         user_id=_first(attrs, _PICK["user_id"]),
-        input=traces.clip(_input_text(attrs)),
-        output=traces.clip(_output_text(attrs)),
+        input=traces.clip(_input_text(attrs, found)),
+        output=traces.clip(_output_text(attrs, found)),
         input_tokens=uncached,
         output_tokens=_int(_first(attrs, _PICK["output_tokens"])),
         cache_read_tokens=read,
