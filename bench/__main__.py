@@ -1,10 +1,10 @@
-"""Run every benchmark, or the ones named: ``python -m bench [tracing ingest import runner metrics report]``."""
+"""Run every benchmark, or the ones named: ``python -m bench [tracing ingest import runner metrics report otel otel-ingest parquet]``."""
 
 from __future__ import annotations
 
 import sys
 
-from . import metrics, report, runner, tracing
+from . import metrics, otel, parquet, report, runner, tracing
 
 SUITES = {
     "tracing": tracing.overhead,
@@ -13,6 +13,9 @@ SUITES = {
     "runner": runner.main,
     "metrics": metrics.main,
     "report": report.main,
+    "otel": otel.overhead,
+    "otel-ingest": otel.ingest,
+    "parquet": parquet.main,
 }
 
 

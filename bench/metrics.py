@@ -73,7 +73,7 @@ def seed_metrics(records: list[dict]) -> dict:
 
 def main() -> None:
     import workbench as wb
-    from workbench import frames
+    from workbench import frames, traces
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "million.db"
@@ -90,11 +90,29 @@ def main() -> None:
         cold = float(subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True).stdout)
         bench = wb.open(path, provider="simulated")
         store = bench.store
+        first = []
+        for _ in range(3):
+            frames._column_cache.clear()  # every column read from SQLite again
+            t0 = time.perf_counter()
+            frames.metrics(store)
+            first.append(time.perf_counter() - t0)
         disk = []
         for _ in range(3):
             t0 = time.perf_counter()
             m = frames.metrics(store)
             disk.append(time.perf_counter() - t0)
+        # Traffic keeps arriving: 1,000 new traces, then metrics again (reads only those).
+        extra = [traces.row(id=f"z{i:011d}", trace_id=f"z{i}", kind="llm", name="chat", model="claude-haiku-4-5",
+                            started_at=traces.iso_utc(1_790_100_000.0 + i), status="ok", latency_ms=700.0,
+                            input_tokens=10, output_tokens=5, cache_read_tokens=0, cache_write_tokens=0)
+                 for i in range(1_000)]
+        store.writer.put_many(traces.INSERT_SQL, extra)
+        t0 = time.perf_counter()
+        grown = frames.metrics(store)
+        appended = time.perf_counter() - t0
+        assert grown["requests"][0] == N + 1_000
+        # Undo, so the numbers below are over the same million rows as the loops.
+        store.execute("DELETE FROM traces WHERE id >= 'z'")
         df = frames.traces_df(store, columns=["kind", "status", "latency_ms", "ttft_ms", "cost_usd", "input_tokens",
                                               "output_tokens", "cache_read_tokens", "cache_write_tokens", "model"])
         loaded = []
@@ -118,8 +136,13 @@ def main() -> None:
             grouped.append(time.perf_counter() - t0)
         bench.close()
     d, lo, s = statistics.median(disk), statistics.median(loaded), statistics.median(seed)
-    print(f"bench.metrics() from disk:  {d:.3f} s for {N:,} traces, median of 3 (target < 1 s); p95 {m['latency_p95'][0]:.0f} ms")
+    f = statistics.median(first)
+    print(f"bench.metrics() from disk:  {d:.3f} s for {N:,} traces, median of 3 repeated calls; p95 {m['latency_p95'][0]:.0f} ms")
+    print(f"  after 1,000 new traces:     {appended:.3f} s (reads only the new rows)")
+    print(f"  first read in a process:    {f:.3f} s (every column from SQLite), median of 3")
     print(f"  cold, in a fresh process:   {cold:.3f} s from wb.open() to the result (imports excluded; starts the reader process)")
+    print(f"from disk / seed loops:     {d / s:.2f} repeated, {appended / s:.2f} after new traffic, {f / s:.2f} first read"
+          " (target <= 0.5)")
     print(f"metrics on a loaded frame:  {lo * 1000:.1f} ms; by model {statistics.median(grouped) * 1000:.1f} ms")
     print(f"seed approach (loops):      {s:.3f} s for the same {len(expected)} numbers (checked equal)")
     print(f"speed-up on a loaded frame: {s / lo:.0f}x (target >= 50x)")

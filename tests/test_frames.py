@@ -405,3 +405,26 @@ def test_metrics_from_a_store_reads_only_the_columns_it_needs(filled, monkeypatc
     sonnet = frames.metrics(filled, model="sonnet").row(0, named=True)
     assert sonnet["requests"] == 2 and sonnet["errors"] == 1 and sonnet["error_rate"] == 0.5
     assert sonnet["latency_p95"] == 400.0  # the error's latency is not an ok call's
+
+
+def test_metrics_from_a_file_see_rows_added_or_deleted_after_a_cached_read(tmp_path):
+    """Repeated metrics() read only the rows added since the last read; a table that shrank is read afresh."""
+    from workbench import traces as tr
+    from workbench.store import Store
+
+    def put(store, start, n, latency):
+        store.writer.put_many(tr.INSERT_SQL, [
+            tr.row(id=f"{start + i:012d}", trace_id="t", kind="llm", name="chat", model="m",
+                   started_at="2026-01-01T00:00:00.000000+00:00", status="ok", latency_ms=latency, input_tokens=1)
+            for i in range(n)])
+
+    path = tmp_path / "grow.db"
+    store = Store(path)
+    put(store, 0, 10, 100.0)
+    assert frames.metrics(store)["requests"][0] == 10
+    put(store, 10, 5, 400.0)
+    m = frames.metrics(store)
+    assert (m["requests"][0], m["input_tokens"][0], m["latency_p99"][0]) == (15, 15, 400.0)
+    store.execute("DELETE FROM traces WHERE id < '000000000003'")
+    assert frames.metrics(store)["requests"][0] == 12
+    store.close()

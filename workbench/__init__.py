@@ -11,6 +11,7 @@ from .datasets import Dataset, DatasetItem
 from .errors import WorkbenchError
 from .experiments import Experiment, Variant, variant
 from .prompts import PromptDiff, PromptVersion
+from .parquet import scan
 from .readouts import Comparison
 from .providers.base import Completion, Message, Provider, Request, Usage
 from .scorers import Score, Scorer, scorer
@@ -18,8 +19,8 @@ from .tracing import CallResult
 
 __version__ = "0.1.0"
 
-_LAZY = ("charts", "frames", "report", "stats", "widgets")
-"""Submodules that import heavy libraries (Altair, Polars, ipywidgets): loaded on first use."""
+_LAZY = ("charts", "frames", "otel", "report", "stats", "widgets")
+"""Submodules that import heavy libraries (Altair, Polars, ipywidgets, OpenTelemetry): loaded on first use."""
 
 
 def __getattr__(name: str) -> _Any:
@@ -48,6 +49,7 @@ __all__ = [
     "WorkbenchError",
     "__version__",
     "open",
+    "scan",
     "scorer",
     "scorers",
     "variant",

@@ -236,6 +236,7 @@ class Workbench:
         self.store.flush()
 
     def close(self) -> None:
+        self.tracer.close()  # live exporters send what they hold
         self.store.close()
 
     def __enter__(self) -> Workbench:

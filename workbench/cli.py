@@ -263,6 +263,77 @@ def db_migrate(db: str | None) -> None:
         store.close()
 
 
+# -- export and serve ------------------------------------------------------------------------
+
+
+@cli.group("export")
+def export_group() -> None:
+    """Send or write the file's traces elsewhere (OpenTelemetry, Parquet)."""
+
+
+@export_group.command("otlp")
+@click.option("--endpoint", required=True, help="OTLP/HTTP collector, e.g. http://localhost:4318 (/v1/traces is added).")
+@click.option("--header", "headers", multiple=True, metavar="NAME=VALUE", help="Sent with each request (repeatable).")
+@click.option("--since", default=None, help="Only traces started at or after this ISO time.")
+@click.option("--until", default=None, help="Only traces started before this ISO time.")
+@click.option("--service", default="workbench", show_default=True, help="service.name of the spans' resource.")
+@click.option("--no-content", is_flag=True, help="Leave inputs, outputs and error texts out of the spans.")
+@db_option
+def export_otlp(endpoint: str, headers: tuple[str, ...], since: str | None, until: str | None, service: str,
+                no_content: bool, db: str | None) -> None:
+    """Send every trace (or a time range) as OTLP spans with the GenAI conventions."""
+    from .otel import export
+
+    pairs = {}
+    for h in headers:
+        name, sep, value = h.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{h!r} is not NAME=VALUE", param_hint="--header")
+        pairs[name.strip()] = value.strip()
+    with _open(db, provider="simulated") as bench:
+        n = export(bench, endpoint, headers=pairs, service=service, content=not no_content, since=since, until=until)
+    click.echo(f"sent {n:,} spans to {endpoint}")
+
+
+@export_group.command("parquet")
+@click.argument("folder")
+@click.option("--since", default=None, help="Only the UTC days from this ISO time on (whole days).")
+@click.option("--until", default=None, help="Only the UTC days before this ISO time.")
+@db_option
+def export_parquet(folder: str, since: str | None, until: str | None, db: str | None) -> None:
+    """Write traces, scores and experiments as Parquet, one file per table and UTC day."""
+    from .parquet import export_parquet as write
+
+    with _open(db, provider="simulated") as bench:
+        counts = write(bench, folder, since=since, until=until)
+    click.echo(", ".join(f"{n:,} {table}" for table, n in counts.items()) + f" written to {folder}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; not loopback needs --token.")
+@click.option("--port", default=4318, show_default=True, help="OTLP/HTTP's usual port; 0 picks a free one.")
+@click.option("--token", default=None, envvar="WORKBENCH_OTLP_TOKEN",
+              help="Senders must send 'Authorization: Bearer TOKEN' (default: $WORKBENCH_OTLP_TOKEN).")
+@click.option("--verbose", is_flag=True, help="Log every request.")
+@db_option
+def serve(host: str, port: int, token: str | None, verbose: bool, db: str | None) -> None:
+    """Receive OpenTelemetry traces (OTLP/HTTP, protobuf or JSON) into the file."""
+    import signal
+
+    from .otel import OtlpServer
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM (a service manager, kill) stops as cleanly as Ctrl-C
+
+    signal.signal(signal.SIGTERM, stop)
+    with _open(db, provider="simulated") as bench:
+        server = OtlpServer(bench.store, host, port, token=token, pricer=bench.pricing, verbose=verbose)
+        click.echo(f"receiving OTLP traces at {server.url} into {bench.path}"
+                   f"{' (bearer token required)' if token else ''}; Ctrl-C stops", err=True)
+        server.run()
+        click.echo(f"stopped after {server.ingestor.spans:,} spans", err=True)
+
+
 def main() -> None:
     cli(prog_name="workbench")
 

@@ -24,7 +24,8 @@ where callers expect a builtin, the error subclasses it too::
     │   ├── ProviderConnectionError         connection refused, reset or dropped
     │   ├── BadRequest                      400, 404, 409, 413, 422
     │   └── AuthenticationFailed            401, 403
-    └── MissingDependency(ImportError)      an optional extra is not installed
+    ├── MissingDependency(ImportError)      an optional extra is not installed
+    └── OtlpError                           sending or receiving OpenTelemetry spans failed
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "ExperimentNotFound",
     "MissingDependency",
     "NotAWorkbenchDatabase",
+    "OtlpError",
     "Overloaded",
     "PromptError",
     "PromptNotFound",
@@ -113,6 +115,10 @@ class BudgetExceeded(ExperimentError):
 
 class MissingDependency(WorkbenchError, ImportError):
     """An optional dependency is not installed."""
+
+
+class OtlpError(WorkbenchError):
+    """Spans could not be sent to a collector, or an OTLP payload could not be read."""
 
 
 class ProviderError(WorkbenchError):

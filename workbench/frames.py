@@ -18,8 +18,11 @@ latencies once (numpy) for exact percentiles.
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -291,7 +294,23 @@ def traces_df(
         since=since, until=until, model=model, prompt_name=prompt_name, prompt_version=prompt_version,
         experiment_id=experiment_id, variant=variant, status=status, user_id=user_id, kind=kind,
     )
+    if _is_parquet(store):
+        df = _collect_parquet(store.traces(columns=columns, **filters))  # type: ignore[attr-defined]
+        df = _apply_schema(df, {c: t for c, t in TRACE_SCHEMA.items() if c != "started_at"})
+        if not parse_times and "started_at" in df.columns:
+            df = df.with_columns(pl.col("started_at").dt.strftime(_ISO_FORMAT))
+        return df
     return _read_traces(store, _check_columns(columns), filters, ordered=True, parse_times=parse_times)
+
+
+def _is_parquet(source: Any) -> bool:
+    """A `workbench.parquet.ParquetSource` (checked without importing it)."""
+    return type(source).__name__ == "ParquetSource" and hasattr(source, "scan")
+
+
+def _collect_parquet(lf: pl.LazyFrame) -> pl.DataFrame:
+    """Run a scan of a Parquet folder on Polars' streaming engine (bounded memory)."""
+    return lf.collect(engine="streaming")
 
 
 def _read_traces(
@@ -304,22 +323,91 @@ def _read_traces(
     order = " ORDER BY id" if ordered else ""
     sql = f"SELECT {', '.join(cols)} FROM traces{where}{order}"
     schema = {c: TRACE_SCHEMA[c] for c in cols}
-    df = None
     if not ordered and store.path not in ("", ":memory:"):
-        # A big unordered read goes in two rowid halves, read at once on two connections.
-        lo, hi = store.execute("SELECT MIN(rowid), MAX(rowid) FROM traces").fetchone()
-        if lo is not None and hi - lo > SPLIT_ROWS:
-            mid = (lo + hi) // 2
-            joiner = " AND " if where else " WHERE "
-            parts = [(f"{sql}{joiner}rowid <= ?", [*params, mid]), (f"{sql}{joiner}rowid > ?", [*params, mid])]
-            df = read_sql_parts(store, parts, schema=schema)
-    if df is None:
+        df = _read_appending(store, sql, where, params, schema)
+    else:
         df = read_sql(store, sql, params, schema=schema)
     return _parse_started_at(df) if parse_times else df
 
 
+@dataclass
+class _Columns:
+    """Columns of trace rows up to ``last_rowid``, read once and kept for the next read."""
+
+    frame: pl.DataFrame
+    last_rowid: int
+    total: int
+    """Rows in the table when read: a smaller count later means rows were deleted."""
+    file: tuple[int, int]
+    """(device, inode): another file at the same path starts afresh."""
+
+
+COLUMN_CACHE_ENTRIES = 4
+"""Distinct unordered reads (column sets and filters) whose columns are kept per process."""
+_column_cache: OrderedDict[tuple[str, str, tuple[Any, ...]], _Columns] = OrderedDict()
+_column_lock = threading.Lock()
+
+
+def _read_appending(
+    store: Store, sql: str, where: str, params: Sequence[Any], schema: Mapping[str, pl.DataType]
+) -> pl.DataFrame:
+    """An unordered read (what `metrics` asks for) that reads only rows added since the last same read.
+
+    Trace rows are append-only (the full-text index relies on it too: see
+    `traces.index_fts`), so the rows with a rowid above the last one read are
+    exactly the new ones. A table that shrank or a file replaced at the same
+    path is read again from scratch. Reading SQLite costs about 50 ns a value
+    while Polars needs under 2 ns for the same aggregate: rereading a million
+    unchanged rows would be nearly all of a repeated ``metrics()``.
+    """
+    store.flush()
+    path = os.path.realpath(store.path)
+    st = os.stat(path)
+    ident = (st.st_dev, st.st_ino)
+    key = (path, sql, tuple(params))
+    hi, total = store.execute("SELECT MAX(rowid), COUNT(*) FROM traces").fetchone()
+    hi = hi or 0
+    joiner = " AND " if where else " WHERE "
+    with _column_lock:
+        cached = _column_cache.get(key)
+    if cached is not None and cached.file == ident and hi >= cached.last_rowid:
+        (added,) = store.execute("SELECT COUNT(*) FROM traces WHERE rowid > ?", (cached.last_rowid,)).fetchone()
+        if cached.total + added == total:
+            frame = cached.frame
+            if added:
+                new = read_sql_parts(store, [(f"{sql}{joiner}rowid > ? AND rowid <= ?",
+                                               [*params, cached.last_rowid, hi])], schema=schema)
+                frame = pl.concat([frame, new], how="vertical_relaxed")
+            _remember(key, _Columns(frame, hi, total, ident))
+            return frame
+    # Bounded by the max rowid seen above, so the cache's mark is exact even while rows arrive.
+    if hi > SPLIT_ROWS:
+        # A big read goes in two rowid halves, read at once on two connections.
+        mid = hi // 2
+        parts = [(f"{sql}{joiner}rowid <= ?", [*params, mid]),
+                 (f"{sql}{joiner}rowid > ? AND rowid <= ?", [*params, mid, hi])]
+    else:
+        parts = [(f"{sql}{joiner}rowid <= ?", [*params, hi])]
+    frame = read_sql_parts(store, parts, schema=schema)
+    _remember(key, _Columns(frame, hi, total, ident))
+    return frame
+
+
+def _remember(key: tuple[str, str, tuple[Any, ...]], entry: _Columns) -> None:
+    with _column_lock:
+        _column_cache[key] = entry
+        _column_cache.move_to_end(key)
+        while len(_column_cache) > COLUMN_CACHE_ENTRIES:
+            _column_cache.popitem(last=False)
+
+
 def scores_df(store: Store, experiment_id: str | None = None) -> pl.DataFrame:
-    """The ``scores`` table (of one experiment, or all), in insertion-id order."""
+    """The ``scores`` table (of one experiment, or all), in insertion-id order (a store or a Parquet folder)."""
+    if _is_parquet(store):
+        lf = store.scan("scores")  # type: ignore[attr-defined]
+        if experiment_id is not None:
+            lf = lf.filter(pl.col("experiment_id") == experiment_id)
+        return _apply_schema(_collect_parquet(lf.select(list(SCORE_SCHEMA)).sort("id")), SCORE_SCHEMA)
     cols = ", ".join(SCORE_SCHEMA)
     if experiment_id is None:
         return read_sql(store, f"SELECT {cols} FROM scores ORDER BY id", schema=SCORE_SCHEMA)
@@ -332,7 +420,12 @@ def experiments_df(store: Store) -> pl.DataFrame:
     """One row per experiment with its trace count and total known cost, newest first.
 
     ``cost_usd`` sums the priced traces only; it is null when none was priced.
+    From a Parquet folder, the counts are those of the day the experiments were exported.
     """
+    if _is_parquet(store):
+        lf = store.scan("experiments").select(list(EXPERIMENT_SCHEMA))  # type: ignore[attr-defined]
+        df = _collect_parquet(lf.sort(["created_at", "id"], descending=True))
+        return _apply_schema(df, EXPERIMENT_SCHEMA)
     sql = """
         SELECT e.id, e.name, e.status, e.created_at, e.updated_at,
                COALESCE(t.n_traces, 0) AS n_traces, t.cost_usd
@@ -654,13 +747,70 @@ def _exact_quantiles(values: np.ndarray, qs: Sequence[float]) -> list[float]:
 def _finish(quant: pl.DataFrame, sums: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     out = quant.fill_nan(None)
     # Inner join: groups seen only on non-call rows (and the spare group) drop out.
-    out = out.join(sums, on="_g", how="left" if not keys else "inner")
+    return _derive(out.join(sums, on="_g", how="left" if not keys else "inner"), keys)
+
+
+def _derive(out: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Rates and nulls from the sums, in `METRIC_COLUMNS` order."""
     zero = ("requests", "errors", "unpriced", *_TOKENS)
     return out.with_columns(pl.col(zero).fill_null(0)).with_columns(
         pl.when(pl.col("requests") > 0).then(pl.col("errors") / pl.col("requests")).alias("error_rate"),
         # Null, not 0, when nothing in the group was priced: unknown is not free.
         pl.when(pl.col("_priced") > 0).then(pl.col("cost_usd")).alias("cost_usd"),
     ).select(*keys, *METRIC_COLUMNS)
+
+
+def _metrics_lazy(lf: pl.LazyFrame, keys: list[str], every: str | None) -> pl.DataFrame:
+    """`metrics` over a scan (a Parquet folder) in two streaming passes: bounded memory.
+
+    The first pass sums every column as it streams by. The second keeps only
+    the ok calls' keys, latencies and ttfts (16 bytes a call plus keys) for
+    exact percentiles, which numpy finds by partitioning: about three times
+    faster, and half the memory, of one Polars query with grouped quantiles.
+    """
+    if every is not None:
+        lf = lf.with_columns(pl.col("started_at").dt.truncate(every).alias("bucket"))
+        keys = ["bucket", *keys]
+    ok = pl.col("status") == "ok"
+    cost = pl.col("cost_usd")
+    sums = [
+        pl.len().cast(pl.Int64).alias("requests"),
+        (pl.col("status") == "error").sum().cast(pl.Int64).alias("errors"),
+        *(pl.col(c).sum().cast(pl.Int64) for c in _TOKENS),
+        cost.sum().alias("cost_usd"),
+        cost.count().cast(pl.Int64).alias("_priced"),
+        (ok & cost.is_null()).sum().cast(pl.Int64).alias("unpriced"),
+        pl.col("latency_ms").filter(ok).mean().alias("latency_mean"),
+    ]
+    cols = [col for col, _, _ in _QUANTILES]
+    try:
+        totals = _collect_parquet(lf.group_by(keys).agg(sums) if keys else lf.select(sums))
+        values = _collect_parquet(lf.filter(ok).select(*keys, *cols))
+    except (pl.exceptions.PolarsError, ValueError) as exc:
+        if every is not None and ("truncate" in str(exc).lower() or "duration" in str(exc).lower()):
+            raise ConfigError(f"every={every!r} is not a Polars duration such as '5m', '1h', '1d': {exc}") from None
+        raise
+    if not keys:
+        quant: dict[str, Any] = {}
+        for col, name, qs in _QUANTILES:
+            xs = _exact_quantiles(values[col].drop_nulls().cast(pl.Float64).to_numpy(), qs)
+            quant.update({f"{name}_p{round(q * 100)}": [x] for q, x in zip(qs, xs)})
+        out = pl.concat([totals, pl.DataFrame(quant, schema={k: pl.Float64 for k in quant})], how="horizontal")
+        return _derive(out.fill_nan(None), keys)
+    # Per group: the rows as one code, then numpy's sort per segment (as `_compute` does).
+    codes, n_groups = _combine_codes([_key_codes(values[k]) for k in keys])
+    assert codes is not None
+    order = np.argsort(codes, kind="stable")
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=n_groups))])
+    first_rows = order[offsets[:-1][np.diff(offsets) > 0]]
+    quant = {k: values[k].gather(first_rows) for k in keys}
+    present = np.diff(offsets) > 0
+    for col, name, qs in _QUANTILES:
+        arr = values[col].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+        for q, got in zip(qs, _grouped_quantiles(arr, order, offsets, qs)):
+            quant[f"{name}_p{round(q * 100)}"] = got[present]
+    joined = totals.join(pl.DataFrame(quant), on=keys, how="left", nulls_equal=True)
+    return _derive(joined.fill_nan(None), keys)
 
 
 def metrics(
@@ -672,8 +822,9 @@ def metrics(
     """Traffic, errors, tokens, cost and latency of model calls (``kind == 'llm'``).
 
     Args:
-        df_or_store: a traces frame (from `traces_df`) or a store; from a store
-            only the needed columns of the llm rows are read.
+        df_or_store: a traces frame (from `traces_df`), a store, or a Parquet
+            folder (``wb.scan(path)``); from a store only the needed columns of
+            the llm rows are read; a folder is summarised by one streaming query.
         by: a column name or list of them among `GROUP_COLUMNS`.
         every: a Polars duration ("5m", "1h", "1d"): adds a ``bucket`` column,
             ``started_at`` truncated to it.
@@ -692,6 +843,15 @@ def metrics(
     if every is not None and not isinstance(every, str):
         raise ConfigError(f"every must be a Polars duration string such as '5m' or '1h', not {every!r}")
 
+    if _is_parquet(df_or_store):
+        needed = [*keys, *(c for c in _METRIC_INPUTS if c not in keys)]
+        if every is not None:
+            needed.append("started_at")
+        lf = df_or_store.traces(columns=needed, **{**filters, "kind": "llm"})  # type: ignore[union-attr]
+        out = _metrics_lazy(lf, keys, every)
+        out = out.with_columns(pl.col(k).cast(TRACE_SCHEMA[k]) for k in keys)  # as a store's keys come
+        keys = ["bucket", *keys] if every is not None else keys
+        return out.sort(keys, nulls_last=True) if keys else out
     if isinstance(df_or_store, pl.DataFrame):
         df = df_or_store
         # Only the columns used (selecting is free; filtering wide frames is not).

@@ -7,6 +7,7 @@ path to disk) and read back as dicts or, for analysis, by ``frames.py``.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,12 @@ SPAN_SQL = (
     "latency_ms, status, error_type, error, simulated) VALUES (?, ?, ?, 'span', ?, ?, ?, ?, ?, ?, ?, ?, 0)"
 )
 """The short insert used by ``@bench.traced`` spans: fewer values to bind on the hot path."""
+INGEST_SQL = INSERT_SQL.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
+"""Rows from outside (OTLP ingest): a span sent twice (a collector's retry) is stored once."""
+SET_PARENT_SQL = "UPDATE traces SET parent_id = ? WHERE id = ? AND parent_id IS NULL"
+"""Links an ingested span to a parent that arrived after it (children usually end, and are sent, first)."""
+_SPAN_FIELDS = ("id", "trace_id", "parent_id", "name", "started_at", "input", "output", "latency_ms",
+                "status", "error_type", "error")
 MAX_TEXT = 200_000
 """Characters of input or output kept per trace; longer text is cut with a marker."""
 
@@ -59,6 +66,18 @@ def row(**values: Any) -> tuple[Any, ...]:
         raise KeyError(f"unknown trace columns: {', '.join(sorted(unknown))}")
     values.setdefault("simulated", 0)  # NOT NULL: binding None would drop the row
     return tuple(values.get(c) for c in COLUMNS)
+
+
+def row_dict(sql: str, values: Sequence[Any]) -> dict[str, Any] | None:
+    """A queued ``(sql, row)`` as a dict of every column, or None when it is not a trace insert."""
+    if sql is SPAN_SQL or sql == SPAN_SQL:
+        out = dict.fromkeys(COLUMNS)
+        out.update(zip(_SPAN_FIELDS, values))
+        out["kind"], out["simulated"] = "span", 0
+        return out
+    if sql is INSERT_SQL or sql == INSERT_SQL or sql == INGEST_SQL:
+        return dict(zip(COLUMNS, values))
+    return None
 
 
 @dataclass(frozen=True)
@@ -120,6 +139,27 @@ def get_trace(store: Store, trace_id: str) -> dict[str, Any] | None:
 def span_tree(store: Store, trace_id: str) -> list[dict[str, Any]]:
     """Every span of one trace, in start order."""
     return [_decode(r) for r in store.query("SELECT * FROM traces WHERE trace_id = ? ORDER BY id", (trace_id,))]
+
+
+def iter_rows(store: Store, query: TraceQuery | None = None, chunk: int = 1_000) -> Iterator[list[dict[str, Any]]]:
+    """Every matching row (raw columns, JSON still text), in write order, ``chunk`` rows at a time.
+
+    Pages by rowid, so a bulk export of millions of rows never re-scans what it has passed.
+    """
+    where, params = (query or TraceQuery()).where()
+    joiner = " AND " if where else " WHERE "
+    last = 0
+    while True:
+        rows = store.query(
+            f"SELECT rowid AS _rowid, * FROM traces{where}{joiner}rowid > ? ORDER BY rowid LIMIT ?",
+            [*params, last, chunk],
+        )
+        if not rows:
+            return
+        last = rows[-1]["_rowid"]
+        for r in rows:
+            del r["_rowid"]
+        yield rows
 
 
 def count(store: Store, query: TraceQuery | None = None) -> int:

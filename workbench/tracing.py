@@ -99,6 +99,25 @@ class Tracer:
     def __init__(self, writer_factory: Callable[[], BatchWriter], pricer: Pricer) -> None:
         self._writer_factory = writer_factory
         self.pricer = pricer
+        self.sinks: list[Callable[[str, tuple[Any, ...]], None]] = []
+        """Called with every ``(sql, row)`` written, after the writer has it (live OTel export).
+        A sink must return at once: it runs on the traced call's path."""
+
+    def add_sink(self, sink: Callable[[str, tuple[Any, ...]], None]) -> None:
+        """Also hand every trace row to ``sink`` (e.g. `workbench.otel.LiveExport`)."""
+        self.sinks.append(sink)
+
+    def remove_sink(self, sink: Callable[[str, tuple[Any, ...]], None]) -> None:
+        if sink in self.sinks:
+            self.sinks.remove(sink)
+
+    def close(self) -> None:
+        """Close every sink that can be closed (flushing what it holds)."""
+        for sink in list(self.sinks):
+            close = getattr(getattr(sink, "__self__", sink), "close", None)
+            if close is not None:
+                close()
+        self.sinks.clear()
 
     @property
     def writer(self) -> BatchWriter:
@@ -121,6 +140,7 @@ class Tracer:
             perf = time.perf_counter
             now = time.time
             current = _current
+            sinks = self.sinks  # the list itself: sinks added later are seen
 
             def span_row(
                 sid: str, tid: str, parent: tuple[str, str] | None, wall: float, t0: float,
@@ -149,11 +169,17 @@ class Tracer:
                     try:
                         result = await func(*args, **kwargs)
                     except BaseException as exc:
-                        put(sql, span_row(sid, tid, parent, wall, t0, args, kwargs, None, exc))
+                        row = span_row(sid, tid, parent, wall, t0, args, kwargs, None, exc)
+                        put(sql, row)
+                        if sinks:
+                            _tee(sinks, sql, row)
                         raise
                     finally:
                         current.reset(token)
-                    put(sql, span_row(sid, tid, parent, wall, t0, args, kwargs, result, None))
+                    row = span_row(sid, tid, parent, wall, t0, args, kwargs, result, None)
+                    put(sql, row)
+                    if sinks:
+                        _tee(sinks, sql, row)
                     return result
 
                 return async_wrapper  # type: ignore[return-value]
@@ -169,11 +195,17 @@ class Tracer:
                 try:
                     result = func(*args, **kwargs)
                 except BaseException as exc:
-                    put(sql, span_row(sid, tid, parent, wall, t0, args, kwargs, None, exc))
+                    row = span_row(sid, tid, parent, wall, t0, args, kwargs, None, exc)
+                    put(sql, row)
+                    if sinks:
+                        _tee(sinks, sql, row)
                     raise
                 finally:
                     current.reset(token)
-                put(sql, span_row(sid, tid, parent, wall, t0, args, kwargs, result, None))
+                row = span_row(sid, tid, parent, wall, t0, args, kwargs, result, None)
+                put(sql, row)
+                if sinks:
+                    _tee(sinks, sql, row)
                 return result
 
             return wrapper  # type: ignore[return-value]
@@ -287,7 +319,10 @@ class Tracer:
                 values[key] = ctx.pop(key)
         if ctx:
             raise KeyError(f"unknown trace context keys: {', '.join(sorted(ctx))}")
-        (emit or self.writer.put)(traces.INSERT_SQL, traces.row(**values))
+        row = traces.row(**values)
+        (emit or self.writer.put)(traces.INSERT_SQL, row)
+        if self.sinks:
+            _tee(self.sinks, traces.INSERT_SQL, row)
         return CallResult(
             text="" if completion is None else completion.text,
             trace_id=sid,
@@ -297,6 +332,14 @@ class Tracer:
             completion=completion,
             error=error if isinstance(error, ProviderError) else None,
         )
+
+
+def _tee(sinks: list[Callable[[str, tuple[Any, ...]], None]], sql: str, row: tuple[Any, ...]) -> None:
+    for sink in sinks:
+        try:
+            sink(sql, row)
+        except Exception:  # noqa: BLE001 - an exporter's fault must never break the traced call
+            pass
 
 
 class Span:
@@ -321,16 +364,18 @@ class Span:
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         _current.reset(self._token)
-        self.tracer.writer.put(
-            traces.SPAN_SQL,
-            (self.id, self.trace_id, self._parent and self._parent[0], self.name, traces.iso_utc(self._wall),
-             None if self.input is None else _preview(self.input),
-             None if self.output is None else _preview(self.output),
-             (time.perf_counter() - self._t0) * 1000,
-             "ok" if exc is None else "error",
-             None if exc_type is None else exc_type.__name__,
-             None if exc is None else _preview(str(exc))),
+        row = (
+            self.id, self.trace_id, self._parent and self._parent[0], self.name, traces.iso_utc(self._wall),
+            None if self.input is None else _preview(self.input),
+            None if self.output is None else _preview(self.output),
+            (time.perf_counter() - self._t0) * 1000,
+            "ok" if exc is None else "error",
+            None if exc_type is None else exc_type.__name__,
+            None if exc is None else _preview(str(exc)),
         )
+        self.tracer.writer.put(traces.SPAN_SQL, row)
+        if self.tracer.sinks:
+            _tee(self.tracer.sinks, traces.SPAN_SQL, row)
 
     async def __aenter__(self) -> Span:
         return self.__enter__()
