@@ -54,6 +54,18 @@ exp = bench.experiment(
 ).run(progress=False)
 exp.status""",
     """\
+@bench.traced
+def retrieve(question):
+    return "passage about " + question
+
+@bench.traced
+def answer(question):
+    retrieve(question)
+    return bench.complete(grounded, variables={{"question": question, "context": "Share > Create Public Link"}}).text
+
+answer("How do I share a note?")
+bench.flush()""",
+    """\
 cw = wb.widgets.compare(exp, "A", "B")
 cw""",
     """\
@@ -111,7 +123,7 @@ def run_notebook(page, lab, log) -> None:
     open_notebook(page, lab, NOTEBOOK)
     run_all(page)
     try:
-        pass  # TRACES-TODO
+        page.locator(f"{TRACES} .wb-rows-table tbody tr").first.wait_for()
         page.locator(f"{COMPARE} td.wb-cell").first.wait_for()
     except Exception:
         page.screenshot(path=str(artifact("jupyterlab-widgets-failed.png")), full_page=True)
@@ -183,6 +195,79 @@ def test_compare_grid_click_and_keys_rate_into_the_file(browser, lab):  # browse
         assert n_cells(page) == cells_before
 
         shoot(page, COMPARE, "compare")
+        assert page.locator(f"{PANEL} .wb-view mjx-container, {PANEL} .wb-view .MathJax").count() == 0
+        assert log.off_host_requests(HOST) == [], log.off_host_requests(HOST)
+        assert log.page_errors == [] and log.dialogs == [], log.summary()
+    finally:
+        page.close()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_traces_explorer_row_click_opens_the_span_tree_and_enter_searches(browser, lab):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    log = PageLog(page)
+    try:
+        run_notebook(page, lab, log)
+        explorer = page.locator(TRACES)
+        rows = explorer.locator(".wb-rows-table tbody tr")
+        # Judges' calls are hidden by default: 8 items x 2 variants x 2 repeats, plus the traced function's 3 rows.
+        explorer.locator(".wb-bar", has_text="35 traces").first.wait_for()
+        assert explorer.locator(".wb-tag", has_text="judge").count() == 0
+        # Every row is one line high.
+        heights = {round(h) for h in rows.evaluate_all("rs => rs.map(r => r.getBoundingClientRect().height)")}
+        assert max(heights) < 30, heights
+
+        cells_before = n_cells(page)
+        rows.filter(has_text="answer").first.click()
+        tree = explorer.locator(".wb-detail .wb-span-tree")
+        tree.wait_for()
+        assert tree.locator(".wb-wf-row").count() == 3  # answer > retrieve, support@v2
+        assert tree.locator(".wb-wf-name").all_inner_texts() == ["answer", "retrieve", "support@v2"]
+        # Bars are to scale: the longest span has the widest bar, and every bar stays on its track.
+        bars = tree.locator(".wb-wf-row").evaluate_all("""rows => rows.map(r => {
+            const bar = r.querySelector('.wb-wf-bar').getBoundingClientRect();
+            const track = r.querySelector('.wb-wf-track').getBoundingClientRect();
+            return [bar.width, bar.left >= track.left - 0.5 && bar.right <= track.right + 0.5,
+                    parseFloat(r.querySelector('.wb-wf-ms').textContent.replace(/,/g, ''))]; })""")
+        assert all(inside for _, inside, _ in bars), bars
+        widest = max(bars, key=lambda b: b[0])
+        assert widest[2] == max(b[2] for b in bars), bars
+        # The detail opens beside or above the table, never far below it.
+        detail_box = explorer.locator(".wb-detail").bounding_box()
+        table_box = explorer.locator(".wb-rows").bounding_box()
+        assert detail_box["y"] < table_box["y"] + table_box["height"], (detail_box, table_box)
+
+        # Arrow keys move between rows with focus on the widget; the notebook keeps its cells.
+        page.keyboard.press("ArrowDown")
+        explorer.locator(".wb-rows-table tr.wb-sel").wait_for()
+        assert n_cells(page) == cells_before
+
+        search = explorer.locator("input[data-wb-input='search']")
+        search.click()
+        search.fill("collaborators")
+        search.press("Enter")
+        explorer.locator(".wb-bar", has_text="matching 'collaborators'").first.wait_for()
+        explorer.locator(".wb-rows-table mark.wb-hit").first.wait_for()
+        hits = explorer.locator(".wb-rows-table mark.wb-hit").all_inner_texts()
+        assert hits and all(h.lower() == "collaborators" for h in hits), hits
+        assert search.input_value() == "collaborators"  # the redraw kept what was typed
+        assert n_cells(page) == cells_before  # Enter did not run the cell
+
+        # The judges' switch shows them; a judge's call links to the call it judged.
+        explorer.locator("input[data-wb-input='search']").fill("")
+        explorer.locator("input[data-wb-input='search']").press("Enter")
+        explorer.locator("input[data-wb-input='judges']").check()
+        explorer.locator(".wb-rows-table .wb-tag", has_text="judge").first.wait_for()
+        explorer.locator(".wb-rows-table tbody tr", has=page.locator(".wb-tag", has_text="judge")).first.click()
+        link = explorer.locator(".wb-detail .wb-link").first
+        link.wait_for()
+        assert "judged call" in explorer.locator(".wb-detail").inner_text()
+        link.click()
+        explorer.locator(".wb-detail", has_text="judged by").wait_for()
+
+        shoot(page, TRACES, "traces")
         assert page.locator(f"{PANEL} .wb-view mjx-container, {PANEL} .wb-view .MathJax").count() == 0
         assert log.off_host_requests(HOST) == [], log.off_host_requests(HOST)
         assert log.page_errors == [] and log.dialogs == [], log.summary()
