@@ -558,7 +558,7 @@ class TracesWidget(HTMLView):
             tip = f"{name} · {span['kind']} · {span['status']} · starts at +{_format.ms(starts[span['id']] - t0)}"
             lines.append(
                 f'<div class="wb-wf-row{sel}" {attrs("row", span["id"])} title="{esc(tip)}">'
-                f'<div class="wb-wf-name" style="padding-left:{depth * 1.2}em">{esc(name)}</div>'
+                f'<div class="wb-wf-name" style="padding-left:{depth * 1.2:g}em">{esc(name)}</div>'
                 f'<div class="wb-wf-track"><div class="wb-wf-bar{kind}{bad}" style="left:{left:.2f}%;width:{width:.2f}%"></div></div>'
                 f'<div class="wb-wf-ms">{esc(_format.ms(span.get("latency_ms")))}</div></div>'
             )
