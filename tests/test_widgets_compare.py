@@ -32,27 +32,24 @@ def rows_of(n):
     return [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()][:n]
 
 
-@pytest.fixture
-def exp(bench):
-    ds = bench.datasets.load("d", rows_of(8))
+def support_experiment(bench, name, items, scorers, repeats):
+    """Variant A without the passage, B with it, on the first ``items`` support questions."""
+    ds = bench.datasets.load(f"d{items}", rows_of(items))
     v1 = bench.prompts.register("support", template="Answer: {question}", model="claude-haiku-4-5")
     v2 = bench.prompts.register("support", template="Context: {context}\nQuestion: {question}", model="claude-haiku-4-5")
-    return bench.experiment(
-        "context-helps", dataset=ds, variants={"A": v1, "B": v2},
-        scorers=[wb.scorers.contains_reference()], repeats=1,
-    ).run(progress=False)
+    return bench.experiment(name, dataset=ds, variants={"A": v1, "B": v2}, scorers=scorers, repeats=repeats).run(progress=False)
+
+
+@pytest.fixture
+def exp(bench):
+    return support_experiment(bench, "context-helps", 8, [wb.scorers.contains_reference()], 1)
 
 
 @pytest.fixture
 def judged(bench):
     """Three repeats and an LLM judge beside the reference check."""
-    ds = bench.datasets.load("d3", rows_of(4))
-    v1 = bench.prompts.register("support", template="Answer: {question}", model="claude-haiku-4-5")
-    v2 = bench.prompts.register("support", template="Context: {context}\nQuestion: {question}", model="claude-haiku-4-5")
-    return bench.experiment(
-        "judged", dataset=ds, variants={"A": v1, "B": v2},
-        scorers=[wb.scorers.contains_reference(), wb.scorers.llm_judge("Answers from the passage.")], repeats=3,
-    ).run(progress=False)
+    scorers = [wb.scorers.contains_reference(), wb.scorers.llm_judge("Answers from the passage.")]
+    return support_experiment(bench, "judged", 4, scorers, 3)
 
 
 def front(w, **message):
