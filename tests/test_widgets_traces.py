@@ -497,3 +497,21 @@ def test_a_rare_filter_pages_from_the_index_not_a_walk(bench, recorded, monkeypa
 def test_the_explorer_index_matches_the_judge_expression(bench):
     (sql,) = bench.store.execute("SELECT sql FROM sqlite_master WHERE name = 'idx_traces_explore'").fetchone()
     assert traces.JUDGE_SQL in sql  # or SQLite could not read "is a judge's call" from the index
+
+
+def test_a_search_within_rare_filters_looks_only_at_their_rows(bench, monkeypatch, recorded):
+    put(bench, 300, user_id=lambda i: f"u-{i % 30}", input=lambda i: "refund please" if i % 2 else "login help")
+    browse = traces.Browse(traces.TraceQuery(user_id="u-3"), text="refund")
+    walked = []
+    for candidates in (traces.SEARCH_CANDIDATES, 0):  # the rows of the filter; then the walk through every match
+        monkeypatch.setattr(traces, "SEARCH_CANDIDATES", candidates)
+        n, exact = traces.browse_count(bench.store, browse)
+        first = traces.browse_page(bench.store, browse, limit=4, total=n)
+        older = traces.browse_page(bench.store, browse, limit=4, before=first[-1]["rowid"], total=n)
+        back = traces.browse_page(bench.store, browse, limit=4, after=older[0]["rowid"], total=n)
+        walked.append((n, exact, [r["id"] for r in first], [r["id"] for r in older], [r["id"] for r in back],
+                       [r["snippet"] for r in first]))
+    assert walked[0] == walked[1]
+    n, exact, first, older, back, snippets = walked[0]
+    assert (n, exact) == (10, True) and len(first) == len(older) == 4 and back == first
+    assert all("\x02refund\x03" in s for s in snippets)

@@ -6,8 +6,9 @@ path to disk) and read back as dicts or, for analysis, by ``frames.py``.
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ._canonical import loads
@@ -330,6 +331,10 @@ SEARCH_COUNT_CAP = 10_000
 SPARSE_SCAN_ROWS = 20_000
 """A page walks back through at most about this many rows before the index is used instead."""
 
+SEARCH_CANDIDATES = 20_000
+"""A search whose filters alone leave at most this many traces looks the words up in those
+rows only, instead of walking every match of the words (a common word matches most rows)."""
+
 
 @dataclass(frozen=True)
 class Browse:
@@ -363,13 +368,44 @@ class Browse:
         return bool(self.text.strip())
 
 
+def _filter_count(store: Store, browse: Browse) -> int:
+    where, params = browse.where()
+    sql = f"SELECT COUNT(*) FROM traces INDEXED BY {EXPLORE_INDEX}" + (f" WHERE {where}" if where else "")
+    return store.execute(sql, params).fetchone()[0]
+
+
+def _candidates(store: Store, browse: Browse) -> list[int] | None:
+    """Rowids (newest first) that match the words and the filters, when the filters alone are rare.
+
+    None when there is no filter but the judges switch, or the filters leave more than
+    `SEARCH_CANDIDATES` rows: then the full-text index leads instead.
+    """
+    if not browse.query.where()[0] and browse.item_id is None:
+        return None
+    if _filter_count(store, replace(browse, text="")) > SEARCH_CANDIDATES:
+        return None
+    where, params = browse.where()
+    rowids = [r[0] for r in store.execute(
+        f"SELECT rowid FROM traces INDEXED BY {EXPLORE_INDEX} WHERE {where} ORDER BY rowid DESC", params
+    ).fetchall()]
+    if not rowids:
+        return []
+    found = {r[0] for r in store.execute(
+        "SELECT rowid FROM traces_fts WHERE traces_fts MATCH ? AND rowid IN (SELECT value FROM json_each(?))",
+        [fts_query(browse.text), json.dumps(rowids)],
+    ).fetchall()}
+    return [r for r in rowids if r in found]
+
+
 def browse_count(store: Store, browse: Browse) -> tuple[int, bool]:
     """``(n, exact)``: traces the explorer would list; a search stops counting at `SEARCH_COUNT_CAP`."""
     where, params = browse.where()
     if not browse.searching:
-        sql = f"SELECT COUNT(*) FROM traces INDEXED BY {EXPLORE_INDEX}" + (f" WHERE {where}" if where else "")
-        return store.execute(sql, params).fetchone()[0], True
+        return _filter_count(store, browse), True
     index_fts(store)
+    few = _candidates(store, browse)
+    if few is not None:
+        return len(few), True
     sql = (
         "SELECT COUNT(*) FROM (SELECT 1 FROM traces_fts AS f CROSS JOIN traces AS t NOT INDEXED ON t.rowid = f.rowid "
         f"WHERE traces_fts MATCH ?{' AND ' + where if where else ''} LIMIT ?)"
@@ -425,8 +461,19 @@ def browse_page(
         conds.append("t.rowid > ?")
         params.append(after)
     direction = "ASC" if after is not None and before is None else "DESC"
+    few = None
     if browse.searching:
         index_fts(store)
+        few = _candidates(store, browse)
+    if few is not None:
+        picked = [r for r in few if (before is None or r < before) and (after is None or r > after)]
+        picked = picked[::-1][offset:offset + limit][::-1] if direction == "ASC" else picked[offset:offset + limit]
+        sql = (
+            f"SELECT t.rowid AS rowid, {cols} FROM traces AS t NOT INDEXED "
+            "WHERE t.rowid IN (SELECT value FROM json_each(?)) ORDER BY t.rowid DESC"
+        )
+        rows = store.query(sql, [json.dumps(picked)])
+    elif browse.searching:
         sql = (
             f"SELECT t.rowid AS rowid, {cols} FROM traces_fts AS f CROSS JOIN traces AS t NOT INDEXED "
             f"ON t.rowid = f.rowid WHERE traces_fts MATCH ?{''.join(' AND ' + c for c in conds)} "
@@ -439,9 +486,10 @@ def browse_page(
         source = f"traces AS t INDEXED BY {EXPLORE_INDEX}" if sparse else "traces AS t NOT INDEXED"
         clause = (" WHERE " + " AND ".join(conds)) if conds else ""
         sql = f"SELECT t.rowid AS rowid, {cols} FROM {source}{clause} ORDER BY t.rowid {direction} LIMIT ? OFFSET ?"
-    rows = store.query(sql, [*params, limit, offset])
-    if direction == "ASC":
-        rows.reverse()
+    if few is None:
+        rows = store.query(sql, [*params, limit, offset])
+        if direction == "ASC":
+            rows.reverse()
     for r in rows:
         r["tags"] = loads(r.pop("tags_json", None), [])
     if browse.searching:
