@@ -1,10 +1,10 @@
-"""Run every benchmark, or the ones named: ``python -m bench [tracing ingest import runner metrics report otel otel-ingest parquet]``."""
+"""Run every benchmark, or the ones named: ``python -m bench [tracing ingest import runner metrics report otel otel-ingest parquet widgets]``."""
 
 from __future__ import annotations
 
 import sys
 
-from . import metrics, otel, parquet, report, runner, tracing
+from . import metrics, otel, parquet, report, runner, tracing, widgets
 
 SUITES = {
     "tracing": tracing.overhead,
@@ -16,6 +16,7 @@ SUITES = {
     "otel": otel.overhead,
     "otel-ingest": otel.ingest,
     "parquet": parquet.main,
+    "widgets": widgets.main,
 }
 
 

@@ -1,9 +1,15 @@
-"""The compare widget, driven from Python: navigation, filters, ratings, escaping, word diffs."""
+"""The compare widget, driven from Python: the grid, cell clicks, keys, filters, ratings, escaping.
+
+Clicks, keys and typing go through ``send_front``: the very messages the
+browser sends, handled by the same code (the browser test checks the
+browser sends them).
+"""
 
 from __future__ import annotations
 
 import html
 import json
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -11,33 +17,47 @@ import polars as pl
 import pytest
 
 import workbench as wb
-from workbench import stats
+from workbench import _format, stats
 from workbench.errors import ConfigError
 from workbench.widgets._common import word_diff
-from workbench.widgets.compare import CompareWidget
+from workbench.widgets.compare import KEYS, CompareWidget
 
-pytest.importorskip("ipywidgets")
+pytest.importorskip("anywidget")
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "support_qa.jsonl"
+CELL = re.compile(r'<td class="wb-cell[^"]*"(?: style="([^"]*)")? data-wb-action="cell" data-wb-arg="([^"]*)"[^>]*>([^<]*)</td>')
 
 
-@pytest.fixture(autouse=True)
-def _no_swallowed_callback_errors(caplog):
-    """ipywidgets only logs an exception raised in a click handler; make it fail the test."""
-    yield
-    assert not [r.getMessage() for r in caplog.records if "Exception in callback" in r.getMessage()]
+def rows_of(n):
+    return [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()][:n]
+
+
+def support_experiment(bench, name, items, scorers, repeats):
+    """Variant A without the passage, B with it, on the first ``items`` support questions."""
+    ds = bench.datasets.load(f"d{items}", rows_of(items))
+    v1 = bench.prompts.register("support", template="Answer: {question}", model="claude-haiku-4-5")
+    v2 = bench.prompts.register("support", template="Context: {context}\nQuestion: {question}", model="claude-haiku-4-5")
+    return bench.experiment(name, dataset=ds, variants={"A": v1, "B": v2}, scorers=scorers, repeats=repeats).run(progress=False)
 
 
 @pytest.fixture
 def exp(bench):
-    rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
-    ds = bench.datasets.load("d", rows[:8])
-    v1 = bench.prompts.register("support", template="Answer: {question}", model="claude-haiku-4-5")
-    v2 = bench.prompts.register("support", template="Context: {context}\nQuestion: {question}", model="claude-haiku-4-5")
-    return bench.experiment(
-        "context-helps", dataset=ds, variants={"A": v1, "B": v2},
-        scorers=[wb.scorers.contains_reference()], repeats=1,
-    ).run(progress=False)
+    return support_experiment(bench, "context-helps", 8, [wb.scorers.contains_reference()], 1)
+
+
+@pytest.fixture
+def judged(bench):
+    """Three repeats and an LLM judge beside the reference check."""
+    scorers = [wb.scorers.contains_reference(), wb.scorers.llm_judge("Answers from the passage.")]
+    return support_experiment(bench, "judged", 4, scorers, 3)
+
+
+def front(w, **message):
+    """What the browser sends on a click, a key, typing or a select; it must not fail."""
+    if "arg" in message:
+        message["arg"] = json.dumps(message["arg"])
+    w.send_front(message)
+    assert w.last_error is None, w.last_error
 
 
 def feedback_rows(bench):
@@ -49,6 +69,15 @@ def item_scores(exp, variant):
     return dict(zip(s["item_id"].to_list(), s["value"].to_list()))
 
 
+def cells(w):
+    """Every grid cell: (item, variant, repeat, text, style)."""
+    out = []
+    for style, raw, text in CELL.findall(w.part("grid")):
+        where = json.loads(html.unescape(raw))
+        out.append((where["item"], where["variant"], where["repeat"], text, style))
+    return out
+
+
 def test_entry_point_builds_the_widget(exp):
     # Twice: importing the submodule workbench.widgets.compare replaces the package's
     # entry-point function of the same name with the module, which must still be callable.
@@ -57,44 +86,100 @@ def test_entry_point_builds_the_widget(exp):
     assert isinstance(w, CompareWidget)
     assert w.a == "A" and w.b == "B" and w.scorer == "contains_reference" and w.rater == "alice"
     assert w.last_error is None
+    assert set(KEYS) <= set(w.hotkeys)  # the keys the browser reports
+    assert 'class="wb-out tex2jax_ignore mathjax_ignore wb-compare"' in w.shell  # MathJax skips it all
 
 
-def test_navigation_and_position(exp):
+def test_grid_has_every_item_variant_and_repeat_coloured_by_score(judged):
+    w = CompareWidget(judged, rater="alice")
+    got = cells(w)
+    assert len(got) == 4 * 2 * 3
+    scores = judged.scores_df().filter(pl.col("scorer") == "contains_reference")
+    calls = judged.traces_df().filter(pl.col("status") == "ok").select("id", "item_id", "variant", "repeat")
+    by_cell = {(r["item_id"], r["variant"], r["repeat"] + 1): r["id"] for r in calls.iter_rows(named=True)}
+    value = dict(zip(scores["trace_id"].to_list(), scores["value"].to_list()))
+    for item, variant, repeat, text, style in got:
+        v = value[by_cell[(item, variant, repeat)]]
+        assert text == _format.num(v, 2)
+        assert style.startswith("background:hsl(" + ("120" if v == 1 else "0" if v == 0 else ""))
+    # The item rows are the dataset's, in order.
+    assert [c[0] for c in got[::6]] == [i.item_id for i in judged.dataset.items]
+
+
+def test_a_cell_click_opens_that_item_and_repeat(judged):
+    w = CompareWidget(judged, rater="alice")
+    item = judged.dataset.items[2].item_id
+    front(w, type="click", action="cell", arg={"item": item, "variant": "B", "repeat": 3})
+    assert w.current_item_id == item and w.repeat == 2 and w.focus_variant == "B"
+    call = judged.traces_df().filter(
+        (pl.col("item_id") == item) & (pl.col("variant") == "B") & (pl.col("repeat") == 2) & (pl.col("status") == "ok")
+    ).row(0, named=True)
+    detail = w.part("detail")
+    assert f"Item {item}" in detail
+    assert html.escape(call["output"].split()[0]) in detail
+    assert 'wb-chip wb-on' in detail and "repeat 3" in detail
+    assert 'class="wb-cell wb-cur"' in w.part("grid")  # the clicked cell is outlined
+
+
+def test_every_repeat_can_be_seen_by_chip_or_key(judged):
+    w = CompareWidget(judged, rater="alice")
+    item = w.current_item_id
+    outputs = judged.traces_df().filter((pl.col("item_id") == item) & (pl.col("variant") == "A")).sort("repeat")
+    assert w.part("detail").count('data-wb-action="repeat"') == 2 * 3  # three chips per side
+    for k in (1, 2, 3):
+        front(w, type="key", key=str(k)) if k != 2 else front(w, type="click", action="repeat", arg=2)
+        assert w.repeat == k - 1
+        text = outputs.filter(pl.col("repeat") == k - 1)["output"][0]
+        assert html.escape(text.split()[-1]) in w.part("detail")
+    assert w.current_item_id == item  # a repeat is not a move
+
+
+def test_the_judges_rationale_stands_beside_its_score(judged):
+    w = CompareWidget(judged, rater="alice")
+    item = w.current_item_id
+    judge = judged.scores_df().filter((pl.col("scorer") == "judge") & (pl.col("item_id") == item)
+                                      & (pl.col("variant") == "B") & (pl.col("repeat") == 0)).row(0, named=True)
+    assert judge["rationale"] and judge["judge_trace_id"]
+    detail = w.part("detail")
+    assert f"judge <span class=\"wb-tag\">LLM judge</span>: <b>{_format.num(judge['value'], 2)}</b>" in detail
+    assert html.escape(judge["rationale"]) in detail
+    # Its mean over the three repeats is there too.
+    assert "mean of 3" in detail
+
+
+def test_opens_on_the_first_item_where_the_variants_differ(scripted_bench, scripted):
+    ds = scripted_bench.datasets.load("same", [
+        {"id": f"s{i}", "inputs": {"q": f"question {i}"}, "expected": "yes"} for i in range(4)
+    ])
+    v1 = scripted_bench.prompts.register("p", template="Q: {q}", model="claude-haiku-4-5")
+    v2 = scripted_bench.prompts.register("p", template="Question: {q}", model="claude-haiku-4-5")
+    # Items s0 and s1: both say yes; s2: only B does; s3: both do.
+    scripted.queue("yes", "yes", "yes", "yes", "no", "yes", "yes", "yes")
+    e = scripted_bench.experiment("first-diff", dataset=ds, variants={"A": v1, "B": v2},
+                                  scorers=[wb.scorers.contains_reference()], concurrency=1).run(progress=False)
+    w = CompareWidget(e, rater="alice")
+    assert w.item_ids == ["s0", "s1", "s2", "s3"] and w.current_item_id == "s2" and w.index == 2
+
+
+def test_navigation_by_buttons_and_keys(exp):
     w = CompareWidget(exp, rater="alice")
-    order = exp.items("A", "B")["item_id"].to_list()
+    order = [i.item_id for i in exp.dataset.items]
     assert w.item_ids == order
-    assert (w.position.value, w.index, w.current_item_id) == ("1 / 8", 0, order[0])
-    assert w.prev_button.disabled and not w.next_button.disabled
-    w.next_button.click()
-    assert (w.position.value, w.index, w.current_item_id) == ("2 / 8", 1, order[1])
-    w.prev_button.click()
-    assert w.position.value == "1 / 8"
-    w.prev_button.click()  # already at the first item
-    assert w.position.value == "1 / 8"
-    w.jump.value = 7
-    assert (w.position.value, w.current_item_id) == ("8 / 8", order[7])
-    assert w.next_button.disabled
-    w.next_button.click()
-    assert w.position.value == "8 / 8"
-    w.index = 3
-    assert w.jump.value == 3 and w.current_item_id == order[3]
-    assert w.last_error is None
-
-
-def test_item_shows_inputs_reference_outputs_scores_cost_latency(exp):
-    w = CompareWidget(exp, rater="alice")
-    row = exp.items("A", "B").row(0, named=True)
-    item = exp.dataset[row["item_id"]]
-    assert f"Item {row['item_id']}" in w.item_html.value
-    assert html.escape(item.inputs["question"]) in w.item_html.value
-    assert html.escape(item.expected) in w.item_html.value
-    traces = {r["id"]: r for r in exp.traces_df().iter_rows(named=True)}
-    for page, side in ((w.left_html.value, "a"), (w.right_html.value, "b")):
-        trace = traces[row[f"trace_{side}"]]
-        assert html.escape(row[f"output_{side}"].split()[0]) in page
-        assert "contains_reference" in page
-        assert f"${trace['cost_usd']:,.6f}" in html.unescape(page)
-        assert f"{trace['latency_ms']:,.0f} ms" in page
+    start = w.index
+    front(w, type="click", action="move", arg=1)
+    assert w.index == start + 1
+    for key, step in (("n", 1), ("ArrowDown", 1), ("ArrowRight", 1), ("p", -1), ("ArrowUp", -1), ("ArrowLeft", -1)):
+        before = w.index
+        front(w, type="key", key=key)
+        assert w.index == before + step, key
+    w.go(0)
+    front(w, type="key", key="p")  # already at the first item
+    assert w.position == "1 / 8"
+    w.go(7)
+    front(w, type="key", key="n")
+    assert w.position == "8 / 8" and w.current_item_id == order[7]
+    front(w, type="click", action="item", arg=order[3])  # the item's name in the grid
+    assert w.current_item_id == order[3]
 
 
 @pytest.mark.parametrize(("a", "b"), [("A", "B"), ("B", "A")])
@@ -107,107 +192,114 @@ def test_filters_come_from_the_scores(exp, a, b):
     # With context B answers what A cannot: the two orders give regressions in one direction only.
     assert disagree and (regress if a == "B" else not regress)
 
-    w.filter.value = "disagreements"
-    assert w.item_ids == disagree and w.position.value == f"1 / {len(disagree)}"
-    w.filter.value = "regressions"
+    front(w, type="change", name="filter", value="disagreements")
+    assert w.item_ids == disagree and w.position == f"1 / {len(disagree)}"
+    front(w, type="change", name="filter", value="regressions")
     assert w.item_ids == regress
     if not regress:
-        assert w.position.value == "0 / 0" and w.current_item_id is None
-        assert "No items match" in w.item_html.value
-        assert all(button.disabled for button in w.rate_buttons.values())
-    w.filter.value = "all"
+        assert w.position == "0 / 0" and w.current_item_id is None
+        assert "No items match" in w.part("grid")
+    front(w, type="change", name="filter", value="all")
     assert w.item_ids == everything
-    assert w.last_error is None
+    front(w, type="change", name="order", value="regressions")
+    deltas = [sb[i] - sa[i] for i in w.item_ids]
+    assert deltas == sorted(deltas)
 
 
 def test_unrated_filter_drops_rated_items(bench, exp):
     w = CompareWidget(exp, rater="alice")
     order = w.item_ids
-    w.rate_buttons["a"].click()
-    w.filter.value = "unrated"
-    assert w.item_ids == order[1:] and w.position.value == "1 / 7"
-    w.jump.value = 2  # order[3]
-    w.rate_buttons["tie"].click()
+    w.go(0)
+    front(w, type="key", key="a")
+    front(w, type="change", name="filter", value="unrated")
+    assert w.item_ids == order[1:] and w.position == "1 / 7"
+    w.go(2)  # order[3]
+    front(w, type="key", key="t")
     # The rated item leaves the list; the next unrated one is shown.
     assert w.item_ids == [order[1], order[2], *order[4:]]
-    assert w.current_item_id == order[4] and w.position.value == "3 / 6"
+    assert w.current_item_id == order[4] and w.position == "3 / 6"
     # Another rater's ratings do not count as mine.
     other = CompareWidget(exp, rater="bob")
-    other.filter.value = "unrated"
+    other.filter = "unrated"
     assert other.item_ids == order
     assert len(feedback_rows(bench)) == 2
 
 
-def test_clicking_b_better_writes_one_row_then_tie_updates_it(bench, exp):
+def test_single_keys_rate_into_the_file_and_rating_again_updates(bench, exp):
     w = CompareWidget(exp, rater="alice")
     first = w.current_item_id
-    w.rate_buttons["b"].click()
+    front(w, type="key", key="b")
     (row,) = feedback_rows(bench)
     assert (row["experiment_id"], row["item_id"], row["variant_a"], row["variant_b"], row["choice"], row["rater"]) == (
         exp.id, first, "A", "B", "b", "alice"
     )
     assert row["trace_id"] is None
     assert datetime.fromisoformat(row["created_at"]).utcoffset() == timedelta(0)
-    # Rating moves on to the next item.
-    assert w.position.value == "2 / 8" and w.current_item_id != first
-    assert "not rated yet" in w.rating_html.value
-    w.prev_button.click()
-    assert "B better" in w.rating_html.value and w.rate_buttons["b"].button_style == "success"
-    w.rate_buttons["tie"].click()
+    # Rating moves on to the next item, and says what it saved.
+    assert w.current_item_id != first and "not rated yet" in w.part("rate")
+    assert f"Saved “B better” for {first}." in w.part("message")
+    front(w, type="key", key="p")
+    assert "Your rating: <b>B better</b>" in w.part("rate") and 'class="wb-btn wb-on"' in w.part("rate")
+    front(w, type="key", key="t")
     (again,) = feedback_rows(bench)
     assert again["id"] == row["id"] and again["choice"] == "tie" and again["created_at"] == row["created_at"]
-    assert again["updated_at"] >= row["updated_at"]
-    w.prev_button.click()
-    assert "Tie" in w.rating_html.value
-    assert w.rate_buttons["tie"].button_style == "success" and w.rate_buttons["b"].button_style == ""
-    assert w.last_error is None
+    front(w, type="key", key="p")
+    front(w, type="click", action="rate", arg="both_bad")  # the button does the same
+    assert feedback_rows(bench)[0]["choice"] == "both_bad"
+    front(w, type="key", key="p")
+    front(w, type="key", key="x")
+    assert [r["choice"] for r in feedback_rows(bench)] == ["both_bad"]
+    # The grid's "you" column shows the rating.
+    assert ">bad</td>" in w.part("grid")
 
 
 def test_rating_the_last_item_stays_there(bench, exp):
     w = CompareWidget(exp, rater="alice")
-    w.jump.value = 7
-    w.rate_buttons["both_bad"].click()
-    assert w.position.value == "8 / 8" and "Both bad" in w.rating_html.value
+    w.go(7)
+    front(w, type="click", action="rate", arg="both_bad")
+    assert w.position == "8 / 8" and "Both bad" in w.part("rate")
     assert feedback_rows(bench)[0]["choice"] == "both_bad"
 
 
-def test_comment_is_stored_and_shown_again(bench, exp):
+def test_comment_typed_is_stored_and_shown_again(bench, exp):
     w = CompareWidget(exp, rater="alice")
     item = w.current_item_id
-    w.comment.value = "B quotes the <docs> & gets it right"
-    w.rate_buttons["b"].click()
+    front(w, type="input", name="comment", value="B quotes the <docs> & gets it right")
+    front(w, type="key", key="b")
     assert feedback_rows(bench)[0]["comment"] == "B quotes the <docs> & gets it right"
-    assert w.comment.value == ""  # the next item has no comment yet
-    w.prev_button.click()
-    assert w.current_item_id == item and w.comment.value == "B quotes the <docs> & gets it right"
+    assert w.comment == ""  # the next item has no comment yet
+    front(w, type="key", key="p")
+    assert w.current_item_id == item and w.comment == "B quotes the <docs> & gets it right"
+    assert "B quotes the &lt;docs&gt; &amp; gets it right</textarea>" in w.part("rate")
 
 
 def test_summary_and_comparison_reflect_ratings(bench, exp):
     w = CompareWidget(exp, rater="alice")
-    assert "no ratings yet" in w.summary_html.value
-    for choice in ("b", "b", "b", "a", "tie", "both_bad"):
-        w.rate_buttons[choice].click()
+    w.go(0)
+    assert "no ratings yet" in w.part("summary")
+    for key in ("b", "b", "b", "a", "t", "x"):
+        front(w, type="key", key=key)
     expected = stats.preference(3, 1, 2)
-    summary = w.summary_html.value
+    summary = html.unescape(w.part("summary"))
     assert "B wins 3, A wins 1, ties 2" in summary
-    assert f"{expected.win_rate:.1%}" in summary
-    assert f"95% CI {expected.ci_low:.1%}–{expected.ci_high:.1%}" in summary
-    assert f"p={expected.p_value:.3g}" in summary
+    assert _format.pct(expected.win_rate) in summary
+    assert f"95% CI {_format.interval(expected.ci_low, expected.ci_high, _format.pct)}" in summary
+    assert _format.pvalue(expected.p_value) in summary
     assert "you rated 6 of 8 items" in summary
-    pref = exp.compare("A", "B").preference
-    assert pref == expected
-    # Seen from the other side, the same ratings.
+    assert exp.compare("A", "B").preference == expected
     flipped = exp.compare("B", "A").preference
     assert (flipped.wins_b, flipped.wins_a, flipped.ties) == (1, 3, 2)
 
 
 def test_errors_stay_inline(bench, exp):
     w = CompareWidget(exp, rater="alice")
-    w.filter.value = "regressions"  # none: B never does worse here
-    w.rate("b")
+    w.filter = "regressions"  # none: B never does worse here
+    w.send_front({"type": "key", "key": "b"})
     assert isinstance(w.last_error, ConfigError)
-    assert "no item to rate" in w.message.value
+    assert "no item to rate" in w.part("message")
     assert feedback_rows(bench) == []
+    w.send_front({"type": "click", "action": "cell", "arg": json.dumps({"item": "nope", "variant": "A", "repeat": 1})})
+    assert "no item" in w.part("message")
     with pytest.raises(ConfigError, match="no scorer"):
         CompareWidget(exp, scorer="nope")
     with pytest.raises(ConfigError, match="no variant"):
@@ -237,10 +329,18 @@ def scripted_exp(scripted_bench, scripted):
     ).run(progress=False)
 
 
+def sides(w):
+    """The side-by-side part split at the A / B boundary, and the item part before them."""
+    detail = w.part("detail")
+    item, rest = detail.split('<div class="wb-sides">', 1)
+    left, right = rest.split('<div class="wb-side', 2)[1:]
+    return left, right, item
+
+
 def test_model_output_is_escaped(scripted_exp):
     w = CompareWidget(scripted_exp, rater="alice")
-    w.jump.value = w.item_ids.index("x1")
-    left, right, item = w.left_html.value, w.right_html.value, w.item_html.value
+    w.select("x1")
+    left, right, item = sides(w)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in left
     assert "<script" not in left and "<script" not in right
     assert "&lt;img src=x onerror=alert(1)&gt;" in right
@@ -251,8 +351,8 @@ def test_model_output_is_escaped(scripted_exp):
 
 def test_differing_words_are_marked(scripted_exp):
     w = CompareWidget(scripted_exp, rater="alice")
-    w.jump.value = w.item_ids.index("x1")
-    left, right = w.left_html.value, w.right_html.value
+    w.select("x1")
+    left, right, _ = sides(w)
     assert ">cat</del>" in left and "cat</ins>" not in right
     assert ">dog</ins>" in right and "dog" not in left
     # Shared words are not marked.
@@ -262,15 +362,16 @@ def test_differing_words_are_marked(scripted_exp):
 
 def test_long_outputs_truncate_until_show_full(scripted_exp):
     w = CompareWidget(scripted_exp, rater="alice", max_chars=100)
-    w.jump.value = w.item_ids.index("x2")
-    assert "more characters" in w.right_html.value
-    assert w.right_html.value.count("word ") < 50
-    assert not w.show_full.disabled
-    w.show_full.value = True
-    assert "more characters" not in w.right_html.value
-    assert w.right_html.value.count("word ") == 299
-    assert ">different</ins>" in w.right_html.value
-    assert "overflow:auto" in w.right_html.value and "max-height" in w.right_html.value
+    w.select("x2")
+    right = sides(w)[1]
+    assert "more characters" in right and right.count("word ") < 50
+    assert 'data-wb-action="full"' in w.part("detail")
+    front(w, type="click", action="full")
+    right = sides(w)[1]
+    assert "more characters" not in right
+    assert right.count("word ") == 299
+    assert ">different</ins>" in right
+    assert "overflow:auto" in right and "max-height" in right
 
 
 def test_word_diff_unit():
@@ -293,16 +394,3 @@ def test_entry_points_stay_callable_after_their_modules_are_imported():
 
     assert callable(widgets.compare) and callable(widgets.traces)
     assert widgets.compare.__module__ == "workbench.widgets"
-
-
-def test_single_keys_rate_and_move(bench, exp):
-    w = wb.widgets.compare(exp, "A", "B", rater="keys")
-    first = w.current_item_id
-    w.key_box.value = "b"  # as typed into the key box
-    assert w.key_box.value == ""
-    assert [(r["item_id"], r["choice"]) for r in feedback_rows(bench)] == [(first, "b")]
-    assert w.current_item_id != first  # rating moves on
-    w.key_box.value = "p"
-    assert w.current_item_id == first
-    w.key_box.value = "t"
-    assert [(r["item_id"], r["choice"]) for r in feedback_rows(bench)] == [(first, "tie")]

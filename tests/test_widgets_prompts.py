@@ -6,11 +6,14 @@ import html
 import json
 from pathlib import Path
 
+import ipywidgets
+import polars as pl
 import pytest
 
 import workbench as wb
+from workbench import _format
 from workbench.errors import BadRequest
-from workbench.widgets.prompts import PromptsWidget
+from workbench.widgets.prompts import PromptsWidget, prompt_metrics
 
 pytest.importorskip("ipywidgets")
 
@@ -220,3 +223,85 @@ def test_empty_registry(bench):
 def test_dataset_by_name(bench, support, ds):
     w = PromptsWidget(bench, dataset="d")
     assert w.dataset.id == ds.id and not w.try_button.disabled
+
+
+# -- your prompts first, no cut labels, a missing variable needs a yes, metrics per version ---------
+
+
+def test_opens_on_your_prompts_and_lists_judges_only_when_asked(bench, ds):
+    v1 = bench.prompts.register("support", template=V1, model="claude-haiku-4-5")
+    bench.experiment("judged", dataset=ds, variants={"A": v1},
+                     scorers=[wb.scorers.llm_judge("Answers the question.")]).run(progress=False)
+    assert "judge:judge" in bench.prompts.names()
+    w = wb.widgets.prompts(bench, dataset=ds)
+    assert w.name.options == ("support",) and w.name.value == "support"
+    w.show_internal.value = True  # the switch
+    assert w.name.options == ("judge:judge", "support") and w.name.value == "support"
+    assert wb.widgets.prompts(bench, internal=True).name.options == ("judge:judge", "support")
+
+
+def test_no_button_label_is_cut(bench, support, ds):
+    w = wb.widgets.prompts(bench, dataset=ds)
+    buttons = [c for c in _walk(w) if isinstance(c, ipywidgets.Button)]
+    assert {b.description for b in buttons} >= {"Register new version", "Register anyway", "Try on 3 items", "Diff"}
+    # A fixed width would cut a long label at 1024 px; auto fits the label.
+    assert all(b.layout.width == "auto" for b in buttons), [(b.description, b.layout.width) for b in buttons]
+
+
+def _walk(widget):
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from _walk(child)
+
+
+def test_a_version_whose_preview_misses_a_variable_needs_a_confirmation(bench, support, ds):
+    w = wb.widgets.prompts(bench, dataset=ds)
+    w.editor.value = "Context: {context}\nQuestion: {question}\nTone: {tone}"
+    assert w.missing_variables() == ["tone"]
+    assert "tone" in w.preview_html.value  # the preview says so first
+    assert w.confirm_button.layout.display == "none"
+    w.register_button.click()
+    assert [v.version for v in bench.prompts.history("support")] == [1, 2]  # refused
+    assert "Not registered: the preview misses &#x27;tone&#x27;" in w.message.value
+    assert w.confirm_button.layout.display is None  # now offered
+    w.confirm_button.click()
+    assert [v.version for v in bench.prompts.history("support")] == [1, 2, 3]
+    assert "Registered support@v3" in w.message.value and w.confirm_button.layout.display == "none"
+    # With every variable there, one click registers.
+    w.editor.value = "Q: {question}"
+    w.register_button.click()
+    assert bench.prompts.history("support")[-1].template == "Q: {question}"
+
+
+def test_each_version_shows_its_latency_cost_and_quality(bench, support, ds):
+    v1, v2 = support
+    exp = bench.experiment("m", dataset=ds, variants={"A": v1, "B": v2},
+                           scorers=[wb.scorers.contains_reference()]).run(progress=False)
+    m = wb.widgets.prompts(bench, dataset=ds).metrics("support")
+    t = exp.traces_df().filter(pl.col("status") == "ok")
+    q = exp.quality()
+    for v, name in ((1, "A"), (2, "B")):
+        row = m.filter(pl.col("version") == v).row(0, named=True)
+        mine = t.filter(pl.col("variant") == name)
+        assert row["calls"] == exp.traces_df().filter(pl.col("variant") == name).height
+        assert row["latency_mean_ms"] == pytest.approx(mine["latency_ms"].mean())
+        assert row["cost_mean_usd"] == pytest.approx(mine["cost_usd"].mean())
+        quality = q.filter((pl.col("variant") == name) & (pl.col("scorer") == "contains_reference"))["mean"][0]
+        assert row["quality_contains_reference"] == pytest.approx(quality)  # one repeat: item means are the scores
+    w = wb.widgets.prompts(bench, dataset=ds)
+    w.version.value = 1
+    table = html.unescape(w.info_html.value.split("<b>Versions</b>")[1])
+    v1_row = table.split("<td>v1</td>")[1].split("</tr>")[0]
+    row = m.filter(pl.col("version") == 1).row(0, named=True)
+    for text in (_format.ms(row["latency_mean_ms"]), _format.money(row["cost_mean_usd"]),
+                 _format.num(row["quality_contains_reference"], 3)):
+        assert f"<td>{text}</td>" in v1_row, text
+    assert "avg contains_reference" in table
+    assert w.info_html.value.startswith('<div class="wb-out tex2jax_ignore mathjax_ignore')  # MathJax skips it
+
+
+def test_a_version_without_calls_says_n_a(bench, support):
+    m = prompt_metrics(bench, "support")
+    assert m["calls"].to_list() == [0, 0] and m["latency_mean_ms"].null_count() == 2
+    w = wb.widgets.prompts(bench)
+    assert "<td>n/a</td>" in w.info_html.value and "nan" not in w.info_html.value

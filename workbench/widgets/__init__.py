@@ -1,7 +1,10 @@
-"""ipywidgets views: compare outputs and rate them, browse prompts and traces, watch a run.
+"""Notebook views: compare outputs and rate them, explore traces, browse prompts, watch a run.
 
-Every control can be driven from Python (set values, call ``click()``), so the
-widgets are tested without a browser.
+The compare grid and the traces explorer are anywidgets (`_common.HTMLView`:
+Python renders escaped HTML, a small ES module shipped in ``_static/`` draws
+it and reports clicks and keys); the prompts and live widgets are ipywidgets.
+Every action can be driven from Python, so the widgets are tested without a
+browser; ``tests/test_browser_widgets.py`` checks the browser side in JupyterLab.
 """
 
 from __future__ import annotations
@@ -12,24 +15,27 @@ from typing import Any
 # their names, are what ``wb.widgets.compare`` and friends stay bound to.
 from .compare import CompareWidget
 from .live import ExperimentWidget
-from .prompts import PromptsWidget
+from .prompts import PromptsWidget, prompt_metrics
 from .traces import TracesWidget
 
-__all__ = ["CompareWidget", "ExperimentWidget", "PromptsWidget", "TracesWidget", "compare", "experiment", "prompts", "traces"]
+__all__ = [
+    "CompareWidget", "ExperimentWidget", "PromptsWidget", "TracesWidget", "compare", "experiment", "prompt_metrics",
+    "prompts", "traces",
+]
 
 
 def compare(exp: Any, a: str = "A", b: str = "B", **kwargs: Any) -> CompareWidget:
-    """Side-by-side outputs of two variants, with ratings written to the store."""
+    """A grid of every item, variant and repeat, and a side-by-side view to rate (ratings go to the file)."""
     return CompareWidget(exp, a=a, b=b, **kwargs)
 
 
 def prompts(bench: Any, **kwargs: Any) -> PromptsWidget:
-    """Browse, diff, edit and try prompt versions."""
+    """Browse, diff, edit and try prompt versions, with each version's metrics."""
     return PromptsWidget(bench, **kwargs)
 
 
 def traces(bench: Any, **kwargs: Any) -> TracesWidget:
-    """A filterable, paged table of traces with a detail view."""
+    """The traces explorer: one-line rows, a detail with the span waterfall, filters and full-text search."""
     return TracesWidget(bench, **kwargs)
 
 

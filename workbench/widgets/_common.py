@@ -1,21 +1,27 @@
-"""Helpers the widgets share: escaping, word diffs, scroll boxes, inline messages.
+"""Helpers the widgets share: the HTML view base class, word diffs, scroll boxes, messages.
 
-Everything that reaches an ``HTML`` widget goes through `esc` first: model
-output, inputs and references are text, never markup.
+Everything that reaches the page goes through `esc` first: model output,
+inputs and references are text, never markup. Numbers go through `_format`.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
-import math
+import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from .._html import esc
+import anywidget
+import traitlets
+
+from .. import _format
+from .._html import esc, root
 
 __all__ = [
+    "HTMLView",
     "MAX_DIFF_WORDS",
     "error_html",
     "guarded",
@@ -117,15 +123,12 @@ def info_html(message: Any) -> str:
 
 
 def money(x: Any) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "unknown"
-    return f"${x:,.6f}"
+    """Dollars for a person (``$0.0000468``); ``unknown`` when the price is not known."""
+    return "unknown" if _format.missing(x) else _format.money(x)
 
 
 def ms(x: Any) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    return f"{x:,.0f} ms"
+    return _format.ms(x)
 
 
 def guarded(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -142,9 +145,132 @@ def guarded(method: Callable[..., Any]) -> Callable[..., Any]:
             return method(self, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - shown inline instead of lost in a log
             self.last_error = exc
-            self.message.value = error_html(f"{type(exc).__name__}: {exc}")
+            self.show_message(error_html(f"{type(exc).__name__}: {exc}"))
             return None
 
     return wrapper
 
 
+
+
+# -- the HTML view: Python renders, a small ES module draws and reports clicks and keys -------
+
+STATIC = Path(__file__).with_name("_static")
+"""The front end shipped inside the package (works offline; anywidget loads it over the widget comm)."""
+
+
+def arg(value: Any) -> str:
+    """A value for ``data-wb-arg`` (JSON, escaped for an attribute)."""
+    return esc(json.dumps(value, separators=(",", ":")))
+
+
+def attrs(action: str, value: Any = None) -> str:
+    """``data-wb-action`` and ``data-wb-arg`` attributes for a clickable element."""
+    return f'data-wb-action="{esc(action)}"' + ("" if value is None else f' data-wb-arg="{arg(value)}"')
+
+
+def button(label: str, action: str, value: Any = None, *, title: str = "", on: bool = False,
+           disabled: bool = False, cls: str = "") -> str:
+    """A button the front end reports as a click on ``action`` (label and title are escaped)."""
+    classes = " ".join(x for x in ("wb-btn", "wb-on" if on else "", cls) if x)
+    extra = (f' title="{esc(title)}"' if title else "") + (" disabled" if disabled else "")
+    return f'<button type="button" class="{classes}" {attrs(action, value)}{extra}>{esc(label)}</button>'
+
+
+def select(name: str, options: list[tuple[str, str]], value: str, *, title: str = "") -> str:
+    """A ``<select>`` whose changes reach `HTMLView.on_change` as ``name``."""
+    opts = "".join(
+        f'<option value="{esc(v)}"{" selected" if v == value else ""}>{esc(label)}</option>' for label, v in options
+    )
+    tip = f' title="{esc(title)}"' if title else ""
+    return f'<select class="wb-select" data-wb-input="{esc(name)}"{tip}>{opts}</select>'
+
+
+class HTMLView(anywidget.AnyWidget):
+    """A widget drawn from HTML that Python renders; the browser only reports what the person does.
+
+    ``shell`` is the outer HTML with ``<div data-wb-slot="NAME">`` holes (its
+    outermost element from `_html.root`), ``parts`` the HTML of each hole: the
+    front end redraws only the parts that changed, keeping focus, typed text
+    and scroll positions. ``hotkeys`` lists the single keys the widget handles
+    while it has focus (and no text box does).
+
+    The browser sends messages that land in `on_click`, `on_input`,
+    `on_enter`, `on_change` and `on_key`; tests send the same messages with
+    `send_front` (the path a real click takes), or call the public methods.
+    """
+
+    _esm = (STATIC / "view.js").read_text(encoding="utf-8")
+    _css = (STATIC / "view.css").read_text(encoding="utf-8")
+    shell = traitlets.Unicode("").tag(sync=True)
+    parts = traitlets.Dict().tag(sync=True)
+    hotkeys = traitlets.List(traitlets.Unicode()).tag(sync=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.last_error: Exception | None = None
+        self._pending: dict[str, str] | None = None
+        self.on_msg(self._on_front)
+
+    # -- drawing ---------------------------------------------------------------------------
+
+    def set_parts(self, **html: str) -> None:
+        """Replace some parts' HTML; one message to the browser for all of them."""
+        parts = dict(self.parts)
+        parts.update(html)
+        self.parts = parts
+
+    def part(self, name: str) -> str:
+        """The HTML of one part as the browser has it."""
+        return self.parts.get(name, "")
+
+    def show_message(self, html: str) -> None:
+        self.set_parts(message=html)
+
+    @property
+    def text(self) -> str:
+        """Every part's HTML joined: what tests search for visible text."""
+        return "".join(self.parts.values())
+
+    # -- what the browser sends ------------------------------------------------------------
+
+    def send_front(self, message: dict[str, Any]) -> None:
+        """Handle ``message`` exactly as if the browser had sent it (``{"type": "click", ...}``)."""
+        self._handle_custom_msg(message, [])
+
+    def _on_front(self, _widget: Any, content: dict[str, Any], _buffers: Any) -> None:
+        self._dispatch(content)
+
+    @guarded
+    def _dispatch(self, content: dict[str, Any]) -> None:
+        kind = content.get("type")
+        if kind == "click":
+            raw = content.get("arg")
+            self.on_click(str(content.get("action")), None if raw is None else json.loads(raw))
+        elif kind == "input":
+            self.on_input(str(content.get("name")), content.get("value"))
+        elif kind == "enter":
+            self.on_enter(str(content.get("name")), content.get("value"))
+        elif kind == "change":
+            self.on_change(str(content.get("name")), content.get("value"))
+        elif kind == "key":
+            self.on_key(str(content.get("key")))
+
+    def on_click(self, action: str, value: Any) -> None:
+        """A click on an element with ``data-wb-action``."""
+
+    def on_input(self, name: str, value: Any) -> None:
+        """Text typed into the box ``name`` (every keystroke; no redraw needed)."""
+
+    def on_enter(self, name: str, value: Any) -> None:
+        """Enter pressed in the box ``name``."""
+
+    def on_change(self, name: str, value: Any) -> None:
+        """A select or checkbox ``name`` changed."""
+
+    def on_key(self, key: str) -> None:
+        """A single key from `hotkeys`, pressed with focus in the widget."""
+
+    def shell_html(self, inner: str, cls: str) -> str:
+        """The outer element (through `_html.root`, so MathJax leaves it alone)."""
+        return root(inner, cls=cls)

@@ -1,10 +1,17 @@
 """Browse, diff, edit and try prompt versions.
 
 ``wb.widgets.prompts(bench, dataset=ds)``: pick a prompt and a version to see
-its template, params, labels and label moves; diff any two versions; edit the
+its template, params, labels and label moves, and every version's metrics
+(calls, errors, average latency and cost from its traces, average quality
+from the experiments that scored it); diff any two versions; edit the
 template, model and params and register the result as a new version; preview
 the editor's text rendered with a dataset item; and try the selected version
 on the first few items, as traced calls.
+
+It opens on your prompts: internal ones (an LLM judge's ``judge:...``
+prompts) show only with ``internal=True`` or the "judge prompts" switch. A
+version whose preview misses a variable is not registered until you press
+"Register anyway".
 
 Everything goes through ``bench.prompts`` and ``bench.complete``; errors
 (a malformed template, a missing variable, a failed call) are shown inline.
@@ -16,23 +23,77 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
+import traitlets
 
-from .. import _html
-from .._html import esc
+from .. import _format, _html
+from .._html import esc, root
 from ..errors import ConfigError, PromptError, WorkbenchError
 from ..prompts import PromptVersion
 from ._common import error_html, guarded, info_html, money, ms, scroll_box
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from ..bench import Workbench
     from ..datasets import Dataset
 
-__all__ = ["PromptsWidget"]
+__all__ = ["INTERNAL_PREFIXES", "PromptsWidget", "prompt_metrics"]
+
+INTERNAL_PREFIXES = ("judge:",)
+"""Prompt names the package registers for itself (LLM judges): hidden unless asked for."""
 
 TRY_ITEMS = 3
 """Items the "Try" button calls the model on."""
 HISTORY_ROWS = 20
 """Label moves shown, newest first."""
+
+
+class _Out(W.HTML):
+    """An HTML widget whose value always sits in `_html.root` (MathJax leaves it alone)."""
+
+    @traitlets.validate("value")
+    def _rooted(self, proposal: Any) -> str:
+        value = proposal["value"] or ""
+        return value if not value or value.startswith('<div class="wb-out ') else root(value)
+
+
+def prompt_metrics(bench: Workbench, name: str) -> pl.DataFrame:
+    """Per version of prompt ``name``: calls, errors, average latency and cost, and average quality.
+
+    Latency and cost are over the version's successful model calls (every
+    trace with this prompt: experiments, the "Try" button, production); each
+    scorer's quality (``quality_<scorer>``) is the mean of the scores those
+    calls got in experiments. Judges' own calls are not counted.
+    """
+    import polars as pl
+
+    from .. import frames
+
+    bench.flush()
+    t = frames.traces_df(
+        bench.store, prompt_name=name, kind="llm",
+        columns=["id", "prompt_version", "status", "latency_ms", "cost_usd", "experiment_id"], parse_times=False,
+    )
+    ok = pl.col("status") == "ok"
+    out = t.group_by("prompt_version").agg(
+        pl.len().alias("calls"),
+        (pl.col("status") == "error").sum().alias("errors"),
+        pl.col("latency_ms").filter(ok).mean().alias("latency_mean_ms"),
+        pl.col("cost_usd").filter(ok).mean().alias("cost_mean_usd"),
+    )
+    versions = pl.DataFrame({"version": [v.version for v in bench.prompts.history(name)]}, schema={"version": pl.Int64})
+    out = versions.join(out.rename({"prompt_version": "version"}), on="version", how="left")
+    experiments = [e for e in t["experiment_id"].unique().to_list() if e is not None]
+    if experiments:
+        scores = pl.concat([frames.scores_df(bench.store, e) for e in experiments]).select("trace_id", "scorer", "value")
+        quality = (
+            scores.join(t.select("id", "prompt_version"), left_on="trace_id", right_on="id")
+            .group_by("prompt_version", "scorer").agg(pl.col("value").mean())
+            .pivot("scorer", index="prompt_version", values="value")
+        )
+        quality = quality.rename({c: f"quality_{c}" for c in quality.columns if c != "prompt_version"})
+        out = out.join(quality.rename({"prompt_version": "version"}), on="version", how="left")
+    return out.with_columns(pl.col("calls", "errors").fill_null(0)).sort("version", descending=True)
 
 
 class PromptsWidget(W.VBox):
@@ -42,12 +103,14 @@ class PromptsWidget(W.VBox):
         bench: the workbench.
         dataset: a Dataset (or the name of one) whose items feed the preview and "Try".
         try_items: how many items "Try" calls the model on.
+        internal: list the package's own prompts too (LLM judges' ``judge:...``).
 
     Drive it from Python like a user would: ``w.name.value = "support"``,
     ``w.editor.value = "..."``, ``w.register_button.click()``.
     """
 
-    def __init__(self, bench: Workbench, dataset: Dataset | str | None = None, *, try_items: int = TRY_ITEMS) -> None:
+    def __init__(self, bench: Workbench, dataset: Dataset | str | None = None, *, try_items: int = TRY_ITEMS,
+                 internal: bool = False) -> None:
         from ..datasets import Dataset
 
         if isinstance(dataset, str):
@@ -59,8 +122,10 @@ class PromptsWidget(W.VBox):
         self.bench = bench
         self.dataset = dataset
         self.try_items = try_items
+        self.internal = internal
         self.last_error: Exception | None = None
         self._syncing = False
+        self._confirm_missing: list[str] = []
         self._build_controls()
         super().__init__(children=self._layout(), layout=W.Layout(width="100%"))
         self.refresh()
@@ -72,13 +137,16 @@ class PromptsWidget(W.VBox):
         self.version = W.Dropdown(description="Version", options=[], tooltip="Version of the prompt")
         self.refresh_button = W.Button(description="Reload", tooltip="Read prompts and labels from the store again",
                                        layout=W.Layout(width="auto"))
-        self.info_html = W.HTML()
+        self.show_internal = W.Checkbox(value=self.internal, description="judge prompts", indent=False,
+                                        tooltip="Also list the prompts LLM judges register (judge:...)",
+                                        layout=W.Layout(width="auto"))
+        self.info_html = _Out()
 
         self.diff_a = W.Dropdown(description="From", options=[], layout=W.Layout(width="220px"))
         self.diff_b = W.Dropdown(description="To", options=[], layout=W.Layout(width="220px"))
         self.diff_button = W.Button(description="Diff", tooltip="Show what changed between the two versions",
                                     layout=W.Layout(width="auto"))
-        self.diff_html = W.HTML()
+        self.diff_html = _Out()
 
         self.editor = W.Textarea(description="Template", rows=8, continuous_update=False,
                                  layout=W.Layout(width="100%"),
@@ -87,24 +155,31 @@ class PromptsWidget(W.VBox):
         self.params = W.Textarea(description="Params", rows=2, continuous_update=False, layout=W.Layout(width="100%"),
                                  placeholder='JSON object, e.g. {"temperature": 0.2, "max_tokens": 300}')
         self.register_button = W.Button(description="Register new version", button_style="primary",
-                                        tooltip="Save the editor's template, model and params as the next version")
-        self.message = W.HTML()
+                                        tooltip="Save the editor's template, model and params as the next version",
+                                        layout=W.Layout(width="auto"))
+        self.confirm_button = W.Button(description="Register anyway", button_style="warning",
+                                       tooltip="Register although the preview misses a variable",
+                                       layout=W.Layout(width="auto", display="none"))
+        self.message = _Out()
 
         items = [] if self.dataset is None else [i.item_id for i in self.dataset.items]
         self.preview_item = W.Dropdown(description="Item", options=items, value=items[0] if items else None,
                                        disabled=not items, tooltip="Dataset item whose inputs fill the template")
         self.preview_button = W.Button(description="Preview", tooltip="Render the editor's template with the item's inputs",
                                        layout=W.Layout(width="auto"))
-        self.preview_html = W.HTML()
+        self.preview_html = _Out()
         self.try_button = W.Button(description=f"Try on {self.try_items} items", disabled=self.dataset is None,
-                                   tooltip=f"Call the model with the selected version on the first {self.try_items} items (traced)")
-        self.try_html = W.HTML()
+                                   tooltip=f"Call the model with the selected version on the first {self.try_items} items (traced)",
+                                   layout=W.Layout(width="auto"))
+        self.try_html = _Out()
 
         self.name.observe(self._on_name, names="value")
         self.version.observe(self._on_version, names="value")
         self.refresh_button.on_click(lambda _: self.refresh())
         self.diff_button.on_click(lambda _: self.show_diff())
         self.register_button.on_click(lambda _: self.register())
+        self.confirm_button.on_click(lambda _: self.register(confirm=True))
+        self.show_internal.observe(self._on_internal, names="value")
         self.preview_button.on_click(lambda _: self.preview())
         self.preview_item.observe(lambda _: self.preview(), names="value")
         for box in (self.editor, self.model, self.params):
@@ -115,14 +190,17 @@ class PromptsWidget(W.VBox):
         browse = W.VBox([self.info_html])
         diff = W.VBox([W.HBox([self.diff_a, self.diff_b, self.diff_button]), self.diff_html])
         edit = W.VBox([
-            self.editor, self.model, self.params, self.register_button,
-            W.HTML("<b>Preview</b> <small>(the editor's text, rendered with a dataset item)</small>"),
+            self.editor, self.model, self.params,
+            W.HBox([self.register_button, self.confirm_button], layout=W.Layout(flex_flow="row wrap")),
+            _Out("<b>Preview</b> <small>(the editor's text, rendered with a dataset item)</small>"),
             W.HBox([self.preview_item, self.preview_button]), self.preview_html,
-            W.HTML("<b>Try</b> <small>(the selected, registered version)</small>"),
+            _Out("<b>Try</b> <small>(the selected, registered version)</small>"),
             self.try_button, self.try_html,
         ])
         tabs = W.Tab(children=[browse, diff, edit], titles=["Version", "Diff", "Edit, preview, try"])
-        return [W.HBox([self.name, self.version, self.refresh_button]), self.message, tabs]
+        top = W.HBox([self.name, self.version, self.refresh_button, self.show_internal],
+                     layout=W.Layout(flex_flow="row wrap", align_items="center"))
+        return [top, self.message, tabs]
 
     # -- selection ---------------------------------------------------------------------------
 
@@ -136,7 +214,7 @@ class PromptsWidget(W.VBox):
     @guarded
     def refresh(self) -> None:
         """Read prompt names, versions and labels from the store again, keeping the selection."""
-        names = self.bench.prompts.names()
+        names = [n for n in self.bench.prompts.names() if self.internal or not n.startswith(INTERNAL_PREFIXES)]
         keep = self.name.value if self.name.value in names else (names[0] if names else None)
         self._syncing = True
         try:
@@ -150,6 +228,11 @@ class PromptsWidget(W.VBox):
             self._show_version()
             return
         self._load_name(keep, keep_version=self.version.value)
+
+    @guarded
+    def _on_internal(self, change: dict[str, Any]) -> None:
+        self.internal = bool(change["new"])
+        self.refresh()
 
     @guarded
     def _on_name(self, change: dict[str, Any]) -> None:
@@ -219,10 +302,19 @@ class PromptsWidget(W.VBox):
         for k, v in labels.items():
             if v is not None:
                 by_version.setdefault(v, []).append(k)
-        versions = [
-            (f"v{v.version}", v.created_at[:19], v.model, v.content_hash[:19], ", ".join(sorted(by_version.get(v.version, []))))
-            for v in reversed(prompts.history(pv.name))
-        ]
+        metrics = {r["version"]: r for r in prompt_metrics(self.bench, pv.name).iter_rows(named=True)}
+        quality_cols = sorted({k for r in metrics.values() for k in r if k.startswith("quality_")})
+        versions = []
+        for v in reversed(prompts.history(pv.name)):
+            m = metrics.get(v.version, {})
+            versions.append((
+                f"v{v.version}", v.created_at[:19].replace("T", " "), v.model, ", ".join(sorted(by_version.get(v.version, []))),
+                _format.count(m.get("calls") or 0), _format.count(m.get("errors") or 0),
+                _format.ms(m.get("latency_mean_ms")), _format.money(m.get("cost_mean_usd")),
+                *(_format.num(m.get(c), 3) for c in quality_cols),
+            ))
+        headers = ["version", "created (UTC)", "model", "labels", "calls", "errors", "avg latency", "avg cost per call",
+                   *(f"avg {c.removeprefix('quality_')}" for c in quality_cols)]
         history = _html.table(["set at (UTC)", "label", "from", "to", "action"], move_rows) if move_rows else "<i>no label moves</i>"
         return (
             f"<div><b>{esc(pv.ref)}</b> · model <code>{esc(pv.model)}</code> · params {esc(params)} · "
@@ -231,7 +323,8 @@ class PromptsWidget(W.VBox):
             f"{scroll_box(esc(pv.template), '240px')}"
             f"<div><b>Labels</b>: {esc(label_text)}</div>"
             f"<div><b>Label moves</b> (newest first){history}</div>"
-            f"<div><b>Versions</b>{_html.table(['version', 'created (UTC)', 'model', 'hash', 'labels'], versions)}</div>"
+            f"<div><b>Versions</b> <small>(latency and cost: this version's successful calls; quality: its scores "
+            f"in experiments; n/a: none yet)</small>{_html.table(headers, versions, cls='wb-table wb-metrics')}</div>"
         )
 
     # -- diff --------------------------------------------------------------------------------
@@ -259,12 +352,41 @@ class PromptsWidget(W.VBox):
             raise ConfigError(f"params must be a JSON object such as {{\"temperature\": 0.2}}, got {type(params).__name__}")
         return params
 
+    def missing_variables(self) -> list[str]:
+        """Variables of the editor's template that the preview item does not have (none without a dataset)."""
+        if self.dataset is None or self.preview_item.value is None:
+            return []
+        from ..prompts import parse_template
+
+        try:
+            _, variables = parse_template(self.editor.value)
+        except PromptError:
+            return []  # a malformed template: register() refuses it with the reason
+        inputs = self.dataset[self.preview_item.value].inputs
+        return [v for v in variables if v not in inputs]
+
     @guarded
-    def register(self) -> PromptVersion | None:
-        """Register the editor's template, model and params as the next version of the selected prompt."""
+    def register(self, confirm: bool = False) -> PromptVersion | None:
+        """Register the editor's template, model and params as the next version of the selected prompt.
+
+        When the preview item lacks one of the template's variables the version
+        is not registered: the message says which, and "Register anyway"
+        (``confirm=True``) registers it all the same.
+        """
         name = self.name.value
         if not name:
             raise ConfigError("pick a prompt first; a new prompt is registered with bench.prompts.register(...)")
+        missing = self.missing_variables()
+        if missing and not confirm:
+            item = self.dataset[self.preview_item.value]  # type: ignore[index]
+            self.confirm_button.layout.display = None
+            self.message.value = error_html(
+                f"Not registered: the preview misses {', '.join(repr(v) for v in missing)} "
+                f"(item {item.item_id} has {', '.join(item.inputs) or 'no inputs'}). Fix the template, "
+                "or press “Register anyway” if callers pass it."
+            )
+            return None
+        self.confirm_button.layout.display = "none"
         base = self.version.value
         before = {v.version for v in self.bench.prompts.history(name)}
         try:
@@ -370,6 +492,16 @@ class PromptsWidget(W.VBox):
             return self._draft()
         except (PromptError, ConfigError):
             return None, False
+
+    def show_message(self, html: str) -> None:
+        self.message.value = html
+
+    def metrics(self, name: str | None = None) -> pl.DataFrame:
+        """`prompt_metrics` of ``name`` (default: the selected prompt)."""
+        name = name or self.name.value
+        if not name:
+            raise ConfigError("no prompt selected; pass a prompt name")
+        return prompt_metrics(self.bench, name)
 
     def __repr__(self) -> str:
         return f"<PromptsWidget {self.name.value or 'no prompt'} v{self.version.value}>"
