@@ -38,11 +38,12 @@ def _sig(x: float, digits: int) -> str:
     return f"{x:,.{decimals}f}"
 
 
-def money(x: Any, *, signed: bool = False) -> str:
+def money(x: Any, *, signed: bool = False, symbol: bool = True) -> str:
     """Dollars with a precision that fits their size.
 
     ``$1,234``, ``$12.35``, ``$0.47``, ``$0.0473``, ``$0.0000468``: two decimals
     from a dollar up (none from $10,000), three significant digits below.
+    ``symbol=False`` leaves out the ``$`` (for a column whose header says it).
     """
     if missing(x):
         return NA
@@ -58,7 +59,7 @@ def money(x: Any, *, signed: bool = False) -> str:
         body = _sig(a, 3).rstrip("0")  # $0.0012, not $0.00120
         if len(body.split(".")[1]) < 2:
             body = f"{a:.2f}"  # $0.50, not $0.5
-    return f"{_sign(x, signed)}${body}"
+    return f"{_sign(x, signed)}{'$' if symbol else ''}{body}"
 
 
 def per_thousand(x: Any) -> str:
@@ -93,14 +94,21 @@ def pvalue(p: Any) -> str:
     return f"p={_sig(p, 2)}" if p < 0.1 else f"p={p:.2f}"
 
 
-def ms(x: Any, *, signed: bool = False) -> str:
-    """Milliseconds: ``1,234 ms``, ``8.5 ms``, ``+120 ms``."""
+def ms(x: Any, *, signed: bool = False, unit: bool = True, decimals: int | None = None) -> str:
+    """Milliseconds: ``1,234 ms``, ``8.5 ms``, ``+120 ms`` (``unit=False``: ``1,234``).
+
+    ``decimals`` fixes the precision, e.g. 0 for differences between latencies
+    of hundreds of ms (``−61 ms``, not ``−60.8 ms``).
+    """
     if missing(x):
         return NA
     x = float(x)
     a = abs(x)
-    body = f"{a:,.0f}" if a >= 100 else (f"{a:.1f}" if a >= 1 else _sig(a, 2) if a else "0")
-    return f"{_sign(x, signed)}{body} ms"
+    if decimals is not None:
+        body = f"{a:,.{decimals}f}"
+    else:
+        body = f"{a:,.0f}" if a >= 100 else (f"{a:.1f}" if a >= 1 else _sig(a, 2) if a else "0")
+    return f"{_sign(x, signed)}{body}{' ms' if unit else ''}"
 
 
 def num(x: Any, digits: int = 3, *, signed: bool = False) -> str:
@@ -121,3 +129,8 @@ def interval(low: Any, high: Any, fmt: Any = num, **kwargs: Any) -> str:
     if missing(low) or missing(high):
         return NA
     return f"{fmt(low, **kwargs)} to {fmt(high, **kwargs)}"
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 call``, ``360 calls``, ``1,000 items``."""
+    return f"{count(n)} {word if n == 1 else (words or word + 's')}"
