@@ -7,6 +7,7 @@ takes None or NaN and says ``n/a`` (callers that know why say so beside it).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 NA = "n/a"
@@ -134,3 +135,35 @@ def interval(low: Any, high: Any, fmt: Any = num, **kwargs: Any) -> str:
 def plural(n: int, word: str, words: str | None = None) -> str:
     """``1 call``, ``360 calls``, ``1,000 items``."""
     return f"{count(n)} {word if n == 1 else (words or word + 's')}"
+
+
+def column(name: str, *, pretty: bool = True) -> tuple[str, Callable[[Any], str]]:
+    """A frame column's header with its unit, and how its values read.
+
+    By the column naming habits (``*_usd``, ``*_ms``, ``latency_*``, ``*rate*``,
+    ``*tokens*``), so units land in headers: ``cost_per_item_usd`` reads
+    ``cost per item ($)`` with ``0.000232``, ``latency_p50_ms`` reads
+    ``latency p50 (ms)``. ``pretty=False`` keeps the column's own name
+    (``cost_per_item_usd ($)``), for readers who will select it by name.
+    """
+    words = name.replace("_", " ") if pretty else name
+    if name.endswith("_usd") or name == "cost":
+        return f"{words.removesuffix(' usd') if pretty else words} ($)", lambda v: money(v, symbol=False)
+    if name.endswith("_ms") or name.startswith(("latency_", "ttft_")):
+        return f"{words.removesuffix(' ms') if pretty else words} (ms)", lambda v: ms(v, unit=False)
+    if "rate" in name:
+        return words, pct
+    if "tokens" in name:
+        return words, lambda v: NA if missing(v) else count(v) if isinstance(v, int) else f"{float(v):,.1f}"
+    return words, plain
+
+
+def plain(value: Any) -> str:
+    """Any cell value: integers with separators, other numbers to 3 decimals, n/a for nothing, text as is."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return count(value)
+    if isinstance(value, float):
+        return num(value)
+    return NA if value is None else str(value)

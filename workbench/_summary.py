@@ -83,20 +83,29 @@ class Summary(pl.DataFrame):
         return ": ".join(bits)
 
     def html(self) -> str:
-        """The readout as HTML (not wrapped in ``_html.root``)."""
+        """The readout as HTML (not wrapped in ``_html.root``).
+
+        Narrower than the text: a scorer's interval sits small under its mean,
+        and headers may wrap, so ten columns fit a notebook at 1024 px.
+        """
         heads, rows, numeric = self.cells()
-        cell = "padding:3px 10px;border-bottom:1px solid #e4e7eb;white-space:nowrap;"
+        pad = "padding:3px 8px;border-bottom:1px solid #e4e7eb;"
         th = "".join(
-            f'<th style="{cell}text-align:{"right" if n else "left"};background:#eef1f5">{_html.esc(h)}</th>'
+            f'<th style="{pad}text-align:{"right" if n else "left"};vertical-align:bottom;background:#eef1f5">'
+            f"{_html.esc(h)}</th>"
             for h, n in zip(heads, numeric)
         )
-        body = "".join(
-            "<tr>" + "".join(
-                f'<td style="{cell}text-align:{"right" if n else "left"};font-variant-numeric:tabular-nums">{_html.esc(v)}</td>'
-                for v, n in zip(row, numeric)
-            ) + "</tr>"
-            for row in rows
-        )
+
+        def td(value: str, numeric: bool) -> str:
+            # "0.617 (0.532 to 0.702)": the mean on top, its interval below in small type.
+            mean, _, ci = value.partition(" (") if numeric else (value, "", "")
+            shown = _html.esc(mean) + (
+                f'<br><span style="font-size:11px;color:#52606d">{_html.esc(ci.rstrip(")"))}</span>' if ci else ""
+            )
+            return (f'<td style="{pad}white-space:nowrap;text-align:{"right" if numeric else "left"};'
+                    f'font-variant-numeric:tabular-nums;vertical-align:top">{shown}</td>')
+
+        body = "".join("<tr>" + "".join(td(v, n) for v, n in zip(row, numeric)) + "</tr>" for row in rows)
         parts = []
         title = self.title()
         if title or self.simulated:

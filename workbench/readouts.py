@@ -60,7 +60,7 @@ def item_scores(exp: Experiment, scores: pl.DataFrame | None = None) -> pl.DataF
     """Per item, variant and scorer: the mean over repeats (long frame).
 
     Only finite values count: ``n`` is how many did, ``n_bad`` how many were
-    infinite or NaN (left out, and reported by the readouts).
+    infinite or not a number (left out, and reported by the readouts).
     """
     import polars as pl
 
@@ -163,7 +163,7 @@ def _scorer_notes(exp: Experiment, scores: pl.DataFrame, variants: list[str]) ->
         of = f"of {fmt.plural(rows.height, 'value')}"
         counts = "; ".join(x for x in (
             f"{fmt.count(nulls)} {of} not scored{why}" if nulls else "",
-            f"{fmt.count(bad)} {of} infinite or NaN" if bad else "",
+            f"{fmt.count(bad)} {of} infinite or not a number" if bad else "",
         ) if x)
         usable = int(values.is_finite().sum())
         notes[s.name] = f"no usable values: {counts}" if not usable else f"{counts}; left out"
@@ -518,12 +518,12 @@ class Comparison:
         a, b = self.a, self.b
         return vd.details(
             "Details: statistics, power and pass rates, cost and latency",
-            "<p><b>Per scorer</b> (paired over items; p-values from a t test on the item differences)</p>"
-            + _html.table(["scorer", "n", f"mean {a}", f"mean {b}", "diff", conf, "p", "p (Holm)"], stats_rows)
-            + "<p><b>Power and pass rates</b> (MDE and n needed at 80% power)</p>"
-            + _html.table(["scorer", "MDE", "target effect", "n needed", f"pass {a}", f"pass {b}", "McNemar p"], power_rows)
-            + "<p><b>Cost and latency</b></p>"
-            + _html.table(["metric", a, b, "diff", conf, "test"], other_rows),
+            '<div style="margin-top:6px"><b>Per scorer</b> (paired over items; p from a t test on the item differences)</div>'
+            + vd.table(["scorer", "n", f"mean {a}", f"mean {b}", "diff", conf, "p", "p (Holm)"], stats_rows)
+            + "<div><b>Power and pass rates</b> (MDE and n needed at 80% power)</div>"
+            + vd.table(["scorer", "MDE", "target effect", "n needed", f"pass {a}", f"pass {b}", "McNemar p"], power_rows)
+            + "<div><b>Cost and latency</b></div>"
+            + vd.table(["metric", a, b, "diff", conf, "test"], other_rows),
         )
 
     def __str__(self) -> str:

@@ -458,6 +458,23 @@ def html(card: Card, *, wrap: bool = True) -> str:
     return f'<div class="wb-card" style="{style}">{inner}</div>'
 
 
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A compact table with inline styles (the card carries no stylesheet): first column text, the rest numbers."""
+    cell = "padding:2px 8px;border-bottom:1px solid #e4e7eb;white-space:nowrap;"
+
+    def align(i: int) -> str:
+        return "left" if i == 0 else "right"
+
+    head = "".join(f'<th style="{cell}text-align:{align(i)};background:#eef1f5">{_html.esc(h)}</th>' for i, h in enumerate(headers))
+    body = "".join(
+        "<tr>" + "".join(f'<td style="{cell}text-align:{align(i)};font-variant-numeric:tabular-nums">{_html.esc(c)}</td>'
+                         for i, c in enumerate(row)) + "</tr>"
+        for row in rows
+    )
+    return (f'<table style="border-collapse:collapse;font-size:12px;margin:2px 0 8px">'
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
 def details(summary: str, content: str) -> str:
     """A collapsed section; ``content`` must be escaped HTML."""
     return (
