@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 NA = "n/a"
@@ -166,4 +167,6 @@ def plain(value: Any) -> str:
         return count(value)
     if isinstance(value, float):
         return num(value)
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M") + (" UTC" if value.utcoffset() == timedelta(0) else "")
     return NA if value is None else str(value)

@@ -513,8 +513,10 @@ class Comparison:
                        fmt.interval(c["ci_low"], c["ci_high"], fmt.money, signed=True), f"paired t, {fmt.pvalue(c['p_value'])}")]
         for r in self.latency.iter_rows(named=True):
             test = f"Mann-Whitney {fmt.pvalue(r['mann_whitney_p'])}" if r["mann_whitney_p"] is not None else "bootstrap"
-            other_rows.append((f"latency {r['stat']}", fmt.ms(r["a"]), fmt.ms(r["b"]), fmt.ms(r["diff"], signed=True),
-                               fmt.interval(r["ci_low"], r["ci_high"], fmt.ms, signed=True), test))
+            d = vd.ms_decimals(r["a"], r["b"])
+            other_rows.append((f"latency {r['stat']}", fmt.ms(r["a"], decimals=d), fmt.ms(r["b"], decimals=d),
+                               fmt.ms(r["diff"], signed=True, decimals=d),
+                               fmt.interval(r["ci_low"], r["ci_high"], fmt.ms, signed=True, decimals=d), test))
         a, b = self.a, self.b
         return vd.details(
             "Details: statistics, power and pass rates, cost and latency",

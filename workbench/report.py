@@ -40,7 +40,7 @@ h3{font-size:15px;margin:18px 0 6px}
 table{border-collapse:collapse;margin:8px 0;background:#fff;font-size:13px}
 th,td{border:1px solid #d9dee5;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#eef1f5}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 pre{white-space:pre-wrap;word-break:break-word;margin:0;font:12px/1.4 ui-monospace,Menlo,Consolas,monospace;max-height:320px;overflow:auto}
 .cut{color:#b45309;font-style:italic}
 .charts{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
@@ -306,8 +306,8 @@ def _items_section(exp: Experiment, a: str, b: str, scorer: str) -> str:
         f"<h2>Per item: {esc(b)} vs {esc(a)} on {esc(scorer)}</h2>"
         f'<p class="meta">{esc(fmt.plural(regress.height, "regression"))}, {esc(fmt.plural(improve.height, "improvement"))}, '
         f"{esc(fmt.count(unchanged))} unchanged or unscored. Regressions first.</p>"
-        '<table class="items"><colgroup><col style="width:8%"><col style="width:20%"><col style="width:11%">'
-        '<col style="width:23%"><col style="width:23%"><col style="width:5%"><col style="width:5%"><col style="width:5%">'
+        '<table class="items"><colgroup><col style="width:8%"><col style="width:19%"><col style="width:10%">'
+        '<col style="width:21%"><col style="width:21%"><col style="width:7%"><col style="width:7%"><col style="width:7%">'
         f"</colgroup><thead><tr><th>item</th><th>inputs</th><th>reference</th><th>output {esc(a)}</th><th>output {esc(b)}</th>"
         f"<th>{esc(a)}</th><th>{esc(b)}</th><th>Δ</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
         + (f'<p class="note">{esc(fmt.plural(more, "more item"))} not shown; see exp.items() in a notebook.</p>' if more > 0 else "")
@@ -355,7 +355,8 @@ def traces_report(bench: Workbench, every: str | None = None, **filters: Any) ->
         page.add('<p class="meta">No model calls recorded yet.</p>')
         return page.render()
     first, last = llm["started_at"].min(), llm["started_at"].max()
-    page.add(f'<div class="meta">{llm.height:,} model calls from {esc(first)} to {esc(last)} · file {esc(bench.path)}</div>')
+    page.add(f'<div class="meta">{esc(fmt.plural(llm.height, "model call"))} from {esc(fmt.plain(first))} to '
+             f'{esc(fmt.plain(last))} · file {esc(bench.path)}</div>')
     if llm["simulated"].fill_null(0).max():
         page.add(SIMULATED_BANNER)
     if every is None:

@@ -268,9 +268,7 @@ def _cost_parts(card: Card, c: Cost) -> list[str]:
 def _latency_parts(card: Card, lat: Latency) -> list[str]:
     if lat.kind == EMPTY:
         return [f"{lat.stat}: no successful calls to compare"]
-    # Whole milliseconds once latencies reach 100 ms: a tenth of a ms is noise there.
-    sizes = [abs(float(x)) for x in (lat.a, lat.b) if not fmt.missing(x)]
-    digits = 0 if sizes and max(sizes) >= 100 else None
+    digits = ms_decimals(lat.a, lat.b)
 
     def ms(x: Any, unit: bool = True) -> str:
         return fmt.ms(x, signed=True, decimals=digits, unit=unit)
@@ -282,6 +280,12 @@ def _latency_parts(card: Card, lat: Latency) -> list[str]:
         ms(lat.diff),
         f"({ci})",
     ]
+
+
+def ms_decimals(*latencies: Any) -> int | None:
+    """Whole milliseconds once latencies reach 100 ms (a tenth of a ms is noise there); else ``ms``'s default."""
+    sizes = [abs(float(x)) for x in latencies if not fmt.missing(x)]
+    return 0 if sizes and max(sizes) >= 100 else None
 
 
 def join(parts: list[str]) -> str:
