@@ -12,6 +12,7 @@ first call, so the check still works when something asks for it.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 import types
@@ -25,12 +26,14 @@ SLOW = {"rfc3987_syntax": ("is_valid_syntax",)}
 class _Deferred(types.ModuleType):
     """Stands in for a module until one of its names is used."""
 
-    def __init__(self, name: str, names: tuple[str, ...], path: list[str] | None) -> None:
+    def __init__(self, name: str, names: tuple[str, ...], spec: importlib.machinery.ModuleSpec) -> None:
         super().__init__(name, f"deferred by workbench: {name} loads on first use")
         self._real: types.ModuleType | None = None
-        if path is not None:
+        # The real module's spec: importlib.util.find_spec(name) keeps answering (optional-dependency checks).
+        self.__spec__ = spec
+        if spec.submodule_search_locations is not None:
             # A package's stand-in is a package too; ``from pkg import name`` asks for __path__ first.
-            self.__path__ = path
+            self.__path__ = list(spec.submodule_search_locations)
         for attr in names:
             setattr(self, attr, self._forward(attr))
 
@@ -67,5 +70,4 @@ def defer() -> None:
         except (ImportError, ValueError):
             spec = None
         if spec is not None:
-            path = list(spec.submodule_search_locations) if spec.submodule_search_locations is not None else None
-            sys.modules[name] = _Deferred(name, names, path)
+            sys.modules[name] = _Deferred(name, names, spec)
