@@ -61,10 +61,17 @@ def _run(args: list[str], env: dict[str, str], cwd: str) -> tuple[float, str]:
     return time.perf_counter() - t0, out
 
 
+IMPORT = "import time; t = time.perf_counter(); {}; print(time.perf_counter() - t)"
+
+
 def main() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "WORKBENCH_DB")}
     with tempfile.TemporaryDirectory() as tmp:
         bare = min(_run([sys.executable, "-c", "pass"], env, tmp)[0] for _ in range(3))
+        # Altair as it imports on its own (jsonschema loads rfc3987_syntax at once), and after workbench deferred it.
+        altair_alone = min(float(_run([sys.executable, "-c", IMPORT.format("import altair")], env, tmp)[1]) for _ in range(3))
+        altair_after = min(float(_run([sys.executable, "-c", "import workbench; " + IMPORT.format("import altair")], env, tmp)[1])
+                           for _ in range(3))
         demo = [sys.executable, "-m", "workbench.cli", "demo"]
         first, _ = _run(demo, env, tmp)
         second, out = _run(demo, env, tmp)
@@ -75,6 +82,9 @@ def main() -> None:
         typo_s, typo_out = _run([sys.executable, "-c", TYPO, db], env, tmp)
         in_process, altair_loaded = typo_out.split()
     print(f"bare interpreter start (baseline):  {bare:.2f} s")
+    print(f"import altair, on its own:          {altair_alone:.2f} s")
+    print(f"import altair after workbench:      {altair_after:.2f} s  ({altair_after / altair_alone:.2f}x; "
+          "jsonschema's IRI grammars load on first use)")
     print(f"workbench demo, first run:          {first:.1f} s  ({first / bare:.0f}x baseline; 360 simulated calls)")
     print(f"workbench demo, again:              {second:.1f} s  ({second / bare:.0f}x; every call recorded, none made)")
     print("a fresh process on the demo file:")

@@ -20,8 +20,8 @@ __version__ = "0.1.0"
 
 _deferred.defer()  # charts import Altair, which imports a module that takes 1 to 10 s to load and is rarely used
 
-_LAZY = ("charts", "frames", "report", "stats", "widgets")
-"""Submodules that import heavy libraries (Altair, Polars, ipywidgets): loaded on first use."""
+_LAZY = ("charts", "demo", "frames", "report", "stats", "verdict", "widgets")
+"""Submodules loaded on first use: most import heavy libraries (Altair, Polars, ipywidgets)."""
 
 
 def __getattr__(name: str) -> _Any:
