@@ -85,27 +85,34 @@ class Summary(pl.DataFrame):
     def html(self) -> str:
         """The readout as HTML (not wrapped in ``_html.root``).
 
-        Narrower than the text: a scorer's interval sits small under its mean,
-        and headers may wrap, so ten columns fit a notebook at 1024 px.
+        Narrower than the text, to fit a notebook beside JupyterLab's file
+        browser: the model sits small under the prompt, a scorer's interval
+        under its mean, and headers break at spaces and underscores.
         """
         heads, rows, numeric = self.cells()
+        # Each cell: (main line, small line below).
+        cells = [[(v, "") if not n else _split_ci(v) for v, n in zip(row, numeric)] for row in rows]
+        if "prompt" in heads and "model" in heads:
+            ip, im = heads.index("prompt"), heads.index("model")
+            for row in cells:
+                row[ip] = (row[ip][0], row[im][0])
+                del row[im]
+            heads = [h if i != ip else "prompt, model" for i, h in enumerate(heads) if i != im]
+            numeric = [n for i, n in enumerate(numeric) if i != im]
         pad = "padding:3px 8px;border-bottom:1px solid #e4e7eb;"
         th = "".join(
             f'<th style="{pad}text-align:{"right" if n else "left"};vertical-align:bottom;background:#eef1f5">'
-            f"{_html.esc(h)}</th>"
+            f'{_html.esc(h).replace("_", "_<wbr>")}</th>'
             for h, n in zip(heads, numeric)
         )
 
-        def td(value: str, numeric: bool) -> str:
-            # "0.617 (0.532 to 0.702)": the mean on top, its interval below in small type.
-            mean, _, ci = value.partition(" (") if numeric else (value, "", "")
-            shown = _html.esc(mean) + (
-                f'<br><span style="font-size:11px;color:#52606d">{_html.esc(ci.rstrip(")"))}</span>' if ci else ""
-            )
+        def td(cell: tuple[str, str], numeric: bool) -> str:
+            main, small = cell
+            below = f'<br><span style="font-size:11px;color:#52606d">{_html.esc(small)}</span>' if small else ""
             return (f'<td style="{pad}white-space:nowrap;text-align:{"right" if numeric else "left"};'
-                    f'font-variant-numeric:tabular-nums;vertical-align:top">{shown}</td>')
+                    f'font-variant-numeric:tabular-nums;vertical-align:top">{_html.esc(main)}{below}</td>')
 
-        body = "".join("<tr>" + "".join(td(v, n) for v, n in zip(row, numeric)) + "</tr>" for row in rows)
+        body = "".join("<tr>" + "".join(td(c, n) for c, n in zip(row, numeric)) + "</tr>" for row in cells)
         parts = []
         title = self.title()
         if title or self.simulated:
@@ -151,6 +158,12 @@ class Summary(pl.DataFrame):
 
     def __repr__(self) -> str:
         return self.text()
+
+
+def _split_ci(value: str) -> tuple[str, str]:
+    """``0.617 (0.532 to 0.702)`` -> (``0.617``, ``0.532 to 0.702``); other numbers stay whole."""
+    mean, _, ci = value.partition(" (")
+    return mean, ci.removesuffix(")")
 
 
 def make(frame: pl.DataFrame, **facts: Any) -> Summary:

@@ -464,12 +464,14 @@ def html(card: Card, *, wrap: bool = True) -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A compact table with inline styles (the card carries no stylesheet): first column text, the rest numbers."""
-    cell = "padding:2px 8px;border-bottom:1px solid #e4e7eb;white-space:nowrap;"
+    cell = "padding:2px 8px;border-bottom:1px solid #e4e7eb;"
 
     def align(i: int) -> str:
         return "left" if i == 0 else "right"
 
     head = "".join(f'<th style="{cell}text-align:{align(i)};background:#eef1f5">{_html.esc(h)}</th>' for i, h in enumerate(headers))
+    # Cells may wrap between words ("−292 to" / "−15 ms"), so a narrow notebook column needs no scroll bar;
+    # a number itself has no space to break at.
     body = "".join(
         "<tr>" + "".join(f'<td style="{cell}text-align:{align(i)};font-variant-numeric:tabular-nums">{_html.esc(c)}</td>'
                          for i, c in enumerate(row)) + "</tr>"
