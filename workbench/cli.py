@@ -18,8 +18,9 @@ from .errors import WorkbenchError
 db_option = click.option("--db", "db", default=None, help="SQLite file (default: $WORKBENCH_DB or workbench.db).")
 
 
-def _open(db: str | None, **kwargs: Any) -> Any:
-    """Open an existing file for a read command; a missing one is an error, never a new empty file."""
+def _open(db: str | None, *, create: bool = False, **kwargs: Any) -> Any:
+    """Open the file. A missing one is an error naming the path, never a new empty file, unless
+    ``create`` (a command that writes, such as receiving traces, may start a file)."""
     import os
 
     from .bench import open as wb_open
@@ -27,7 +28,7 @@ def _open(db: str | None, **kwargs: Any) -> Any:
 
     given = _db(db)
     path = config.db_path(given)
-    if path != ":memory:" and not os.path.exists(path):
+    if not create and path != ":memory:" and not os.path.exists(path):
         source = ("--db" if given is not None else "WORKBENCH_DB" if os.environ.get("WORKBENCH_DB")
                   else f"the default, {config.DEFAULT_DB}")
         raise StoreError(
