@@ -500,18 +500,19 @@ class Experiment:
         if stop and stop[0] == "stopped_budget":
             outcome.status = "stopped_budget"
             outcome.message = (
-                f"experiment {self.name!r} stopped before exceeding its budget of ${self.budget_usd:g}: "
-                f"spent ${outcome.spent_usd:.4f}, {remaining} calls not made. Raise budget_usd and run() again to finish."
+                f"experiment {self.name!r} stopped before exceeding its budget of {fmt.money(self.budget_usd)}: "
+                f"spent {fmt.money(outcome.spent_usd)}, {fmt.plural(remaining, 'call')} not made. "
+                "Raise budget_usd and run() again to finish."
             )
         elif stop:
             outcome.status = "stopped_errors"
             outcome.message = (
                 f"experiment {self.name!r} stopped: error rate {outcome.errors}/{outcome.calls} exceeded "
-                f"max_error_rate={self.max_error_rate}; {remaining} calls not made."
+                f"max_error_rate={self.max_error_rate}; {fmt.plural(remaining, 'call')} not made."
             )
         elif remaining:
             outcome.status = "completed_with_errors"
-            outcome.message = f"experiment {self.name!r}: {remaining} calls failed after retries; run() again to retry them."
+            outcome.message = f"experiment {self.name!r}: {fmt.plural(remaining, 'call')} failed after retries; run() again to retry them."
         else:
             outcome.status = "completed"
         self._set_status(outcome.status, outcome.message or None)
