@@ -78,3 +78,14 @@ def test_the_report_opens_with_the_verdict_card_and_keeps_hashes_for_the_end(tmp
     assert widest <= 11
     # Hashes aside (hex digits read like exponents), no number shows as nan or in exponent notation.
     assert not re.search(r"\bnan\b|\d[eE][-+]?\d", text[: text.index("Reproduce")], flags=re.I)
+
+
+def test_a_report_before_any_call_says_so_and_draws_nothing(tmp_path, recwarn):
+    with wb.open(tmp_path / "wb.db", provider=SimulatedProvider(seed=0, time_scale=0)) as bench:
+        a = bench.prompts.register("r", template="Question: {question}", model="claude-haiku-4-5")
+        ds = bench.datasets.load("d", [{"question": f"q{i}?", "expected": "x"} for i in range(5)])
+        b = bench.prompts.register("r", template="Q: {question}", model="claude-haiku-4-5")
+        exp = bench.experiment("empty", dataset=ds, variants={"A": a, "B": b}, scorers=[wb.scorers.contains_reference()])
+        html = bench.report(exp, tmp_path / "empty.html").read_text()
+    assert "0 of 10 calls made: run exp.run()" in html and "No calls recorded yet" in html
+    assert 'class="vega-chart"' not in html and not [w for w in recwarn if "report chart" in str(w.message)]

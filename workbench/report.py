@@ -228,6 +228,10 @@ def experiment_report(exp: Experiment) -> str:
              "item once. Every column: exp.summary(wide=True).</p>")
 
     scorer_names = [s.name for s in exp.scorers]
+    if traces.height == 0:
+        page.add('<p class="meta">No calls recorded yet, so no charts or items: run exp.run(), then write the report again.</p>')
+        page.add(_reproduce_section(exp))
+        return page.render()
     page.add('<h2>Charts</h2><div class="charts">')
     page.chart("Quality per variant (95% CI)", lambda: exp.chart("quality"))
     if len(names) > 1 and scorer_names:
