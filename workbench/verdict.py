@@ -22,7 +22,7 @@ A badge says one of five things, decided by ``decide``:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import _format as fmt
@@ -201,8 +201,6 @@ class Card:
     """How p-values were adjusted, e.g. ``Holm across 2 scorers``."""
     details_html: str = ""
     """Escaped HTML shown collapsed below the card (detail tables)."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Room for callers (e.g. a rollout's traffic split); not drawn."""
 
 
 def label(kind: str, b: str, better: str = "better", worse: str = "worse") -> str:
@@ -257,11 +255,15 @@ def _metric_parts(card: Card, m: Metric) -> list[str]:
 def _cost_parts(card: Card, c: Cost) -> list[str]:
     if c.kind == EMPTY:
         return [c.note or "no priced calls to compare"]
+
+    def per_1000(x: Any) -> float | None:
+        return None if fmt.missing(x) else float(x) * 1000
+
     return [
         f"per item {fmt.money(c.a)} → {fmt.money(c.b)}",
         f"({fmt.relative(c.b, c.a)})",
-        f"{fmt.money(None if fmt.missing(c.diff) else float(c.diff) * 1000, signed=True)} per 1,000 calls",
-        f"({_ci(card, None if fmt.missing(c.ci_low) else c.ci_low * 1000, None if fmt.missing(c.ci_high) else c.ci_high * 1000, fmt.money)})",
+        f"{fmt.money(per_1000(c.diff), signed=True)} per 1,000 calls",
+        f"({_ci(card, per_1000(c.ci_low), per_1000(c.ci_high), fmt.money)})",
     ]
 
 
