@@ -1,10 +1,10 @@
-"""Run every benchmark, or the ones named: ``python -m bench [tracing ingest import runner metrics report otel otel-ingest parquet widgets]``."""
+"""Run every benchmark, or the ones named: ``python -m bench [tracing ingest import runner metrics report otel otel-ingest parquet widgets first_use]``."""
 
 from __future__ import annotations
 
 import sys
 
-from . import metrics, otel, parquet, report, runner, tracing, widgets
+from . import first_use, metrics, otel, parquet, report, runner, tracing, widgets
 
 SUITES = {
     "tracing": tracing.overhead,
@@ -17,6 +17,7 @@ SUITES = {
     "otel-ingest": otel.ingest,
     "parquet": parquet.main,
     "widgets": widgets.main,
+    "first_use": first_use.main,
 }
 
 

@@ -66,9 +66,11 @@ def reports(tmp_path_factory):
         experiment_path = bench.report(exp, tmp / "experiment.html")
         traces_path = bench.report("traces", tmp / "traces.html")
         outputs = [r["output"] for r in bench.store.query("SELECT output FROM traces WHERE kind = 'llm'")]
+        c = exp.compare("A", "B")
+        verdicts = [*c.scores["verdict"], *c.cost["verdict"], *c.latency["verdict"]]
     finally:
         bench.close()
-    return {"experiment": Path(experiment_path), "traces": Path(traces_path), "outputs": outputs}
+    return {"experiment": Path(experiment_path), "traces": Path(traces_path), "outputs": outputs, "verdicts": verdicts}
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +79,9 @@ def browser():
         yield b
 
 
-def open_report(browser, path: Path):
+def open_report(browser, path: Path, width: int = 1280, height: int = 900):
     """Open ``path`` from disk with every event recorded; wait until each chart has drawn."""
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = browser.new_page(viewport={"width": width, "height": height})
     log = PageLog(page)
     page.goto(path.as_uri())
     try:
@@ -134,6 +136,34 @@ def test_experiment_report_renders_offline_and_shows_output_as_text(reports, bro
         assert log.console_errors == [] and log.page_errors == [], log.summary()
         assert log.non_local_requests() == []
         assert log.requests == [reports["experiment"].as_uri()]
+    finally:
+        page.close()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("width", [1280, 1024])
+def test_experiment_report_opens_with_the_verdict_card_above_the_fold(reports, browser, width):
+    page, log = open_report(browser, reports["experiment"], width=width, height=800)
+    try:
+        card = page.locator(".wb-card").first
+        box = card.bounding_box()
+        assert box is not None and box["y"] >= 0
+        # The whole card, every verdict in it, is on the first screen; the page never scrolls sideways.
+        assert box["y"] + box["height"] <= 800, box
+        assert box["x"] + box["width"] <= width
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        badges = card.locator(".wb-badge").all_inner_texts()
+        assert badges == ["simulated provider", *reports["verdicts"]]
+        # Before anything else on the page: title, one meta line and the banner come first.
+        first_h2 = page.locator("h2").first.bounding_box()
+        assert first_h2["y"] > box["y"] + box["height"]
+        page.screenshot(path=str(artifact(f"report-top-{width}.png")))
+        page.screenshot(path=str(artifact(f"report-{width}.png")), full_page=True)
+        # Opening the details keeps every table inside the page.
+        card.locator("details summary").click()
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        card.screenshot(path=str(artifact(f"report-card-details-{width}.png")))
+        assert log.console_errors == [] and log.page_errors == [], log.summary()
     finally:
         page.close()
 

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 import workbench as wb
 from workbench.cli import cli
+from workbench.demo import DATASET
 from workbench.providers.simulated import SimulatedProvider
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -25,7 +24,7 @@ def filled(tmp_path):
         v1 = bench.prompts.register("support", template="Q: {question}", model="claude-haiku-4-5")
         v2 = bench.prompts.register("support", template="C: {context}\nQ: {question}", model="claude-haiku-4-5")
         bench.prompts.set_label("support", "production", v1)
-        ds = bench.datasets.load("d", ROOT / "data" / "support_qa.jsonl")
+        ds = bench.datasets.load("d", DATASET)
         bench.experiment("exp", dataset=ds, variants={"A": v1, "B": v2},
                          scorers=[wb.scorers.contains_reference()]).run(progress=False)
     return path
@@ -68,11 +67,50 @@ def test_traces_list_json_and_limit(filled):
 
 def test_experiments_list_show_compare(filled):
     listed = invoke("experiments", "--db", str(filled))
-    assert listed.output.startswith("exp\tcompleted\t120 calls")
+    assert listed.output.startswith("exp\tcompleted\t120 calls\t$0.")
     shown = invoke("experiments", "show", "exp", "--db", str(filled))
-    assert "contains_reference" in shown.output
+    assert "contains_reference (95% CI)" in shown.output and "cost/item ($)" in shown.output
+    wide = invoke("experiments", "show", "exp", "--wide", "--db", str(filled))
+    assert "  cost_per_item_usd ($): 0.000" in wide.output and "  latency_p95_ms (ms): " in wide.output
+    for text in (shown.output, wide.output):
+        assert not re.search(r"\bnan\b|\d[eE][-+]?\d", text), text
     compared = invoke("experiments", "compare", "exp", "A", "B", "--db", str(filled))
+    # The verdict card as text, as a notebook shows it.
+    with wb.open(filled, provider="simulated") as bench:
+        assert compared.output.rstrip("\n") == str(bench.experiments.get("exp").compare("A", "B"))
     assert "B better" in compared.output and "95% CI" in compared.output
+
+
+@pytest.mark.parametrize("noun", ["prompts", "traces", "experiments"])
+def test_a_bare_noun_lists(noun, filled, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_DB", str(filled))
+    bare, listed = invoke(noun), invoke(noun, "list")
+    assert bare.exit_code == 0 and bare.output == listed.output and bare.output
+
+
+@pytest.mark.parametrize("args", [["prompts"], ["prompts", "list"], ["traces"], ["experiments", "show", "x"],
+                                  ["experiments", "compare", "x"], ["report", "--out", "r.html"]])
+def test_a_read_command_never_creates_a_file(args, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WORKBENCH_DB", raising=False)
+    result = CliRunner().invoke(cli, [*args, "--db", "typo.db"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"error: no workbench file at {tmp_path / 'typo.db'} (from --db); check the path, point WORKBENCH_DB or "
+        "--db at your file, or create one with `workbench demo` or `workbench db migrate`"
+    )
+    monkeypatch.setenv("WORKBENCH_DB", str(tmp_path / "env.db"))
+    assert "(from WORKBENCH_DB)" in CliRunner().invoke(cli, args).output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_report_without_an_experiment_says_it_writes_a_traces_report(filled, tmp_path):
+    out = tmp_path / "t.html"
+    result = CliRunner().invoke(cli, ["report", "--out", str(out), "--db", str(filled)])
+    assert result.exit_code == 0 and out.exists()
+    assert "no experiment named: writing a traces report of every call in" in result.output
+    assert "(experiments: exp)" in result.output
+    assert result.output.strip().endswith(str(out))
 
 
 def test_report_command_writes_a_file(filled, tmp_path):
@@ -97,18 +135,24 @@ def test_foreign_file_is_refused_cleanly(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_end_to_end(tmp_path):
-    """`workbench demo` as `make demo` runs it: offline, a readout, a report, under a minute."""
-    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+def test_demo_end_to_end_from_any_folder(tmp_path):
+    """`workbench demo` as `make demo` runs it, in a folder with no data: offline, a readout, a report."""
+    env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "WORKBENCH_DB")}
     env["WORKBENCH_PROVIDER"] = "auto"
-    result = subprocess.run(
-        [sys.executable, "-m", "workbench.cli", "demo", "--db", str(tmp_path / "demo.db"),
-         "--dataset", str(ROOT / "data" / "support_qa.jsonl"), "--report", str(tmp_path / "demo.html")],
-        capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
-    assert "simulated" in out
-    assert "B vs A" in out and "B better" in out
-    assert (tmp_path / "demo.html").exists()
+
+    def demo() -> str:
+        result = subprocess.run([sys.executable, "-m", "workbench.cli", "demo"],
+                                capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    out = demo()
+    assert "simulated" in out and "estimate: 360 calls to make" in out
+    assert "context-helps: B vs A  [simulated provider]" in out and "B better" in out
+    assert (tmp_path / "reports" / "demo.html").exists() and (tmp_path / "workbench.db").exists()
     assert "report:" in out
+    again = demo()
+    # Every call is recorded: the second run makes none and says so; the readout is the same.
+    assert "estimate:" not in again and "nothing to do: 360 of 360 calls recorded" in again
+    card = out[out.index("context-helps: B vs A"):out.index("report:")]
+    assert card in again

@@ -484,53 +484,7 @@ def test_sync_run_and_arun_inside_a_running_loop(bench):
 # -- readouts -------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def finished(bench):
-    return context_experiment(bench, repeats=2).run(progress=False)
-
-
-def test_summary_has_a_row_per_variant(finished):
-    s = finished.summary()
-    assert s["variant"].to_list() == ["A", "B"]
-    for col in ("n_items", "repeats", "contains_reference", "contains_reference_ci_low",
-                "contains_reference_ci_high", "error_rate", "cost_usd", "latency_p50_ms", "latency_p95_ms"):
-        assert col in s.columns, col
-    for row in s.iter_rows(named=True):
-        assert row["n_items"] == 60 and row["repeats"] == 2
-        assert row["contains_reference_ci_low"] <= row["contains_reference"] <= row["contains_reference_ci_high"]
-        assert row["error_rate"] == 0.0
-        assert row["cost_usd"] > 0
-        assert 0 < row["latency_p50_ms"] <= row["latency_p95_ms"]
-    by = {r["variant"]: r for r in s.iter_rows(named=True)}
-    assert by["B"]["contains_reference"] > by["A"]["contains_reference"]
-    assert by["B"]["cost_usd"] > by["A"]["cost_usd"]  # the context is sent with every call
-
-
-def test_compare_says_context_helps(bench):
-    @wb.scorer(name="mentions_settings")
-    def mentions_settings(output: str) -> float:
-        return 1.0 if "settings" in output.lower() else 0.0
-
-    a, b = prompts(bench)
-    exp = bench.experiment(
-        "compare", dataset=dataset(bench), variants={"A": a, "B": b}, repeats=2,
-        scorers=[contains_reference(), mentions_settings],
-    ).run(progress=False)
-    c = exp.compare("A", "B")
-    assert c.scores["scorer"].to_list() == ["contains_reference", "mentions_settings"]
-    for row in c.scores.iter_rows(named=True):
-        assert row["n"] == 60
-        assert row["p_holm"] >= row["p_value"]  # two scorers: Holm adjusts upwards
-        assert row["mde"] is not None and row["mde"] > 0
-        assert "n_needed" in row
-    assert (c.scores["p_holm"] > c.scores["p_value"]).any()
-    row = c.scores.row(0, named=True)
-    assert row["verdict"] == "B better" == c.verdicts()["contains_reference"]
-    assert row["diff"] > 0 and 0 < row["ci_low"] <= row["diff"] <= row["ci_high"]
-    assert row["n_needed"] is not None and 2 <= row["n_needed"] <= 60
-    assert "B better" in str(c)
-    with pytest.raises(ConfigError, match="no variant 'C'"):
-        exp.compare("A", "C")
+# The summary and comparison tests live in test_readouts.py.
 
 
 def test_items_put_regressions_first(bench):
@@ -609,7 +563,7 @@ def test_an_unpriced_model_costs_null_not_zero(bench):
     exp = bench.experiment("unpriced", dataset=ds, variants={"A": v})
     with pytest.warns(UserWarning, match="no price known"):
         exp.run(progress=False)
-    row = exp.summary().row(0, named=True)
+    row = exp.summary(wide=True).row(0, named=True)
     assert row["cost_usd"] is None and row["cost_per_item_usd"] is None and row["unpriced_calls"] == 3
     assert bench.experiments.list()[-1]["cost_usd"] is None
 

@@ -49,3 +49,24 @@ def test_signed_and_relative():
     assert f.ms(-120, signed=True) == "\u2212120 ms"
     assert f.interval(0.519, 0.715, signed=True) == "+0.519 to +0.715"
     assert f.per_thousand(0.000468) == "$0.468 per 1,000 calls"
+
+
+def test_units_go_to_headers():
+    header, cell = f.column("cost_per_item_usd")
+    assert (header, cell(4.68e-05)) == ("cost per item ($)", "0.0000468")
+    header, cell = f.column("latency_p95_ms", pretty=False)
+    assert (header, cell(1234.5)) == ("latency_p95_ms (ms)", "1,234")
+    assert f.column("latency_p50")[0] == "latency p50 (ms)"
+    assert f.column("error_rate")[1](0.125) == "12.5%"
+    assert f.column("input_tokens_mean")[1](46.83) == "46.8" and f.column("input_tokens")[1](141878) == "141,878"
+    assert f.column("requests")[1](None) == "n/a"
+
+
+def test_plain_values_and_counts():
+    from datetime import datetime, timezone
+
+    assert f.plain(datetime(2026, 12, 2, 6, 2, 33, tzinfo=timezone.utc)) == "2026-12-02 06:02 UTC"
+    assert f.plain(True) == "yes" and f.plain(1234) == "1,234" and f.plain(0.61666) == "0.617"
+    assert f.plural(1, "call") == "1 call" and f.plural(360, "call") == "360 calls"
+    assert f.ms(-60.8, signed=True, decimals=0) == "\u221261 ms" and f.ms(584.2, unit=False) == "584"
+    assert f.money(0.000232, symbol=False) == "0.000232"

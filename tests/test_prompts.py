@@ -283,3 +283,25 @@ def test_bad_splits_are_refused(bench):
         reg.set_split("support", "production", {1: -1})
     with pytest.raises(PromptNotFound, match="no label"):
         reg.pick("support", "canary")
+
+
+def test_a_new_version_with_a_variable_typo_warns_with_the_closest_known_name(bench):
+    reg = bench.prompts
+    reg.register("support", "Context: {context}\nQ: {question}", "claude-haiku-4-5")
+    with pytest.warns(UserWarning) as caught:
+        v2 = reg.register("support", "Context: {context}\nQ: {qustion}", "claude-haiku-4-5")
+    assert [str(w.message) for w in caught] == [
+        "prompt 'support' v2: new variable qustion; did you mean question? (v1 uses: context, question)"
+    ]
+    assert caught[0].filename == __file__  # points at the caller's line, not at workbench
+    assert v2.version == 2  # a warning, not a refusal: the version is registered
+
+
+def test_a_dropped_variable_warns_and_an_added_one_does_not(bench, recwarn):
+    reg = bench.prompts
+    reg.register("support", "Q: {question}", "claude-haiku-4-5")
+    reg.register("support", "Context: {context}\nQ: {question}", "claude-haiku-4-5")  # adding a variable is deliberate
+    reg.register("support", "Q: {question}", "claude-haiku-4-5")  # identical content: the existing v1, no new version
+    assert [str(w.message) for w in recwarn] == []
+    with pytest.warns(UserWarning, match=r"v3: no longer uses question; new: query \(v2 uses: context, question\)"):
+        reg.register("support", "Context: {context}\nQ: {query}", "claude-haiku-4-5")

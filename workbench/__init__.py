@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib as _importlib
 from typing import Any as _Any
 
-from . import scorers
+from . import _deferred, scorers
 from .bench import Workbench, open
 from .datasets import Dataset, DatasetItem
 from .errors import WorkbenchError
@@ -19,8 +19,10 @@ from .tracing import CallResult
 
 __version__ = "0.1.0"
 
-_LAZY = ("charts", "frames", "otel", "report", "stats", "widgets")
-"""Submodules that import heavy libraries (Altair, Polars, ipywidgets, OpenTelemetry): loaded on first use."""
+_deferred.defer()  # charts import Altair, which imports a module that takes 1 to 10 s to load and is rarely used
+
+_LAZY = ("charts", "demo", "frames", "otel", "report", "stats", "verdict", "widgets")
+"""Submodules loaded on first use: most import heavy libraries (Altair, Polars, ipywidgets, OpenTelemetry)."""
 
 
 def __getattr__(name: str) -> _Any:

@@ -11,16 +11,31 @@ from typing import Any
 
 import click
 
+from . import _format as fmt
 from . import config
 from .errors import WorkbenchError
 
 db_option = click.option("--db", "db", default=None, help="SQLite file (default: $WORKBENCH_DB or workbench.db).")
 
 
-def _open(db: str | None, **kwargs: Any) -> Any:
-    from .bench import open as wb_open
+def _open(db: str | None, *, create: bool = False, **kwargs: Any) -> Any:
+    """Open the file. A missing one is an error naming the path, never a new empty file, unless
+    ``create`` (a command that writes, such as receiving traces, may start a file)."""
+    import os
 
-    return wb_open(_db(db), **kwargs)
+    from .bench import open as wb_open
+    from .errors import StoreError
+
+    given = _db(db)
+    path = config.db_path(given)
+    if not create and path != ":memory:" and not os.path.exists(path):
+        source = ("--db" if given is not None else "WORKBENCH_DB" if os.environ.get("WORKBENCH_DB")
+                  else f"the default, {config.DEFAULT_DB}")
+        raise StoreError(
+            f"no workbench file at {os.path.abspath(path)} (from {source}); check the path, point WORKBENCH_DB or "
+            "--db at your file, or create one with `workbench demo` or `workbench db migrate`"
+        )
+    return wb_open(path, **kwargs)
 
 
 def _db(db: str | None) -> str | None:
@@ -51,6 +66,9 @@ class _Group(click.Group):
 def _list_default(group: click.Group) -> click.Group:
     """Make a noun group run its ``list`` command when called bare."""
     group.invoke_without_command = True
+    # click sets this from invoke_without_command at construction; without resetting it a bare
+    # group prints its help and exits 2 before the callback can run ``list``.
+    group.no_args_is_help = False
     original = group.callback
 
     def callback(db: str | None = None, **kwargs: Any) -> Any:
@@ -74,17 +92,17 @@ def cli() -> None:
 
 @cli.command()
 @db_option
-@click.option("--dataset", default="data/support_qa.jsonl", show_default=True, help="JSONL dataset to run on.")
+@click.option("--dataset", default=None, help="JSONL dataset to run on (default: the 60 support questions shipped with workbench).")
 @click.option("--repeats", default=3, show_default=True, help="Calls per item and variant.")
 @click.option("--report", "report_path", default="reports/demo.html", show_default=True, help="Where to write the HTML report.")
 @click.option("--provider", default="simulated", show_default=True,
               help="simulated (offline, free), anthropic (real, paid calls) or auto.")
 @click.option("--time-scale", default=0.05, show_default=True, help="Simulated provider: real seconds per simulated second.")
-def demo(db: str | None, dataset: str, repeats: int, report_path: str, provider: str | None, time_scale: float) -> None:
-    """Run the offline demo: two prompt versions, an A/B experiment, a report."""
-    from .demo import run_demo
+def demo(db: str | None, dataset: str | None, repeats: int, report_path: str, provider: str | None, time_scale: float) -> None:
+    """Run the offline demo: two prompt versions, an A/B experiment, a report. Works from any folder."""
+    from .demo import DATASET, run_demo
 
-    run_demo(db=_db(db), dataset=dataset, repeats=repeats, report_path=report_path,
+    run_demo(db=_db(db), dataset=dataset or DATASET, repeats=repeats, report_path=report_path,
              provider=provider, time_scale=time_scale, echo=click.echo)
 
 
@@ -159,8 +177,8 @@ def traces_list(limit: int, as_json: bool, experiment: str | None, db: str | Non
             if as_json:
                 click.echo(json.dumps(t, ensure_ascii=False))
                 continue
-            cost = "-" if t["cost_usd"] is None else f"${t['cost_usd']:.6f}"
-            lat = "-" if t["latency_ms"] is None else f"{t['latency_ms']:.0f}ms"
+            cost = fmt.money(t["cost_usd"])
+            lat = fmt.ms(t["latency_ms"], decimals=0)
             sim = " (simulated)" if t["simulated"] else ""
             click.echo(f"{t['started_at'][:23]}  {t['kind']:4}  {t['status']:5}  {t['name'][:40]:40}  {lat:>8}  {cost:>11}{sim}")
 
@@ -182,25 +200,27 @@ def experiments_list(db: str | None) -> None:
     """Every experiment with its status, calls and cost."""
     with _open(db, provider="simulated") as bench:
         for e in bench.experiments.list():
-            cost = "-" if e["cost_usd"] is None else f"${e['cost_usd']:.4f}"
-            click.echo(f"{e['name']}\t{e['status']}\t{e['calls']} calls\t{cost}\t{e['created_at'][:19]}")
+            click.echo(f"{e['name']}\t{e['status']}\t{fmt.plural(e['calls'], 'call')}\t{fmt.money(e['cost_usd'])}\t{e['created_at'][:19]}")
 
 
 @experiments.command("show")
 @click.argument("name")
+@click.option("--wide", is_flag=True, help="Every column (calls, errors, tokens, total cost, pass rates), per variant.")
 @db_option
-def experiments_show(name: str, db: str | None) -> None:
+def experiments_show(name: str, wide: bool, db: str | None) -> None:
     """An experiment's summary per variant."""
     with _open(db, provider="simulated") as bench:
         exp = bench.experiments.get(name)
         click.echo(repr(exp))
-        for row in exp.summary().iter_rows(named=True):
+        if not wide:
+            click.echo(str(exp.summary()))
+            return
+        for row in exp.summary(wide=True).iter_rows(named=True):
             click.echo(f"\nvariant {row['variant']}: {row['label']}")
             for key, value in row.items():
-                if key in ("variant", "label") or value is None:
-                    continue
-                shown = f"{value:.6g}" if isinstance(value, float) else value
-                click.echo(f"  {key}: {shown}")
+                if key not in ("variant", "label"):
+                    header, cell = fmt.column(key, pretty=False)
+                    click.echo(f"  {header}: {cell(value)}")
 
 
 @experiments.command("compare")
@@ -226,9 +246,14 @@ _list_default(experiments)
 @click.option("--traces", "traces_report", is_flag=True, help="A report of all traces instead of an experiment.")
 @db_option
 def report(experiment: str | None, out: str, traces_report: bool, db: str | None) -> None:
-    """Write a self-contained HTML report that opens offline."""
+    """Write a self-contained HTML report that opens offline: of EXPERIMENT, or of every trace."""
     with _open(db, provider="simulated") as bench:
         if traces_report or experiment is None:
+            if experiment is None and not traces_report:
+                names = [e["name"] for e in bench.experiments.list()]
+                hint = f" (experiments: {', '.join(names)})" if names else ""
+                click.echo(f"no experiment named: writing a traces report of every call in {bench.path}; "
+                           f"`workbench report EXPERIMENT --out FILE` reports on one experiment{hint}", err=True)
             path = bench.report("traces", out)
         else:
             path = bench.report(bench.experiments.get(experiment), out)
@@ -326,7 +351,7 @@ def serve(host: str, port: int, token: str | None, verbose: bool, db: str | None
         raise KeyboardInterrupt  # SIGTERM (a service manager, kill) stops as cleanly as Ctrl-C
 
     signal.signal(signal.SIGTERM, stop)
-    with _open(db, provider="simulated") as bench:
+    with _open(db, create=True, provider="simulated") as bench:
         server = OtlpServer(bench.store, host, port, token=token, pricer=bench.pricing, verbose=verbose)
         click.echo(f"receiving OTLP traces at {server.url} into {bench.path}"
                    f"{' (bearer token required)' if token else ''}; Ctrl-C stops", err=True)

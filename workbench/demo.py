@@ -6,6 +6,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+DATASET = Path(__file__).resolve().parent / "data" / "support_qa.jsonl"
+"""The demo's 60 support questions (written for this project); shipped inside the package."""
+
 SYSTEM = "You are the support assistant of Lumen Notes, a note-taking app. Answer in one or two sentences."
 TEMPLATE_V1 = "Customer question: {question}"
 TEMPLATE_V2 = "Help-centre passage:\n{context}\n\nCustomer question: {question}"
@@ -18,22 +21,26 @@ JUDGE_RUBRIC = (
 def run_demo(
     *,
     db: str | None = None,
-    dataset: str = "data/support_qa.jsonl",
+    dataset: str | Path = DATASET,
     repeats: int = 3,
     report_path: str | None = "reports/demo.html",
     provider: str | None = "simulated",
     time_scale: float = 0.05,
     echo: Callable[[str], None] = print,
 ) -> dict[str, object]:
-    """Register two prompt versions, run an A/B experiment, print the readout, write a report."""
-    import polars as pl
+    """Register two prompt versions, run an A/B experiment, print the readout, write a report.
 
+    Everything is recorded in the file: run it again and it makes no calls, only
+    the readout and the report.
+    """
+    from . import _format as fmt
     from . import scorers
     from .bench import open as wb_open
     from .errors import DatasetError
 
     if not Path(dataset).exists():
-        raise DatasetError(f"demo dataset {dataset} not found; run the demo from the project folder or pass --dataset PATH")
+        raise DatasetError(f"demo dataset {dataset} not found; pass --dataset PATH to a JSONL file, or leave it out "
+                           f"to use the one shipped with workbench ({DATASET})")
     t0 = time.perf_counter()
     bench = wb_open(db, provider=provider, time_scale=time_scale)
     try:
@@ -56,14 +63,17 @@ def run_demo(
             budget_usd=2.00,
         )
         est = exp.estimate()
-        echo(f"estimate: {est.calls} calls to make, " + (
-            f"about ${est.cost_expected:.4f} (worst case ${est.cost_high:.4f})" if est.cost_expected is not None else "cost unknown"))
+        if est.calls:
+            cost = (f"about {fmt.money(est.cost_expected)} (worst case {fmt.money(est.cost_high)})"
+                    if est.cost_expected is not None else "cost unknown")
+            echo(f"estimate: {fmt.plural(est.calls, 'call')} to make, {cost}")
         exp.run()
-        with pl.Config(tbl_cols=-1, tbl_width_chars=140, tbl_hide_dataframe_shape=True, float_precision=4):
-            echo(str(exp.summary().select("variant", "label", "n_items", "calls", "errors", "contains_reference",
-                                          "contains_reference_ci_low", "contains_reference_ci_high", "cost_usd", "latency_p50_ms", "latency_p95_ms")))
+        echo("")
+        echo(str(exp.summary()))
+        echo("")
         comparison = exp.compare("A", "B")
         echo(str(comparison))
+        echo("")
         out = None
         if report_path:
             out = bench.report(exp, report_path)

@@ -30,6 +30,11 @@ where callers expect a builtin, the error subclasses it too::
 
 from __future__ import annotations
 
+import linecache
+import os
+from collections.abc import Callable
+from types import TracebackType
+
 __all__ = [
     "AuthenticationFailed",
     "BadRequest",
@@ -58,11 +63,57 @@ __all__ = [
 
 
 class WorkbenchError(Exception):
-    """Base class of every error workbench raises on purpose."""
+    """Base class of every error workbench raises on purpose.
+
+    In IPython and Jupyter it shows as its one-line message (which says what to
+    do) and the line of your code that raised it, not the package's internals;
+    ``WORKBENCH_DEBUG=1`` (``%env WORKBENCH_DEBUG=1`` in a notebook) shows the
+    full traceback again.
+    """
 
     def __str__(self) -> str:
         # KeyError subclasses would otherwise print their message in quotes.
         return str(self.args[0]) if self.args else self.__class__.__name__
+
+    @property
+    def _render_traceback_(self) -> Callable[[], list[str]]:
+        """IPython's hook for an exception's own traceback (a method returning lines).
+
+        A property so that, with WORKBENCH_DEBUG set, ``hasattr`` finds nothing
+        and IPython prints the ordinary full traceback.
+        """
+        if os.environ.get("WORKBENCH_DEBUG", "") not in ("", "0", "false"):
+            raise AttributeError("_render_traceback_")
+        return self._short_traceback
+
+    def _short_traceback(self) -> list[str]:
+        red, bold, dim, reset = "\x1b[0;31m", "\x1b[1m", "\x1b[2m", "\x1b[0m"
+        lines = [f"{red}{bold}{type(self).__name__}{reset}: {self}"]
+        where = _caller(self.__traceback__)
+        if where:
+            lines.append(f"  {dim}raised by{reset} {where}")
+        lines.append(f"  {dim}(WORKBENCH_DEBUG=1 shows the full traceback: %env WORKBENCH_DEBUG=1){reset}")
+        return lines
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _caller(tb: TracebackType | None) -> str:
+    """The user's line that called into workbench: the last frame before the first one in the package."""
+    frames = []
+    while tb is not None:
+        frames.append((tb.tb_frame.f_code.co_filename, tb.tb_lineno))
+        tb = tb.tb_next
+    inside = [i for i, (name, _) in enumerate(frames) if os.path.abspath(name).startswith(_PACKAGE)]
+    pick = (inside[0] - 1) if inside else len(frames) - 1
+    if pick < 0 or not frames:
+        return ""
+    filename, lineno = frames[pick]
+    code = linecache.getline(filename, lineno).strip()
+    # IPython names cells after temporary files; "line 3" of the cell is what a reader can find.
+    place = f"line {lineno} of the cell" if "ipykernel_" in filename else f"{filename}:{lineno}"
+    return f"{code}  ({place})" if code else place
 
 
 class ConfigError(WorkbenchError, ValueError):

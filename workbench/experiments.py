@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import _format as fmt
 from . import _html, _loop, traces
 from ._canonical import canonical_json, content_hash, loads
 from ._ids import new_id, utc_now
@@ -376,8 +377,14 @@ class Experiment:
         # Finished calls whose scores are missing (a crash between call and score).
         await self._score_missing(done, items)
         if not todo:
-            outcome.status = "completed"
-            self._set_status("completed", None)
+            planned = len(self.cells())
+            failed = planned - len(done)
+            outcome.status = "completed" if not failed else "completed_with_errors"
+            outcome.message = f"nothing to do: {fmt.count(len(done))} of {fmt.plural(planned, 'call')} recorded" + (
+                f"; {fmt.plural(failed, 'failed call')} not retried (run(retry_errors=True) retries them)" if failed else ""
+            )
+            self._set_status(outcome.status, None if not failed else outcome.message)
+            print(outcome.message)
             return
         if self.budget_usd is not None:
             needs_price = [(v.effective_model, f"variant {vname!r}") for vname, v in self.variants.items()]
@@ -493,18 +500,19 @@ class Experiment:
         if stop and stop[0] == "stopped_budget":
             outcome.status = "stopped_budget"
             outcome.message = (
-                f"experiment {self.name!r} stopped before exceeding its budget of ${self.budget_usd:g}: "
-                f"spent ${outcome.spent_usd:.4f}, {remaining} calls not made. Raise budget_usd and run() again to finish."
+                f"experiment {self.name!r} stopped before exceeding its budget of {fmt.money(self.budget_usd)}: "
+                f"spent {fmt.money(outcome.spent_usd)}, {fmt.plural(remaining, 'call')} not made. "
+                "Raise budget_usd and run() again to finish."
             )
         elif stop:
             outcome.status = "stopped_errors"
             outcome.message = (
                 f"experiment {self.name!r} stopped: error rate {outcome.errors}/{outcome.calls} exceeded "
-                f"max_error_rate={self.max_error_rate}; {remaining} calls not made."
+                f"max_error_rate={self.max_error_rate}; {fmt.plural(remaining, 'call')} not made."
             )
         elif remaining:
             outcome.status = "completed_with_errors"
-            outcome.message = f"experiment {self.name!r}: {remaining} calls failed after retries; run() again to retry them."
+            outcome.message = f"experiment {self.name!r}: {fmt.plural(remaining, 'call')} failed after retries; run() again to retry them."
         else:
             outcome.status = "completed"
         self._set_status(outcome.status, outcome.message or None)
@@ -577,15 +585,45 @@ class Experiment:
 
         return readouts.quality(self, confidence)
 
-    def summary(self, confidence: float = 0.95) -> pl.DataFrame:
-        """One row per variant: items, each scorer's mean and CI, errors, cost, latency (see ``readouts.summary``)."""
+    def summary(self, confidence: float = 0.95, *, wide: bool = False) -> pl.DataFrame:
+        """One row per variant: items, each scorer's mean and CI, error rate, cost per item, latency p50/p95.
+
+        A narrow frame that displays as a readable table; ``wide=True`` gives every
+        column (calls, errors, tokens, total cost, pass rates). See ``readouts.summary``.
+        """
         from . import readouts
 
-        return readouts.summary(self, confidence)
+        return readouts.summary(self, confidence, wide=wide)
 
-    def compare(self, a: str = "A", b: str = "B", *, confidence: float = 0.95, alpha: float = 0.05, target_effect: float | None = None) -> Comparison:
-        """B against A on the same items: per scorer the paired difference with CI,
-        Holm-adjusted p-value, verdict, MDE and n needed; cost and latency differences."""
+    def compare(
+        self,
+        a: str = "A",
+        b: str = "B",
+        *,
+        confidence: float = 0.95,
+        alpha: float = 0.05,
+        target_effect: float | Mapping[str, float] | None = None,
+    ) -> Comparison:
+        """B against A on the same items, as a verdict card.
+
+        Per scorer: the paired difference with its CI, the Holm-adjusted p-value,
+        n and the minimum detectable effect (MDE, 80% power), and a badge: ``B
+        better`` or ``B worse`` when the difference is significant; otherwise
+        ``no detectable difference`` when the MDE is no larger than the effect
+        that matters (so such an effect would most likely have shown), else ``not
+        enough data`` with the items needed. Then cost per item and per 1,000
+        calls, latency p50/p95 (bootstrap CIs), and human preference when rated.
+
+        Args:
+            a: The baseline variant.
+            b: The challenger.
+            confidence: Level of every interval.
+            alpha: Significance level (after Holm's adjustment across scorers).
+            target_effect: The smallest difference that matters, on the scorers'
+                scale: one number, or ``{scorer: number}``. Default: 0.05 for a
+                scorer whose values lie within 0..1 (five points), else a fifth
+                of the scores' standard deviation.
+        """
         from . import readouts
 
         return readouts.compare(self, a, b, confidence=confidence, alpha=alpha, target_effect=target_effect)

@@ -194,6 +194,41 @@ def diff_versions(a: PromptVersion, b: PromptVersion) -> PromptDiff:
     return PromptDiff(a, b, text, changed)
 
 
+def variable_changes(new: list[str], previous: list[str]) -> str:
+    """What a new version's variables change against the previous version's, in words.
+
+    A new variable close to one the previous version used reads as a typo:
+    ``new variable qustion; did you mean question?``. A variable the previous
+    version used and this one drops is named. A new variable unlike any
+    previous one is taken as intended (``{context}`` added to a support
+    prompt): '' when nothing looks like a mistake.
+    """
+    parts = []
+    typos: dict[str, str] = {}
+    for var in new:
+        if var in previous:
+            continue
+        close = difflib.get_close_matches(var, [p for p in previous if p not in new], n=1, cutoff=0.75)
+        if close:
+            typos[var] = close[0]
+            parts.append(f"new variable {var}; did you mean {close[0]}?")
+    dropped = [v for v in previous if v not in new and v not in typos.values()]
+    if dropped:
+        added = [v for v in new if v not in previous and v not in typos]
+        parts.append(f"no longer uses {', '.join(dropped)}" + (f"; new: {', '.join(added)}" if added else ""))
+    return " ".join(parts)
+
+
+def _warn_variables(name: str, version: int, variables: list[str], previous: list[str]) -> None:
+    change = variable_changes(variables, previous)
+    if change:
+        import warnings
+
+        used = ", ".join(previous) or "none"
+        # stacklevel 3: the line that called register().
+        warnings.warn(f"prompt {name!r} v{version}: {change} (v{version - 1} uses: {used})", UserWarning, stacklevel=3)
+
+
 def _from_row(row: Mapping[str, Any]) -> PromptVersion:
     return PromptVersion(
         name=row["name"],
@@ -233,6 +268,10 @@ class PromptRegistry:
             ).fetchone()
             if row is None:
                 (last,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM prompts WHERE name = ?", (name,)).fetchone()
+                if last:
+                    (previous,) = conn.execute(
+                        "SELECT variables_json FROM prompts WHERE name = ? AND version = ?", (name, last)).fetchone()
+                    _warn_variables(name, last + 1, variables, loads(previous, []))
                 conn.execute(
                     "INSERT INTO prompts (id, name, version, template, model, params_json, variables_json, "
                     "content_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import _format as fmt
+from . import verdict as vd
 from ._html import esc
 
 if TYPE_CHECKING:
@@ -38,7 +40,7 @@ h3{font-size:15px;margin:18px 0 6px}
 table{border-collapse:collapse;margin:8px 0;background:#fff;font-size:13px}
 th,td{border:1px solid #d9dee5;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#eef1f5}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 pre{white-space:pre-wrap;word-break:break-word;margin:0;font:12px/1.4 ui-monospace,Menlo,Consolas,monospace;max-height:320px;overflow:auto}
 .cut{color:#b45309;font-style:italic}
 .charts{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
@@ -46,6 +48,12 @@ pre{white-space:pre-wrap;word-break:break-word;margin:0;font:12px/1.4 ui-monospa
 .verdict-better{color:#0f7b3f;font-weight:600}.verdict-worse{color:#b42318;font-weight:600}
 .verdict-none{color:#52606d}
 .note{color:#52606d;font-size:12px}
+table{max-width:100%}
+table.items{table-layout:fixed;width:100%}
+table.items td{overflow-wrap:anywhere}
+.diff-add{background:#e6ffed}.diff-del{background:#ffeef0}
+details.repro{margin:8px 0}details.repro summary{cursor:pointer;color:#52606d}
+.card{margin:12px 0}
 """
 
 EMBED = """
@@ -73,32 +81,18 @@ def _cut(text: Any, limit: int = MAX_OUTPUT_CHARS) -> str:
     return f'<pre>{esc(text[:limit])}<span class="cut"> … [{len(text) - limit:,} more characters cut; full text in the database]</span></pre>'
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        if value != value:  # NaN
-            return "—"
-        return f"{value:.{digits}g}" if abs(value) < 1e6 else f"{value:,.0f}"
-    return esc(value)
-
-
-def frame_table(df: pl.DataFrame, columns: Iterable[str] | None = None, digits: int = 4) -> str:
+def frame_table(df: pl.DataFrame, columns: Iterable[str] | None = None) -> str:
+    """A frame as an HTML table: units in headers, numbers right-aligned and formatted."""
     cols = [c for c in (columns or df.columns) if c in df.columns]
-    head = "".join(f"<th>{esc(c)}</th>" for c in cols)
+    specs = [fmt.column(c) for c in cols]
+    head = "".join(f"<th>{esc(h)}</th>" for h, _ in specs)
     body = []
     for row in df.select(cols).iter_rows():
         cells = []
-        for v in row:
-            cls = ' class="num"' if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
-            text = _fmt(v, digits)
-            if isinstance(v, str) and v.endswith(" better"):
-                text = f'<span class="verdict-better">{esc(v)}</span>'
-            elif isinstance(v, str) and v.endswith(" worse"):
-                text = f'<span class="verdict-worse">{esc(v)}</span>'
-            elif isinstance(v, str) and v.startswith("no detectable"):
-                text = f'<span class="verdict-none">{esc(v)}</span>'
-            cells.append(f"<td{cls}>{text}</td>")
+        for v, (_, cell) in zip(row, specs):
+            numeric = isinstance(v, (int, float)) and not isinstance(v, bool)
+            cls = ' class="num"' if numeric else ""
+            cells.append(f"<td{cls}>{esc(cell(v) if v is not None else fmt.NA)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -190,7 +184,13 @@ SIMULATED_BANNER = (
 
 
 def experiment_report(exp: Experiment) -> str:
-    """The HTML of an experiment report."""
+    """The HTML of an experiment report.
+
+    It opens with the verdict card of each comparison (the first variant against
+    every other), then what was compared and the narrow summary, charts, the
+    items that changed, and at the end, collapsed, what it takes to reproduce
+    the run (templates, hashes, params, scorer specs).
+    """
     import polars as pl
 
     from . import charts
@@ -198,50 +198,40 @@ def experiment_report(exp: Experiment) -> str:
     traces = exp.traces_df()
     page = _Page(f"workbench · {exp.name}")
     simulated = bool(traces.height and traces["simulated"].fill_null(0).max())
+    providers = ", ".join(sorted(set(traces["provider"].drop_nulls().to_list()))) or "none yet"
     page.add(f"<h1>Experiment: {esc(exp.name)}</h1>")
     page.add(
-        f'<div class="meta">status {esc(exp.status)} · dataset {esc(exp.dataset.ref)} ({len(exp.dataset)} items, '
-        f"{esc(exp.dataset.content_hash)}) · repeats {exp.repeats} · seed {exp.seed} · providers "
-        f"{esc(', '.join(sorted(set(traces['provider'].drop_nulls().to_list()))) or 'none')}</div>"
+        f'<div class="meta">status {esc(exp.status)} · dataset {esc(exp.dataset.ref)} '
+        f"({esc(fmt.plural(len(exp.dataset), 'item'))}) · {esc(fmt.plural(exp.repeats, 'repeat'))} · "
+        f"provider {esc(providers)}</div>"
     )
     if simulated:
         page.add(SIMULATED_BANNER)
 
-    page.add("<h2>What was compared</h2>")
-    for name, v in exp.variants.items():
-        params = ", ".join(f"{k}={val!r}" for k, val in sorted(v.effective_params.items())) or "none"
-        page.add(
-            f"<h3>Variant {esc(name)}: {esc(v.label())}</h3>"
-            f'<div class="meta">model {esc(v.effective_model)} · params {esc(params)} · {esc(v.prompt.content_hash)}</div>'
-            f"{_cut(v.prompt.template, 4000)}"
-        )
-    scorer_names = [s.name for s in exp.scorers]
-    page.add("<h3>Scorers</h3>" + frame_table(pl.DataFrame({"scorer": scorer_names, "spec": [json.dumps(s.spec()) for s in exp.scorers]}, schema={"scorer": pl.String, "spec": pl.String})))
+    names = list(exp.variants)
+    for other in names[1:]:
+        page.add(f'<div class="card">{vd.html(exp.compare(names[0], other).card(details=True), wrap=False)}</div>')
 
-    page.add("<h2>Summary</h2>")
+    page.add("<h2>What was compared</h2>")
+    page.add(_html_table(
+        ["variant", "prompt", "model", "params"],
+        [(name, v.prompt.ref, v.effective_model, _params(v.effective_params)) for name, v in exp.variants.items()],
+    ))
+    for other in names[1:]:
+        page.add(_prompt_diff(exp, names[0], other))
     summary = exp.summary()
-    page.add(frame_table(summary))
+    page.add("<h3>Summary per variant</h3>" + summary.html())  # type: ignore[attr-defined]
     page.add('<p class="note">Quality: mean of per-item means (repeats averaged first) with a 95% CI'
              + (", standard errors clustered by item cluster" if exp.dataset.has_clusters else "")
              + "; a Wilson interval where every item scored the same 0 or 1. Pass rate: the share of items that "
-             "pass on most of their repeats, with a Wilson interval. Cost per item: the mean cost of answering one item once.</p>")
+             "pass on most of their repeats, with a Wilson interval. Cost per item: the mean cost of answering one "
+             "item once. Every column: exp.summary(wide=True).</p>")
 
-    names = list(exp.variants)
-    comparisons = [(names[0], other) for other in names[1:]]
-    for a, b in comparisons:
-        cmp = exp.compare(a, b)
-        page.add(f"<h2>{esc(b)} vs {esc(a)}</h2>")
-        page.add(frame_table(cmp.scores, ["scorer", "n", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p_value", "p_holm",
-                                          "verdict", "mde", "n_needed", "pass_rate_a", "pass_rate_b", "mcnemar_p"]))
-        page.add(frame_table(cmp.cost, digits=3))
-        page.add(frame_table(cmp.latency))
-        if cmp.preference is not None and cmp.preference.n:
-            p = cmp.preference
-            page.add(
-                f"<p>Human preference: {esc(b)} wins {p.wins_b}, {esc(a)} wins {p.wins_a}, ties {p.ties}; win rate "
-                f"{p.win_rate:.1%} (95% CI {p.ci_low:.1%}–{p.ci_high:.1%}), sign test p={p.p_value:.3g}.</p>"
-            )
-
+    scorer_names = [s.name for s in exp.scorers]
+    if traces.height == 0:
+        page.add('<p class="meta">No calls recorded yet, so no charts or items: run exp.run(), then write the report again.</p>')
+        page.add(_reproduce_section(exp))
+        return page.render()
     page.add('<h2>Charts</h2><div class="charts">')
     page.chart("Quality per variant (95% CI)", lambda: exp.chart("quality"))
     if len(names) > 1 and scorer_names:
@@ -254,28 +244,105 @@ def experiment_report(exp: Experiment) -> str:
     page.add("</div>")
 
     if len(names) > 1 and scorer_names:
-        a, b = names[0], names[-1]
-        items = exp.items(a, b)
-        page.add(f"<h2>Per item: {esc(b)} vs {esc(a)} on {esc(scorer_names[0])}</h2>")
-        regress = items.filter(pl.col("delta") < 0)
-        improve = items.filter(pl.col("delta") > 0).sort("delta", descending=True)
-        page.add(f'<p class="meta">{regress.height} regressions, {improve.height} improvements, '
-                 f"{items.height - regress.height - improve.height} unchanged or unscored. Regressions first.</p>")
-        shown = pl.concat([regress, improve]).head(MAX_ITEM_ROWS)
-        rows = []
-        for r in shown.iter_rows(named=True):
-            rows.append(
-                f"<tr><td>{esc(r['item_id'])}</td><td>{_cut(r['inputs'], 400)}</td><td>{_cut(r['expected'], 200)}</td>"
-                f"<td>{_cut(r['output_a'])}</td><td>{_cut(r['output_b'])}</td>"
-                f'<td class="num">{_fmt(r["score_a"])}</td><td class="num">{_fmt(r["score_b"])}</td><td class="num">{_fmt(r["delta"])}</td></tr>'
-            )
-        more = items.height - shown.height
-        page.add(
-            f"<table><thead><tr><th>item</th><th>inputs</th><th>reference</th><th>output {esc(a)}</th><th>output {esc(b)}</th>"
-            f"<th>{esc(a)}</th><th>{esc(b)}</th><th>Δ</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
-            + (f'<p class="note">{more} more items not shown; see exp.items() in a notebook.</p>' if more > 0 else "")
-        )
+        page.add(_items_section(exp, names[0], names[-1], scorer_names[0]))
+    page.add(_reproduce_section(exp))
     return page.render()
+
+
+def _html_table(headers: list[str], rows: Iterable[Iterable[Any]]) -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _params(params: dict[str, Any]) -> str:
+    """Params in one short line; the system prompt is named, not quoted (it is in the reproduce section)."""
+    shown = []
+    for k, v in sorted(params.items()):
+        text = repr(v)
+        shown.append(f"{k}={text if len(text) <= 40 else text[:37] + '…'}")
+    return ", ".join(shown) or "none"
+
+
+def _prompt_diff(exp: Experiment, a: str, b: str) -> str:
+    from .prompts import diff_versions
+
+    pa, pb = exp.variants[a].prompt, exp.variants[b].prompt
+    if pa.content_hash == pb.content_hash:
+        return f'<p class="meta">{esc(b)} and {esc(a)} use the same prompt ({esc(pa.ref)}).</p>'
+    d = diff_versions(pa, pb)
+    lines = []
+    for line in d.template_diff.splitlines()[2:]:  # the ---/+++ header repeats the refs
+        cls = "diff-add" if line.startswith("+") else "diff-del" if line.startswith("-") else ""
+        lines.append(f'<span class="{cls}">{esc(line)}</span>' if cls else esc(line))
+    changed = "".join(f"<li>{esc(k)}: {esc(_short(x))} → {esc(_short(y))}</li>" for k, (x, y) in d.changed.items())
+    body = "\n".join(lines) if lines else "template unchanged"
+    return (
+        f"<h3>Prompt {esc(b)} against {esc(a)}: {esc(pa.ref)} → {esc(pb.ref)}</h3>"
+        + (f"<ul>{changed}</ul>" if changed else "")
+        + f"<pre>{body}</pre>"
+    )
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _items_section(exp: Experiment, a: str, b: str, scorer: str) -> str:
+    import polars as pl
+
+    items = exp.items(a, b)
+    regress = items.filter(pl.col("delta") < 0)
+    improve = items.filter(pl.col("delta") > 0).sort("delta", descending=True)
+    shown = pl.concat([regress, improve]).head(MAX_ITEM_ROWS)
+    rows = []
+    for r in shown.iter_rows(named=True):
+        rows.append(
+            f"<tr><td>{esc(r['item_id'])}</td><td>{_cut(r['inputs'], 400)}</td><td>{_cut(r['expected'], 200)}</td>"
+            f"<td>{_cut(r['output_a'])}</td><td>{_cut(r['output_b'])}</td>"
+            f'<td class="num">{esc(fmt.num(r["score_a"]))}</td><td class="num">{esc(fmt.num(r["score_b"]))}</td>'
+            f'<td class="num">{esc(fmt.num(r["delta"], signed=True))}</td></tr>'
+        )
+    more = items.height - shown.height
+    unchanged = items.height - regress.height - improve.height
+    return (
+        f"<h2>Per item: {esc(b)} vs {esc(a)} on {esc(scorer)}</h2>"
+        f'<p class="meta">{esc(fmt.plural(regress.height, "regression"))}, {esc(fmt.plural(improve.height, "improvement"))}, '
+        f"{esc(fmt.count(unchanged))} unchanged or unscored. Regressions first.</p>"
+        '<table class="items"><colgroup><col style="width:8%"><col style="width:19%"><col style="width:10%">'
+        '<col style="width:21%"><col style="width:21%"><col style="width:7%"><col style="width:7%"><col style="width:7%">'
+        f"</colgroup><thead><tr><th>item</th><th>inputs</th><th>reference</th><th>output {esc(a)}</th><th>output {esc(b)}</th>"
+        f"<th>{esc(a)}</th><th>{esc(b)}</th><th>Δ</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        + (f'<p class="note">{esc(fmt.plural(more, "more item"))} not shown; see exp.items() in a notebook.</p>' if more > 0 else "")
+    )
+
+
+def _reproduce_section(exp: Experiment) -> str:
+    """Everything needed to rebuild the run, collapsed: it matters to few readers, and to them a lot."""
+    parts = [
+        f'<div class="meta">experiment id {esc(exp.id)} · seed {exp.seed} · dataset {esc(exp.dataset.ref)} '
+        f"{esc(exp.dataset.content_hash)}</div>"
+    ]
+    for name, v in exp.variants.items():
+        parts.append(
+            f"<h3>Variant {esc(name)}: {esc(v.label())}</h3>"
+            f'<div class="meta">model {esc(v.effective_model)} · {esc(v.prompt.content_hash)}</div>'
+            f'<div class="meta">params {esc(", ".join(f"{k}={val!r}" for k, val in sorted(v.effective_params.items())) or "none")}</div>'
+            f"{_cut(v.prompt.template, 4000)}"
+        )
+    if exp.scorers:
+        parts.append("<h3>Scorers</h3>" + _html_table(["scorer", "spec"], [(s.name, json.dumps(s.spec())) for s in exp.scorers]))
+    return (
+        "<h2>Reproduce</h2>"
+        '<details class="repro"><summary>Prompts, hashes, params and scorer specs</summary>'
+        + "".join(parts) + "</details>"
+    )
+
+
+METRIC_COLUMNS = ("model", "requests", "errors", "error_rate", "input_tokens", "output_tokens", "cost_usd",
+                  "latency_p50", "latency_p95", "latency_p99", "ttft_p50")
+"""Metrics shown in a traces report's tables (a frame from ``bench.metrics`` has all of them and more)."""
 
 
 def traces_report(bench: Workbench, every: str | None = None, **filters: Any) -> str:
@@ -292,14 +359,15 @@ def traces_report(bench: Workbench, every: str | None = None, **filters: Any) ->
         page.add('<p class="meta">No model calls recorded yet.</p>')
         return page.render()
     first, last = llm["started_at"].min(), llm["started_at"].max()
-    page.add(f'<div class="meta">{llm.height:,} model calls from {esc(first)} to {esc(last)} · file {esc(bench.path)}</div>')
+    page.add(f'<div class="meta">{esc(fmt.plural(llm.height, "model call"))} from {esc(fmt.plain(first))} to '
+             f'{esc(fmt.plain(last))} · file {esc(bench.path)}</div>')
     if llm["simulated"].fill_null(0).max():
         page.add(SIMULATED_BANNER)
     if every is None:
         span_s = (last - first).total_seconds() if hasattr(last - first, "total_seconds") else 0
         every = "1m" if span_s <= 3 * 3600 else ("15m" if span_s <= 2 * 86400 else "1d")
     overall = frames.metrics(llm, by="model")
-    page.add("<h2>By model</h2>" + frame_table(overall))
+    page.add("<h2>By model</h2>" + frame_table(overall, METRIC_COLUMNS))
     over_time = frames.metrics(llm, every=every)
     page.add(f"<h2>Over time (every {esc(every)})</h2>")
     page.add('<div class="charts">')
@@ -307,7 +375,7 @@ def traces_report(bench: Workbench, every: str | None = None, **filters: Any) ->
     page.chart("Latency by model", lambda: charts.latency(llm, by="model"))
     page.chart("Tokens by model", lambda: charts.tokens(llm, by="model"))
     page.add("</div>")
-    page.add(frame_table(over_time))
+    page.add(frame_table(over_time, ["bucket", *METRIC_COLUMNS]))
     errors = llm.filter(pl.col("status") == "error").group_by("error_type").len().sort("len", descending=True)
     if errors.height:
         page.add("<h2>Errors</h2>" + frame_table(errors))
