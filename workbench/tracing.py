@@ -44,7 +44,8 @@ def _preview(value: Any) -> str:
         text = value if isinstance(value, str) else repr(value)
     except Exception as exc:  # noqa: BLE001 - a broken __repr__ must not break the traced call
         text = f"<unrepresentable {type(value).__name__}: {exc}>"
-    return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
+    text = text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
+    return traces.safe_text(text)  # a lone surrogate would lose the span's row
 
 
 def _args_preview(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:

@@ -286,6 +286,14 @@ def _provider_error(exc: Exception) -> ProviderError | None:
     """The ProviderError for an SDK or transport exception; None for anything else."""
     import anthropic
 
+    if isinstance(exc, UnicodeEncodeError):
+        # The SDK encodes the body as UTF-8 before sending: nothing was sent or paid.
+        return BadRequest(
+            f"anthropic: the request was not sent: its text is not valid Unicode ({exc.reason}: "
+            f"{exc.object[exc.start:exc.end]!r}, as a non-UTF-8 file name decodes to); "
+            "decode such names with errors='replace' before prompting",
+            retryable=False,
+        )
     if isinstance(exc, anthropic.APIStatusError):
         return _status_error(exc)
     # APITimeoutError subclasses APIConnectionError: test it first.

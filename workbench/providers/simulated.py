@@ -248,7 +248,7 @@ class SimulatedProvider:
         sys_tokens = estimate_tokens(request.system or "")
         read = write = 0
         if request.cache_system and sys_tokens >= MIN_CACHEABLE_TOKENS:
-            cache_key = hashlib.sha256(f"{request.model}\0{request.system}".encode()).hexdigest()
+            cache_key = hashlib.sha256(f"{request.model}\0{request.system}".encode("utf-8", "surrogatepass")).hexdigest()
             with self._lock:
                 if cache_key in self._cached:
                     read = sys_tokens
