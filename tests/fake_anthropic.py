@@ -151,6 +151,8 @@ class FakeAnthropic:
         delta_delay: seconds to wait between streamed text deltas.
         delta_chars: characters per streamed text delta.
         api_key: when set, only this key is accepted.
+        echo_credentials: a refused key is quoted in the 401's message, as some
+            servers and proxies do (to test that clients scrub it).
         port: port to bind; 0 picks a free one.
     """
 
@@ -162,6 +164,7 @@ class FakeAnthropic:
         delta_delay: float = 0.0,
         delta_chars: int = 8,
         api_key: str | None = None,
+        echo_credentials: bool = False,
         port: int = 0,
     ) -> None:
         self.reply: Callable[[dict[str, Any]], str] = reply or _default_reply
@@ -169,6 +172,7 @@ class FakeAnthropic:
         self.delta_delay = delta_delay
         self.delta_chars = max(1, delta_chars)
         self.api_key = api_key
+        self.echo_credentials = echo_credentials
         self.usage_override: dict[str, int] | None = None
         """Usage fields that replace the computed ones, e.g. ``{"cache_read_input_tokens": 100}``."""
         self.requests: list[RecordedRequest] = []
@@ -530,7 +534,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(401, "missing credentials: send x-api-key or Authorization: Bearer")
             return False
         if self.fake.api_key is not None and key != self.fake.api_key:
-            self._send_error(401, "invalid x-api-key")
+            # http.server decodes header bytes as Latin-1: a UTF-8 key comes back as mojibake.
+            echoed = f": {key} (Authorization: {auth})" if self.fake.echo_credentials else ""
+            self._send_error(401, f"invalid x-api-key{echoed}")
             return False
         return True
 

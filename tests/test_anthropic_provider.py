@@ -26,6 +26,11 @@ from workbench.errors import (
 from workbench.providers.anthropic import AnthropicProvider, _retry_after
 from workbench.providers.base import Provider, Request
 
+try:
+    from ._keys import MALFORMED_KEYS, leaks
+except ImportError:
+    from _keys import MALFORMED_KEYS, leaks
+
 try:  # tests/ may or may not become a package
     from .fake_anthropic import FakeAnthropic
 except ImportError:
@@ -358,3 +363,54 @@ def test_a_malformed_key_never_reaches_the_error_text(server):
     error = failure(bad, Request.of("m", "hi"))
     assert secret not in str(error) and secret not in error.message
     assert not error.retryable
+
+
+@pytest.mark.parametrize("label", list(MALFORMED_KEYS))
+def test_no_part_of_a_malformed_key_reaches_an_error_or_the_file(tmp_path, label):
+    import workbench as wb
+    from workbench import _loop
+
+    key = MALFORMED_KEYS[label]
+    with FakeAnthropic(api_key="the-right-key", echo_credentials=True) as server:
+        provider = AnthropicProvider(api_key=key, base_url=server.base_url)
+        bench = wb.open(tmp_path / "keys.db", provider=provider)
+        try:
+            with pytest.raises(ProviderError) as info:
+                bench.complete(model="claude-haiku-4-5", messages="hi")
+            _loop.run_sync(provider.aclose())
+            [row] = bench.traces()
+        finally:
+            bench.close()
+        echoed = [r for r in server.requests if r.headers.get("authorization")]
+    error = info.value
+    assert "<redacted>" in error.message and row["error"] == str(error)
+    assert isinstance(error, (ProviderConnectionError, AuthenticationFailed)) and not error.retryable
+    if echoed:  # the server saw the key and quoted it back: every spelling was scrubbed
+        assert "invalid x-api-key: <redacted>" in error.message
+    else:
+        assert "Illegal header value" in error.message
+    for text in (error.message, str(error), row["error"]):
+        assert leaks(text, key) == [], text
+    # The chained SDK exception quotes the key too: it is not kept on the raised error.
+    assert error.__cause__ is None and error.__suppress_context__
+
+
+def test_the_redactor_scrubs_credential_headers_and_key_fragments():
+    from workbench.providers._redact import Redactor
+
+    key = MALFORMED_KEYS["inner newline"]
+    redact = Redactor([key])
+    assert redact("Illegal header value b'Bearer " + repr(key)[1:-1] + "'") == "Illegal header value b'Bearer <redacted>'"
+    assert redact(f"headers: {{'x-api-key': '{key[:20]}'}}") == "headers: {'x-api-key': '<redacted>'}"
+    assert redact("the tail -I9j0K1l2M3n4O5p6 alone") == "the tail <redacted> alone"
+    # Text that only resembles a credential stays readable.
+    plain = "missing credentials: send x-api-key or Authorization: Bearer; rate limited"
+    assert redact(plain) == plain and Redactor([])(plain) == plain
+
+
+def test_text_that_is_not_unicode_is_a_bad_request_never_sent(server, provider):
+    # A non-UTF-8 file name decodes to a lone surrogate, which the SDK cannot encode.
+    error = failure(provider, Request.of("m", "summarise report-\udcff.txt"))
+    assert isinstance(error, BadRequest) and not error.retryable
+    assert "not sent" in error.message and "'\\udcff'" in error.message
+    assert server.requests_to("/v1/messages") == []

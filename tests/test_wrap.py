@@ -20,6 +20,11 @@ try:  # tests/ may or may not become a package
 except ImportError:
     from fake_anthropic import FakeAnthropic
 
+try:
+    from ._keys import MALFORMED_KEYS, leaks
+except ImportError:
+    from _keys import MALFORMED_KEYS, leaks
+
 KEY = "sk-test-SECRET"
 MODEL = "claude-haiku-4-5"
 SYSTEM = [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}]
@@ -390,3 +395,16 @@ def test_the_wrapper_delegates_and_stays_traced_through_with_options(server, ben
 def test_wrap_refuses_what_is_not_a_client(bench):
     with pytest.raises(workbench.errors.ConfigError, match="anthropic.Anthropic"):
         bench.wrap(object())
+
+
+@pytest.mark.parametrize("label", list(MALFORMED_KEYS))
+@pytest.mark.parametrize("mode", SYNC_ASYNC)
+def test_no_part_of_a_malformed_key_reaches_the_trace(tmp_path, bench, mode, label):
+    key = MALFORMED_KEYS[label]
+    with FakeAnthropic(api_key="the-right-key", echo_credentials=True) as server:
+        with pytest.raises(anthropic.APIError):
+            call(mode, make(mode, server, bench, key=key), "create")
+    row = the_row(bench)
+    assert row["status"] == "error" and "<redacted>" in row["error"], row["error"]
+    assert leaks(row["error"], key) == []
+    assert not [cell for cell in _text_cells(bench.path) if leaks(cell, key)]

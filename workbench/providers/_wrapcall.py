@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .. import traces
 from ..errors import WorkbenchError
 from ..tracing import current_span
-from ._redact import scrubbed
+from ._redact import Redactor, scrubbed
 from .anthropic import _provider_error
 from .base import Completion, Message, Request, Usage
 
@@ -45,15 +45,15 @@ class _Call:
     """Timing, what a stream has delivered so far, and the one row it writes."""
 
     __slots__ = (
-        "tracer", "request", "secrets", "parent", "started", "t0", "first", "ended", "parts",
+        "tracer", "request", "redact", "parent", "started", "t0", "first", "ended", "parts",
         "model", "message_id", "stop_reason", "input_tokens", "output_tokens", "cache_read",
         "cache_write", "stopped", "error", "done",
     )
 
-    def __init__(self, tracer: Tracer, request: Request, secrets: tuple[str, ...]) -> None:
+    def __init__(self, tracer: Tracer, request: Request, redact: Redactor) -> None:
         self.tracer = tracer
         self.request = request
-        self.secrets = secrets
+        self.redact = redact
         self.first: float | None = None
         self.ended: float | None = None
         self.parts: list[str] = []
@@ -172,7 +172,7 @@ class _Call:
                 "ttft_ms": self.ms(self.first),
                 "message_id": self.message_id,
             }})
-        self._write(None, scrubbed(error, self.secrets))
+        self._write(None, scrubbed(error, self.redact))
 
     def _write(self, completion: Completion | None, error: BaseException | None) -> None:
         self.done = True

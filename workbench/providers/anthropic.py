@@ -16,7 +16,7 @@ import time
 import warnings
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..errors import (
     AuthenticationFailed,
@@ -30,6 +30,7 @@ from ..errors import (
     RateLimited,
     provider_error_for_status,
 )
+from ._redact import Redactor, exception_text, keys_of
 from .base import Completion, Request, Usage
 
 if TYPE_CHECKING:
@@ -107,6 +108,7 @@ class AnthropicProvider:
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._owns_client = client is None
         self._warned_temperature = False
+        self._redact: Redactor | None = None
         if client is not None:
             self._client = client.with_options(max_retries=0)
             return
@@ -184,10 +186,7 @@ class AnthropicProvider:
                         first_text = time.perf_counter()
                 message = await stream.get_final_message()
         except Exception as exc:
-            error = _provider_error(exc)
-            if error is None:
-                raise
-            raise self._scrub(error) from exc
+            self._raise(exc)
         finished = time.perf_counter()
         usage = message.usage
         return Completion(
@@ -206,20 +205,32 @@ class AnthropicProvider:
             provider=self.name,
         )
 
-    def _scrub(self, error: ProviderError) -> ProviderError:
-        """Remove the key from an error message (an httpx header error quotes it)."""
-        if self._key is not None:
-            key = self._key.reveal()
-        else:
-            key = str(getattr(self._client, "api_key", "") or "")
-        secret = key.strip()
-        if secret and secret in error.message:
-            error.message = error.message.replace(secret, "<redacted>")
-            error.args = (error.message,)
+    def _redactor(self) -> Redactor:
+        if self._redact is None:
+            keys = [self._key.reveal()] if self._key is not None else keys_of(self._client)
+            self._redact = Redactor(keys)
+        return self._redact
+
+    def _raise(self, exc: Exception) -> NoReturn:
+        """Raise the ProviderError for ``exc``, its text scrubbed of the key.
+
+        An httpx header error quotes the key (``Illegal header value b'Bearer ...'``),
+        and a server may echo it back; the original exception is chained only when
+        nothing in its chain held the key.
+        """
+        error = _provider_error(exc)
+        if error is None:
+            raise exc
+        redact = self._redactor()
+        error.message = redact(error.message)
+        error.args = (error.message,)
         if "Illegal header value" in error.message:
             # A malformed key (a stray newline) never succeeds: do not retry it.
             error.retryable = False
-        return error
+        chain = exception_text(exc)
+        if redact(chain) != chain:
+            raise error from None
+        raise error from exc
 
     async def count_tokens(self, request: Request) -> int:
         """Input tokens the API counts for ``request`` (system and messages)."""
@@ -228,10 +239,7 @@ class AnthropicProvider:
         try:
             result = await self._get_client().messages.count_tokens(**kwargs)
         except Exception as exc:
-            error = _provider_error(exc)
-            if error is None:
-                raise
-            raise self._scrub(error) from exc
+            self._raise(exc)
         return result.input_tokens
 
     async def sleep(self, seconds: float) -> None:

@@ -11,7 +11,7 @@ the client's and are not traced.
 Rows go through ``Tracer.record_call``: no extra network call, and writing a
 row never breaks the app's call (a failure to record is a warning). The API key
 is never recorded: no headers are read, and error text is scrubbed of the
-client's key before it is stored.
+client's key (`_redact.Redactor`) before it is stored.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from ._redact import secrets_of
+from ._redact import Redactor, keys_of
 from ._wrapcall import IncompleteStream, TraceNotWritten, _Call, _request_of
 from ._wrapstreams import (
     AsyncTracedStream,
@@ -69,13 +69,13 @@ def _is_async(client: Any) -> bool:
 class TracedClient(_Delegate):
     """An ``anthropic.Anthropic`` whose ``messages.create`` and ``messages.stream`` are traced."""
 
-    __slots__ = ("_tracer", "_secrets", "messages")
-    _own = frozenset({"_target", "_tracer", "_secrets", "messages"})
+    __slots__ = ("_tracer", "_redact", "messages")
+    _own = frozenset({"_target", "_tracer", "_redact", "messages"})
 
     def __init__(self, client: Any, tracer: Tracer) -> None:
         self._target = client
         self._tracer = tracer
-        self._secrets = secrets_of(client)
+        self._redact = Redactor(keys_of(client))
         self.messages = self._messages_class()(client.messages, self)
 
     def _messages_class(self) -> type:
@@ -135,7 +135,7 @@ class TracedMessages(_Delegate):
         self._owner = owner
 
     def _call(self, kwargs: dict[str, Any], method: str) -> _Call:
-        return _Call(self._owner._tracer, _request_of(kwargs, method), self._owner._secrets)
+        return _Call(self._owner._tracer, _request_of(kwargs, method), self._owner._redact)
 
     def create(self, *args: Any, **kwargs: Any) -> Any:
         """``messages.create``; with ``stream=True`` the stream is traced as it is read."""
