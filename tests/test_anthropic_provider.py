@@ -115,6 +115,46 @@ def test_cache_system_writes_then_reads_the_cache(server, provider):
     assert sent == [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
 
 
+def test_one_hour_cache_writes_are_asked_for_split_and_priced(tmp_path, server):
+    import workbench as wb
+    from workbench import _loop
+
+    system = "You are a careful assistant. " * 40
+    provider = AnthropicProvider(api_key=KEY, base_url=server.base_url)
+    with wb.open(tmp_path / "cache.db", provider=provider) as bench:
+        hour = bench.prompts.register("hour", "Q: {q}", "claude-haiku-4-5", system=system, cache_system="1h")
+        five = bench.prompts.register("five", "Q: {q}", "claude-haiku-4-5", system=system + "!", cache_system=True)
+        written = bench.complete(hour, q="one")
+        read = bench.complete(hour, q="two")
+        other = bench.complete(five, q="three")
+        _loop.run_sync(provider.aclose())
+        rows = {r["id"]: r for r in bench.traces()}
+    sent = [r.body["system"][0]["cache_control"] for r in server.requests_to("/v1/messages")]
+    assert sent == [{"type": "ephemeral", "ttl": "1h"}] * 2 + [{"type": "ephemeral"}]
+    usage = written.usage
+    assert usage.cache_write_tokens == usage.cache_write_1h_tokens > 0 and read.usage.cache_write_1h_tokens == 0
+    row = rows[written.trace_id]
+    assert (row["cache_write_tokens"], row["cache_write_1h_tokens"]) == (usage.cache_write_tokens,) * 2
+    # claude-haiku-4-5: $1 input, $5 output, $2 per million tokens written to the 1-hour cache.
+    expected = (usage.input_tokens * 1 + usage.output_tokens * 5 + usage.cache_write_1h_tokens * 2) / 1_000_000
+    assert row["cost_usd"] == pytest.approx(expected, rel=1e-12) == written.cost_usd
+    five_row = rows[other.trace_id]
+    assert five_row["cache_write_tokens"] > 0 and five_row["cache_write_1h_tokens"] == 0
+    assert five_row["cost_usd"] == pytest.approx(
+        (five_row["input_tokens"] + five_row["output_tokens"] * 5 + five_row["cache_write_tokens"] * 1.25) / 1_000_000)
+    with pytest.raises(ConfigError, match="cache_system must be True, '5m' or '1h'"):
+        complete(provider, Request.of("m", "x", system="s", cache_system="2h"))
+
+
+def test_usage_without_the_split_prices_every_write_as_5_minute(server, provider):
+    server.usage_override = {"cache_creation_input_tokens": 300}  # an API from before the split
+    assert complete(provider, Request.of("m", "hi")).usage.cache_write_1h_tokens == 0
+    server.usage_override = {"cache_creation_input_tokens": 300,
+                             "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 200}}
+    usage = complete(provider, Request.of("m", "hi")).usage
+    assert (usage.cache_write_tokens, usage.cache_write_1h_tokens, usage.cache_write_5m_tokens) == (300, 200, 100)
+
+
 def test_plain_system_and_stop_only_when_set(server, provider):
     complete(provider, Request.of("m", "a", system="Be brief."))
     complete(provider, Request.of("m", "b", stop=["zz"], max_tokens=50))

@@ -408,3 +408,17 @@ def test_no_part_of_a_malformed_key_reaches_the_trace(tmp_path, bench, mode, lab
     assert row["status"] == "error" and "<redacted>" in row["error"], row["error"]
     assert leaks(row["error"], key) == []
     assert not [cell for cell in _text_cells(bench.path) if leaks(cell, key)]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("mode", SYNC_ASYNC)
+def test_one_hour_cache_writes_are_recorded_apart_and_priced(server, bench, mode, method):
+    server.usage_override = {**USAGE, "cache_creation": {"ephemeral_5m_input_tokens": 15, "ephemeral_1h_input_tokens": 40}}
+    call(mode, make(mode, server, bench), method)
+    row = the_row(bench)
+    assert (row["cache_write_tokens"], row["cache_write_1h_tokens"]) == (55, 40)
+    expected = calc_price(GPUsage(input_tokens=21 + 34 + 55, cache_read_tokens=34, cache_write_tokens=55,
+                                  cache_write_1h_tokens=40, output_tokens=13), MODEL, provider_id="anthropic").total_price
+    assert row["cost_usd"] == pytest.approx(float(expected))
+    # claude-haiku-4-5 by hand: $1 input, $5 output, $0.10 read, $1.25 5-minute and $2 1-hour writes.
+    assert row["cost_usd"] == pytest.approx((21 * 1 + 13 * 5 + 34 * 0.10 + 15 * 1.25 + 40 * 2) / 1_000_000)

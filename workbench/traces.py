@@ -21,8 +21,12 @@ COLUMNS = (
     "item_id", "repeat", "user_id", "input", "output", "input_tokens", "output_tokens",
     "cache_read_tokens", "cache_write_tokens", "latency_ms", "ttft_ms", "cost_usd",
     "price_source", "status", "error_type", "error", "attempts", "stop_reason", "request_id",
-    "tags_json", "metadata_json",
+    "tags_json", "metadata_json", "cache_write_1h_tokens",
 )
+"""Every column of ``traces``, in table order. ``cache_write_1h_tokens`` (migration m008,
+so last) is the part of ``cache_write_tokens`` written to the 1-hour cache."""
+"""Every column of ``traces``; ``cache_write_1h_tokens`` (migration m008) is the part of
+``cache_write_tokens`` written to the 1-hour cache."""
 INSERT_SQL = f"INSERT INTO traces ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 SPAN_SQL = (
     "INSERT INTO traces (id, trace_id, parent_id, kind, name, started_at, input, output, "

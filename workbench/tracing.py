@@ -270,6 +270,7 @@ class Tracer:
             output_tokens=None if usage is None else usage.output_tokens,
             cache_read_tokens=None if usage is None else usage.cache_read_tokens,
             cache_write_tokens=None if usage is None else usage.cache_write_tokens,
+            cache_write_1h_tokens=None if usage is None else usage.cache_write_1h_tokens,
             latency_ms=latency,
             ttft_ms=None if completion is None else completion.ttft_ms,
             cost_usd=cost,

@@ -16,7 +16,7 @@ from .. import traces
 from ..errors import WorkbenchError
 from ..tracing import current_span
 from ._redact import Redactor, scrubbed
-from .anthropic import _provider_error
+from .anthropic import _provider_error, usage_of
 from .base import Completion, Message, Request, Usage
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class _Call:
     __slots__ = (
         "tracer", "request", "redact", "parent", "started", "t0", "first", "ended", "parts",
         "model", "message_id", "stop_reason", "input_tokens", "output_tokens", "cache_read",
-        "cache_write", "stopped", "error", "done",
+        "cache_write", "cache_write_1h", "stopped", "error", "done",
     )
 
     def __init__(self, tracer: Tracer, request: Request, redact: Redactor) -> None:
@@ -60,7 +60,7 @@ class _Call:
         self.model: str | None = None
         self.message_id: str | None = None
         self.stop_reason: str | None = None
-        self.input_tokens = self.output_tokens = self.cache_read = self.cache_write = 0
+        self.input_tokens = self.output_tokens = self.cache_read = self.cache_write = self.cache_write_1h = 0
         self.stopped = False
         self.error: BaseException | None = None
         self.done = False
@@ -101,6 +101,13 @@ class _Call:
     def _take_usage(self, usage: Any, *, initial: bool) -> None:
         if usage is None:
             return
+        if initial:
+            # message_start carries the cache writes split by lifetime; message_delta never does.
+            start = usage_of(usage)
+            self.input_tokens, self.output_tokens = start.input_tokens, start.output_tokens
+            self.cache_read, self.cache_write = start.cache_read_tokens, start.cache_write_tokens
+            self.cache_write_1h = start.cache_write_1h_tokens
+            return
         # message_delta usage is cumulative; fields it leaves None keep message_start's values.
         for attr, field in (
             ("input_tokens", "input_tokens"),
@@ -111,8 +118,7 @@ class _Call:
             value = getattr(usage, field, None)
             if value is not None:
                 setattr(self, attr, value)
-            elif initial:
-                setattr(self, attr, 0)
+        self.cache_write_1h = min(self.cache_write_1h, self.cache_write)
 
     def stream_ended(self, snapshot: Any = None, exc: BaseException | None = None,
                      request_id: str | None = None, why: str = "the stream ended") -> None:
@@ -128,7 +134,8 @@ class _Call:
                     text="".join(self.parts),
                     model=self.model or self.request.model,
                     stop_reason=self.stop_reason,
-                    usage=Usage(self.input_tokens, self.output_tokens, self.cache_read, self.cache_write),
+                    usage=Usage(self.input_tokens, self.output_tokens, self.cache_read, self.cache_write,
+                                self.cache_write_1h),
                     latency_ms=latency or 0.0,
                     ttft_ms=self.ms(self.first),
                     request_id=self.message_id,
@@ -169,6 +176,7 @@ class _Call:
                 "output_tokens": self.output_tokens,
                 "cache_read_tokens": self.cache_read,
                 "cache_write_tokens": self.cache_write,
+                "cache_write_1h_tokens": self.cache_write_1h,
                 "ttft_ms": self.ms(self.first),
                 "message_id": self.message_id,
             }})
@@ -191,17 +199,11 @@ def _warn(exc: BaseException) -> None:
 
 def _completion(message: Any, latency_ms: float, ttft_ms: float | None) -> Completion:
     """A Completion from an SDK ``Message`` (a response or a stream's final message)."""
-    usage = message.usage
     return Completion(
         text="".join(b.text for b in message.content if getattr(b, "type", None) == "text"),
         model=message.model,
         stop_reason=message.stop_reason,
-        usage=Usage(
-            input_tokens=usage.input_tokens or 0,
-            output_tokens=usage.output_tokens or 0,
-            cache_read_tokens=usage.cache_read_input_tokens or 0,
-            cache_write_tokens=usage.cache_creation_input_tokens or 0,
-        ),
+        usage=usage_of(message.usage),
         latency_ms=latency_ms,
         ttft_ms=ttft_ms,
         request_id=message.id,

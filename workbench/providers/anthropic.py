@@ -31,7 +31,7 @@ from ..errors import (
     provider_error_for_status,
 )
 from ._redact import Redactor, exception_text, keys_of
-from .base import Completion, Request, Usage
+from .base import Completion, Request, Usage, cache_ttl
 
 if TYPE_CHECKING:
     import anthropic
@@ -193,12 +193,7 @@ class AnthropicProvider:
             text="".join(b.text for b in message.content if getattr(b, "type", None) == "text"),
             model=message.model,
             stop_reason=message.stop_reason,
-            usage=Usage(
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cache_read_tokens=usage.cache_read_input_tokens or 0,
-                cache_write_tokens=usage.cache_creation_input_tokens or 0,
-            ),
+            usage=usage_of(usage),
             latency_ms=(finished - started) * 1000,
             ttft_ms=None if first_text is None else (first_text - started) * 1000,
             request_id=message.id,
@@ -247,6 +242,34 @@ class AnthropicProvider:
         await asyncio.sleep(seconds)
 
 
+def usage_of(usage: Any) -> Usage:
+    """Our `Usage` from an SDK usage object (a response's, or a stream's ``message_start``).
+
+    Cache writes are split by lifetime in ``usage.cache_creation``
+    (``ephemeral_5m_input_tokens``, ``ephemeral_1h_input_tokens``); APIs and SDKs
+    that predate the split report only ``cache_creation_input_tokens``, all priced
+    as 5-minute writes.
+    """
+    writes = getattr(usage, "cache_creation_input_tokens", None)
+    split = getattr(usage, "cache_creation", None)
+    hour = five = 0
+    if split is not None:
+        hour = _count(getattr(split, "ephemeral_1h_input_tokens", None))
+        five = _count(getattr(split, "ephemeral_5m_input_tokens", None))
+    total = max(_count(writes), hour + five)
+    return Usage(
+        input_tokens=_count(getattr(usage, "input_tokens", None)),
+        output_tokens=_count(getattr(usage, "output_tokens", None)),
+        cache_read_tokens=_count(getattr(usage, "cache_read_input_tokens", None)),
+        cache_write_tokens=total,
+        cache_write_1h_tokens=min(hour, total),
+    )
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) else 0
+
+
 def _takes_temperature(client: Any) -> bool:
     """Whether this SDK still has a ``temperature`` argument (1.x and older do)."""
     try:
@@ -277,10 +300,11 @@ def _message_params(request: Request) -> dict[str, Any]:
         "messages": [{"role": m.role, "content": m.content} for m in request.messages],
     }
     if request.system:
-        if request.cache_system:
-            params["system"] = [
-                {"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}
-            ]
+        ttl = cache_ttl(request.cache_system)
+        if ttl is not None:
+            # No ttl is the 5-minute cache; say "1h" only when asked (older APIs refuse the field).
+            control = {"type": "ephemeral"} if ttl == "5m" else {"type": "ephemeral", "ttl": ttl}
+            params["system"] = [{"type": "text", "text": request.system, "cache_control": control}]
         else:
             params["system"] = request.system
     if request.temperature is not None:

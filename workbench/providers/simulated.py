@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from ..errors import Overloaded, RateLimited
 from . import _simjudge
-from .base import Completion, Request, Usage
+from .base import Completion, Request, Usage, cache_ttl
 
 CHARS_PER_TOKEN = 4
 MIN_CACHEABLE_TOKENS = 1024
@@ -247,7 +247,8 @@ class SimulatedProvider:
         msg_tokens = sum(estimate_tokens(m.content) + 4 for m in request.messages)
         sys_tokens = estimate_tokens(request.system or "")
         read = write = 0
-        if request.cache_system and sys_tokens >= MIN_CACHEABLE_TOKENS:
+        ttl = cache_ttl(request.cache_system)
+        if ttl is not None and sys_tokens >= MIN_CACHEABLE_TOKENS:
             cache_key = hashlib.sha256(f"{request.model}\0{request.system}".encode("utf-8", "surrogatepass")).hexdigest()
             with self._lock:
                 if cache_key in self._cached:
@@ -261,6 +262,7 @@ class SimulatedProvider:
             output_tokens=out_tokens,
             cache_read_tokens=read,
             cache_write_tokens=write,
+            cache_write_1h_tokens=write if ttl == "1h" else 0,
         )
 
     async def sleep(self, seconds: float) -> None:
