@@ -454,3 +454,48 @@ def test_text_that_is_not_unicode_is_a_bad_request_never_sent(server, provider):
     assert isinstance(error, BadRequest) and not error.retryable
     assert "not sent" in error.message and "'\\udcff'" in error.message
     assert server.requests_to("/v1/messages") == []
+
+
+class FrozenClock:
+    """``time.time`` and ``time.perf_counter`` that move only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1_790_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def __getattr__(self, name: str):
+        import time
+
+        return getattr(time, name)
+
+
+def test_latency_of_a_failed_call_starts_when_the_request_is_sent(tmp_path, server, monkeypatch):
+    # A first call imports the SDK and builds its client (3 to 12 s seen): that is not the call's latency.
+    import workbench as wb
+    from workbench import _loop, tracing
+    from workbench.providers import anthropic as provider_module
+
+    clock = FrozenClock()
+    monkeypatch.setattr(provider_module, "time", clock)
+    monkeypatch.setattr(tracing, "time", clock)
+    provider = AnthropicProvider(api_key=KEY, base_url=server.base_url)
+    build = provider._get_client
+
+    def slow_first_set_up():
+        clock.now += 10.0
+        return build()
+
+    monkeypatch.setattr(provider, "_get_client", slow_first_set_up)
+    server.queue_faults([("status", 400)])
+    with wb.open(tmp_path / "latency.db", provider=provider) as bench:
+        result = bench.complete(model="claude-haiku-4-5", messages="hi", raise_on_error=False)
+        _loop.run_sync(provider.aclose())
+        [row] = bench.traces()
+    assert result.status == "error" and row["error_type"] == "BadRequest"
+    # Only the set-up moved the clock: from sending to failing took no (frozen) time.
+    assert row["latency_ms"] == 0.0

@@ -248,7 +248,10 @@ class Tracer:
             latency = completion.latency_ms
         else:
             usage = None
-            latency = wall_ms
+            # As for an answer: from sending the failing attempt, when the provider timed it
+            # (never the SDK's import and client set-up); else the call's wall time.
+            latency = getattr(error, "latency_ms", None)
+            latency = wall_ms if latency is None else latency
             status = "error"
         tags = ctx.pop("tags", None)
         values = dict(

@@ -7,9 +7,12 @@ never breaks the app's call (a failure to record is a `TraceNotWritten` warning)
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import time
 import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .. import traces
@@ -41,19 +44,85 @@ class TraceNotWritten(UserWarning):
     """A wrapped call succeeded or failed as usual, but its trace row could not be written."""
 
 
+# -- counting the SDK's attempts ------------------------------------------------------------------
+# The SDK retries inside one create(); an httpx event hook on the client's HTTP client
+# sees every attempt. The call being made is found through a context variable, set only
+# while the wrapped method runs, so calls in other threads or tasks (and the app's own
+# untraced calls on the same client) are not counted.
+
+_sending: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("workbench_wrapped_call", default=None)
+
+
+def _on_request(request: Any) -> None:
+    call = _sending.get()
+    if call is not None:
+        call.sent()
+
+
+def _on_response(response: Any) -> None:
+    call = _sending.get()
+    if call is not None:
+        call.responded()
+
+
+async def _on_request_async(request: Any) -> None:
+    _on_request(request)
+
+
+async def _on_response_async(response: Any) -> None:
+    _on_response(response)
+
+
+def count_attempts(client: Any, is_async: bool) -> bool:
+    """Hook the client's HTTP client so wrapped calls count their attempts; False when it has none.
+
+    The hooks stay on the app's client (and on copies that share its HTTP client);
+    outside a wrapped call they do nothing.
+    """
+    hooks = getattr(getattr(client, "_client", None), "event_hooks", None)
+    if not isinstance(hooks, dict) or not isinstance(hooks.get("request"), list) or not isinstance(hooks.get("response"), list):
+        return False
+    on_request, on_response = (_on_request_async, _on_response_async) if is_async else (_on_request, _on_response)
+    if on_request not in hooks["request"]:
+        hooks["request"].append(on_request)
+    if on_response not in hooks["response"]:
+        hooks["response"].append(on_response)
+    return True
+
+
+@contextlib.contextmanager
+def sending(call: _Call) -> Iterator[None]:
+    """Around the SDK method that sends ``call``'s request (and its retries)."""
+    token = _sending.set(call)
+    try:
+        yield
+    finally:
+        _sending.reset(token)
+
+
 class _Call:
-    """Timing, what a stream has delivered so far, and the one row it writes."""
+    """Timing, what a stream has delivered so far, and the one row it writes.
+
+    With ``counted`` (the client's HTTP client is hooked) latency and time to
+    first token run from the sending of the attempt that answered, as on the
+    provider path; the attempts and the waits between them go on the row.
+    """
 
     __slots__ = (
         "tracer", "request", "redact", "parent", "started", "t0", "first", "ended", "parts",
         "model", "message_id", "stop_reason", "input_tokens", "output_tokens", "cache_read",
-        "cache_write", "cache_write_1h", "stopped", "error", "done",
+        "cache_write", "cache_write_1h", "stopped", "error", "done", "counted", "attempts",
+        "waited", "answered_at",
     )
 
-    def __init__(self, tracer: Tracer, request: Request, redact: Redactor) -> None:
+    def __init__(self, tracer: Tracer, request: Request, redact: Redactor, counted: bool = False) -> None:
         self.tracer = tracer
         self.request = request
         self.redact = redact
+        self.counted = counted
+        self.attempts = 0
+        self.waited = 0.0
+        self.answered_at: float | None = None
         self.first: float | None = None
         self.ended: float | None = None
         self.parts: list[str] = []
@@ -71,6 +140,21 @@ class _Call:
         self.parent = current_span()
         self.started = time.time()
         self.t0 = time.perf_counter()
+
+    def sent(self) -> None:
+        """An attempt is being sent (the HTTP request hook): latency starts again here."""
+        now = time.perf_counter()
+        if self.attempts:
+            # A retry: from the failed attempt's answer (or its sending, when the
+            # connection failed without one) to now, the SDK was waiting.
+            self.waited += now - (self.answered_at if self.answered_at is not None else self.t0)
+        self.attempts += 1
+        self.t0 = now
+        self.answered_at = None
+
+    def responded(self) -> None:
+        """The attempt's response headers arrived (the HTTP response hook)."""
+        self.answered_at = time.perf_counter()
 
     def ms(self, at: float | None) -> float | None:
         return None if at is None else (at - self.t0) * 1000
@@ -186,8 +270,9 @@ class _Call:
         self.done = True
         try:
             self.tracer.record_call(
-                PROVIDER, self.request, completion, error, attempts=None, started=self.started,
-                parent=self.parent, context={}, wall_ms=self.ms(time.perf_counter()),
+                PROVIDER, self.request, completion, error, attempts=self.attempts if self.counted else None,
+                started=self.started, parent=self.parent, context={}, waited_s=self.waited,
+                wall_ms=self.ms(time.perf_counter()),
             )
         except Exception as exc:  # noqa: BLE001 - tracing must never break the app's call
             _warn(exc)

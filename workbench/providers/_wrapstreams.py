@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from ._wrapcall import _Call
+from ._wrapcall import _Call, sending
 
 
 class _Delegate:
@@ -158,7 +158,8 @@ class TracedStreamManager:
     def __enter__(self) -> TracedMessageStream:
         self._call.begin()
         try:
-            stream = self._manager.__enter__()
+            with sending(self._call):  # the request (and the SDK's retries) go out here
+                stream = self._manager.__enter__()
         except BaseException as exc:
             self._call.fail(exc)
             raise
@@ -186,7 +187,8 @@ class AsyncTracedStreamManager:
     async def __aenter__(self) -> AsyncTracedMessageStream:
         self._call.begin()
         try:
-            stream = await self._manager.__aenter__()
+            with sending(self._call):  # the request (and the SDK's retries) go out here
+                stream = await self._manager.__aenter__()
         except BaseException as exc:
             self._call.fail(exc)
             raise

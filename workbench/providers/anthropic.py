@@ -173,6 +173,8 @@ class AnthropicProvider:
                     IgnoredParamWarning,
                     stacklevel=2,
                 )
+        # Latency starts when the request is sent: the SDK's import and the client's
+        # set-up (seconds, on a first call) happened above.
         started = time.perf_counter()
         first_text: float | None = None
         try:
@@ -186,7 +188,7 @@ class AnthropicProvider:
                         first_text = time.perf_counter()
                 message = await stream.get_final_message()
         except Exception as exc:
-            self._raise(exc)
+            self._raise(exc, started)
         finished = time.perf_counter()
         usage = message.usage
         return Completion(
@@ -206,8 +208,9 @@ class AnthropicProvider:
             self._redact = Redactor(keys)
         return self._redact
 
-    def _raise(self, exc: Exception) -> NoReturn:
-        """Raise the ProviderError for ``exc``, its text scrubbed of the key.
+    def _raise(self, exc: Exception, started: float | None = None) -> NoReturn:
+        """Raise the ProviderError for ``exc``, its text scrubbed of the key and, given
+        when the request was sent (``perf_counter``), timed from then.
 
         An httpx header error quotes the key (``Illegal header value b'Bearer ...'``),
         and a server may echo it back; the original exception is chained only when
@@ -219,6 +222,8 @@ class AnthropicProvider:
         redact = self._redactor()
         error.message = redact(error.message)
         error.args = (error.message,)
+        if started is not None:
+            error.latency_ms = (time.perf_counter() - started) * 1000
         if "Illegal header value" in error.message:
             # A malformed key (a stray newline) never succeeds: do not retry it.
             error.retryable = False

@@ -20,7 +20,7 @@ import re
 import threading
 from dataclasses import dataclass
 
-from ..errors import Overloaded, RateLimited
+from ..errors import Overloaded, ProviderError, RateLimited
 from . import _simjudge
 from .base import Completion, Request, Usage, cache_ttl
 
@@ -194,15 +194,19 @@ class SimulatedProvider:
         if fail.random() < error_rate:
             wait_ms = rng.lognormvariate(math.log(prof.ttft_median_ms), prof.latency_sigma)
             await asyncio.sleep(wait_ms / 1000 * self.time_scale)
+            error: ProviderError
             if fail.random() < 0.5:
-                raise Overloaded(
+                error = Overloaded(
                     "simulated overload", status_code=529, request_id=f"sim_req_{key[:16]}",
                     error_type="overloaded_error",
                 )
-            raise RateLimited(
-                "simulated rate limit", status_code=429, request_id=f"sim_req_{key[:16]}",
-                error_type="rate_limit_error", retry_after=1.0,
-            )
+            else:
+                error = RateLimited(
+                    "simulated rate limit", status_code=429, request_id=f"sim_req_{key[:16]}",
+                    error_type="rate_limit_error", retry_after=1.0,
+                )
+            error.latency_ms = round(wait_ms, 3)  # simulated time, as a completion's latency is
+            raise error
         with self._lock:
             # A success ends this request's retries: forget its count, so memory does not
             # grow with every distinct request and a repeated request replays the same way.

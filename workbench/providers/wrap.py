@@ -9,7 +9,10 @@ does not override (``count_tokens``, ``with_raw_response``, ``beta``, ...) are
 the client's and are not traced.
 
 Rows go through ``Tracer.record_call``: no extra network call, and writing a
-row never breaks the app's call (a failure to record is a warning). The API key
+row never breaks the app's call (a failure to record is a warning). The SDK
+retries on its own: an httpx event hook on the client's HTTP client counts the
+attempts each call made, and latency runs from the sending of the attempt that
+answered, as for calls through the provider. The API key
 is never recorded: no headers are read, and error text is scrubbed of the
 client's key (`_redact.Redactor`) before it is stored.
 """
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ._redact import Redactor, keys_of
-from ._wrapcall import IncompleteStream, TraceNotWritten, _Call, _request_of
+from ._wrapcall import IncompleteStream, TraceNotWritten, _Call, _request_of, count_attempts, sending
 from ._wrapstreams import (
     AsyncTracedStream,
     AsyncTracedStreamManager,
@@ -69,13 +72,15 @@ def _is_async(client: Any) -> bool:
 class TracedClient(_Delegate):
     """An ``anthropic.Anthropic`` whose ``messages.create`` and ``messages.stream`` are traced."""
 
-    __slots__ = ("_tracer", "_redact", "messages")
-    _own = frozenset({"_target", "_tracer", "_redact", "messages"})
+    __slots__ = ("_tracer", "_redact", "_counts", "messages")
+    _own = frozenset({"_target", "_tracer", "_redact", "_counts", "messages"})
+    _async = False
 
     def __init__(self, client: Any, tracer: Tracer) -> None:
         self._target = client
         self._tracer = tracer
         self._redact = Redactor(keys_of(client))
+        self._counts = count_attempts(client, self._async)
         self.messages = self._messages_class()(client.messages, self)
 
     def _messages_class(self) -> type:
@@ -109,6 +114,7 @@ class AsyncTracedClient(TracedClient):
     """An ``anthropic.AsyncAnthropic`` whose ``messages.create`` and ``messages.stream`` are traced."""
 
     __slots__ = ()
+    _async = True
 
     def _messages_class(self) -> type:
         return AsyncTracedMessages
@@ -135,14 +141,15 @@ class TracedMessages(_Delegate):
         self._owner = owner
 
     def _call(self, kwargs: dict[str, Any], method: str) -> _Call:
-        return _Call(self._owner._tracer, _request_of(kwargs, method), self._owner._redact)
+        return _Call(self._owner._tracer, _request_of(kwargs, method), self._owner._redact, self._owner._counts)
 
     def create(self, *args: Any, **kwargs: Any) -> Any:
         """``messages.create``; with ``stream=True`` the stream is traced as it is read."""
         stream = bool(kwargs.get("stream", False))
         call = self._call(kwargs, "messages.create")
         try:
-            result = self._target.create(*args, **kwargs)
+            with sending(call):
+                result = self._target.create(*args, **kwargs)
         except BaseException as exc:
             call.fail(exc)
             raise
@@ -175,7 +182,8 @@ class AsyncTracedMessages(TracedMessages):
         stream = bool(kwargs.get("stream", False))
         call = self._call(kwargs, "messages.create")
         try:
-            result = await self._target.create(*args, **kwargs)
+            with sending(call):
+                result = await self._target.create(*args, **kwargs)
         except BaseException as exc:
             call.fail(exc)
             raise
