@@ -269,23 +269,6 @@ def test_non_utf8_file_names_the_line(bench, tmp_path, suffix, content):
     assert counts(bench) == (0, 0)
 
 
-def test_csv_row_with_fewer_fields_is_refused_with_its_line(bench, tmp_path):
-    # A quoted field may span lines: the line named is where the short row starts.
-    path = tmp_path / "short.csv"
-    path.write_text('question,context,expected\n"two\nlines?",c,1\nb?,c\n', encoding="utf-8")
-    with pytest.raises(DatasetError, match=r"short\.csv line 4: fewer fields than the header has \(2 of 3; "
-                                           r"no value for expected\)"):
-        bench.datasets.load("short", path)
-    assert counts(bench) == (0, 0)
-
-
-def test_csv_header_with_a_repeated_column_is_refused(bench, tmp_path):
-    path = tmp_path / "twice.csv"
-    path.write_text("question,question\na?,b?\n", encoding="utf-8")
-    with pytest.raises(DatasetError, match=r"twice\.csv line 1: column 'question' appears more than once"):
-        bench.datasets.load("twice", path)
-
-
 def test_a_lone_surrogate_is_stored_escaped_with_a_warning(bench, tmp_path):
     # JSON may spell a lone surrogate; a non-UTF-8 file name decodes to one (os.fsdecode).
     path = tmp_path / "surrogate.jsonl"
@@ -305,6 +288,11 @@ def _deep(levels: int) -> str:
 
 
 @pytest.mark.parametrize("name, content, where, problem", [
+    # A row short of a field would reach the model as "None"; a quoted field may span lines,
+    # and the line named is where the short row starts.
+    ("short.csv", 'question,context,expected\n"two\nlines?",c,1\nb?,c\n', "line 4",
+     "fewer fields than the header has (2 of 3; no value for expected)"),
+    ("twice.csv", "question,question\na?,b?\n", "line 1", "column 'question' appears more than once"),
     ("deep500.jsonl", '{"question": "ok?"}\n' + _deep(500) + "\n", "line 2", "nested more than 100 levels"),
     ("deep5000.jsonl", _deep(5000) + "\n", "line 1", "nested too deeply to parse"),
     ("bigint.jsonl", '{"question": "ok?"}\n{"question": ' + "7" * 5000 + "}\n", "line 2", "a number too long to read"),
@@ -313,7 +301,7 @@ def _deep(levels: int) -> str:
     ("huge.csv", "question,expected\nok?,1\n" + "x" * 140_000 + ",2\n", "line 3",
      "a field is longer than 131,072 characters"),
 ])
-def test_hostile_files_give_a_dataset_error_naming_file_and_line(bench, tmp_path, name, content, where, problem):
+def test_malformed_and_hostile_files_give_a_dataset_error_naming_file_and_line(bench, tmp_path, name, content, where, problem):
     path = tmp_path / name
     path.write_bytes(content.encode("latin-1" if name == "latin1.json" else "utf-8"))
     with pytest.raises(DatasetError) as info:

@@ -30,13 +30,16 @@ class _Delegate:
     def __dir__(self) -> list[str]:
         return sorted(set(super().__dir__()) | set(dir(self._target)))
 
+    def __repr__(self) -> str:
+        return f"<traced {type(self._target).__name__}>"
+
 
 # -- create(stream=True) -----------------------------------------------------------------------
 
 
-class TracedStream(_Delegate):
-    """The SDK's ``Stream`` of raw events, yielding them unchanged; the row is written
-    at ``message_stop``, or when the stream fails, is closed or is dropped early."""
+class _EventStream(_Delegate):
+    """What the sync and async stand-ins of a raw event stream share: how each event,
+    the end, a failure, a close and a drop reach the call."""
 
     __slots__ = ("_call",)
     _own = frozenset({"_target", "_call"})
@@ -44,6 +47,34 @@ class TracedStream(_Delegate):
     def __init__(self, stream: Any, call: _Call) -> None:
         self._target = stream
         self._call = call
+
+    def _took(self, event: Any) -> Any:
+        self._call.observe(event)
+        if self._call.stopped:
+            self._call.stream_ended()
+        return event
+
+    def _ran_out(self) -> None:
+        self._call.stream_ended(request_id=_request_id(self._target))
+
+    def _failed(self, exc: BaseException) -> None:
+        self._call.fail(exc, partial=True)
+
+    def _closed(self) -> None:
+        self._call.stream_ended(request_id=_request_id(self._target), why="the stream was closed")
+
+    def __del__(self) -> None:
+        call = getattr(self, "_call", None)
+        if call is not None and not call.done:
+            call.stream_ended(request_id=_request_id(getattr(self, "_target", None)),
+                              why="the stream was dropped unread")
+
+
+class TracedStream(_EventStream):
+    """The SDK's ``Stream`` of raw events, yielding them unchanged; the row is written
+    at ``message_stop``, or when the stream fails, is closed or is dropped early."""
+
+    __slots__ = ()
 
     def __iter__(self) -> Iterator[Any]:
         return self
@@ -52,22 +83,19 @@ class TracedStream(_Delegate):
         try:
             event = self._target.__next__()
         except StopIteration:
-            self._call.stream_ended(request_id=_request_id(self._target))
+            self._ran_out()
             raise
         except BaseException as exc:
-            self._call.fail(exc, partial=True)
+            self._failed(exc)
             raise
-        self._call.observe(event)
-        if self._call.stopped:
-            self._call.stream_ended()
-        return event
+        return self._took(event)
 
     def close(self) -> None:
         """Close the response; a stream closed before ``message_stop`` is an error row."""
         try:
             self._target.close()
         finally:
-            self._call.stream_ended(request_id=_request_id(self._target), why="the stream was closed")
+            self._closed()
 
     def __enter__(self) -> TracedStream:
         return self
@@ -75,25 +103,11 @@ class TracedStream(_Delegate):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        call = getattr(self, "_call", None)
-        if call is not None and not call.done:
-            call.stream_ended(request_id=_request_id(getattr(self, "_target", None)),
-                              why="the stream was dropped unread")
 
-    def __repr__(self) -> str:
-        return f"<traced {type(self._target).__name__}>"
-
-
-class AsyncTracedStream(_Delegate):
+class AsyncTracedStream(_EventStream):
     """The SDK's ``AsyncStream`` of raw events, traced like ``TracedStream``."""
 
-    __slots__ = ("_call",)
-    _own = frozenset({"_target", "_call"})
-
-    def __init__(self, stream: Any, call: _Call) -> None:
-        self._target = stream
-        self._call = call
+    __slots__ = ()
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self
@@ -102,37 +116,25 @@ class AsyncTracedStream(_Delegate):
         try:
             event = await self._target.__anext__()
         except StopAsyncIteration:
-            self._call.stream_ended(request_id=_request_id(self._target))
+            self._ran_out()
             raise
         except BaseException as exc:
-            self._call.fail(exc, partial=True)
+            self._failed(exc)
             raise
-        self._call.observe(event)
-        if self._call.stopped:
-            self._call.stream_ended()
-        return event
+        return self._took(event)
 
     async def close(self) -> None:
         """Close the response; a stream closed before ``message_stop`` is an error row."""
         try:
             await self._target.close()
         finally:
-            self._call.stream_ended(request_id=_request_id(self._target), why="the stream was closed")
+            self._closed()
 
     async def __aenter__(self) -> AsyncTracedStream:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
-
-    def __del__(self) -> None:
-        call = getattr(self, "_call", None)
-        if call is not None and not call.done:
-            call.stream_ended(request_id=_request_id(getattr(self, "_target", None)),
-                              why="the stream was dropped unread")
-
-    def __repr__(self) -> str:
-        return f"<traced {type(self._target).__name__}>"
 
 
 def _request_id(stream: Any) -> str | None:
@@ -145,15 +147,29 @@ def _request_id(stream: Any) -> str | None:
 # -- messages.stream(...) ------------------------------------------------------------------------
 
 
-class TracedStreamManager:
-    """What ``messages.stream(...)`` returns: ``with`` it to get a ``TracedMessageStream``."""
+class _StreamManager:
+    """What the sync and async stand-ins of ``messages.stream(...)`` share."""
 
     __slots__ = ("_manager", "_call", "_stream")
 
     def __init__(self, manager: Any, call: _Call) -> None:
         self._manager = manager
         self._call = call
-        self._stream: TracedMessageStream | None = None
+        self._stream: _MessageStream | None = None
+
+    def _entered(self, stream: Any, cls: type[_MessageStream]) -> Any:
+        self._stream = cls(stream, self._call)
+        return self._stream
+
+    def _left(self, exc: BaseException | None) -> None:
+        if self._stream is not None:
+            self._stream._ended(exc)
+
+
+class TracedStreamManager(_StreamManager):
+    """What ``messages.stream(...)`` returns: ``with`` it to get a ``TracedMessageStream``."""
+
+    __slots__ = ()
 
     def __enter__(self) -> TracedMessageStream:
         self._call.begin()
@@ -163,26 +179,19 @@ class TracedStreamManager:
         except BaseException as exc:
             self._call.fail(exc)
             raise
-        self._stream = TracedMessageStream(stream, self._call)
-        return self._stream
+        return self._entered(stream, TracedMessageStream)
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Any:
         try:
             return self._manager.__exit__(exc_type, exc, tb)
         finally:
-            if self._stream is not None:
-                self._stream._ended(exc)
+            self._left(exc)
 
 
-class AsyncTracedStreamManager:
+class AsyncTracedStreamManager(_StreamManager):
     """What an async client's ``messages.stream(...)`` returns: ``async with`` it."""
 
-    __slots__ = ("_manager", "_call", "_stream")
-
-    def __init__(self, manager: Any, call: _Call) -> None:
-        self._manager = manager
-        self._call = call
-        self._stream: AsyncTracedMessageStream | None = None
+    __slots__ = ()
 
     async def __aenter__(self) -> AsyncTracedMessageStream:
         self._call.begin()
@@ -192,23 +201,18 @@ class AsyncTracedStreamManager:
         except BaseException as exc:
             self._call.fail(exc)
             raise
-        self._stream = AsyncTracedMessageStream(stream, self._call)
-        return self._stream
+        return self._entered(stream, AsyncTracedMessageStream)
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Any:
         try:
             return await self._manager.__aexit__(exc_type, exc, tb)
         finally:
-            if self._stream is not None:
-                self._stream._ended(exc)
+            self._left(exc)
 
 
-class TracedMessageStream(_Delegate):
-    """The SDK's ``MessageStream``, with every way of reading it going past the tracer.
-
-    ``text_stream``, iteration, ``get_final_message()``, ``get_final_text()`` and
-    ``until_done()`` behave as the SDK's; other attributes are the SDK stream's.
-    """
+class _MessageStream(_Delegate):
+    """What the sync and async stand-ins of a ``MessageStream`` share: every event goes
+    past the call (``_observed``), ``text_stream`` reads from the same events."""
 
     __slots__ = ("_call", "_events", "text_stream")
     _own = frozenset({"_target", "_call", "_events", "text_stream"})
@@ -218,6 +222,30 @@ class TracedMessageStream(_Delegate):
         self._call = call
         self._events = self._observed()
         self.text_stream = self._texts()
+
+    def _observed(self) -> Any:
+        raise NotImplementedError
+
+    def _texts(self) -> Any:
+        raise NotImplementedError
+
+    def _ended(self, exc: BaseException | None) -> None:
+        self._call.stream_ended(_snapshot(self._target), exc, _request_id(self._target),
+                                why="the stream was left")
+
+
+def _is_text(event: Any) -> bool:
+    return event.type == "content_block_delta" and event.delta.type == "text_delta"
+
+
+class TracedMessageStream(_MessageStream):
+    """The SDK's ``MessageStream``, with every way of reading it going past the tracer.
+
+    ``text_stream``, iteration, ``get_final_message()``, ``get_final_text()`` and
+    ``until_done()`` behave as the SDK's; other attributes are the SDK stream's.
+    """
+
+    __slots__ = ()
 
     def _observed(self) -> Iterator[Any]:
         call = self._call
@@ -233,7 +261,7 @@ class TracedMessageStream(_Delegate):
 
     def _texts(self) -> Iterator[str]:
         for event in self._events:
-            if event.type == "content_block_delta" and event.delta.type == "text_delta":
+            if _is_text(event):
                 yield event.delta.text
 
     def __iter__(self) -> Iterator[Any]:
@@ -260,25 +288,11 @@ class TracedMessageStream(_Delegate):
     def __exit__(self, *exc: Any) -> None:
         self._target.close()
 
-    def _ended(self, exc: BaseException | None) -> None:
-        self._call.stream_ended(_snapshot(self._target), exc, _request_id(self._target),
-                                why="the stream was left")
 
-    def __repr__(self) -> str:
-        return f"<traced {type(self._target).__name__}>"
-
-
-class AsyncTracedMessageStream(_Delegate):
+class AsyncTracedMessageStream(_MessageStream):
     """The SDK's ``AsyncMessageStream``, traced like ``TracedMessageStream``."""
 
-    __slots__ = ("_call", "_events", "text_stream")
-    _own = frozenset({"_target", "_call", "_events", "text_stream"})
-
-    def __init__(self, stream: Any, call: _Call) -> None:
-        self._target = stream
-        self._call = call
-        self._events = self._observed()
-        self.text_stream = self._texts()
+    __slots__ = ()
 
     async def _observed(self) -> AsyncIterator[Any]:
         call = self._call
@@ -294,7 +308,7 @@ class AsyncTracedMessageStream(_Delegate):
 
     async def _texts(self) -> AsyncIterator[str]:
         async for event in self._events:
-            if event.type == "content_block_delta" and event.delta.type == "text_delta":
+            if _is_text(event):
                 yield event.delta.text
 
     def __aiter__(self) -> AsyncIterator[Any]:
@@ -320,13 +334,6 @@ class AsyncTracedMessageStream(_Delegate):
 
     async def __aexit__(self, *exc: Any) -> None:
         await self._target.close()
-
-    def _ended(self, exc: BaseException | None) -> None:
-        self._call.stream_ended(_snapshot(self._target), exc, _request_id(self._target),
-                                why="the stream was left")
-
-    def __repr__(self) -> str:
-        return f"<traced {type(self._target).__name__}>"
 
 
 def _snapshot(stream: Any) -> Any:

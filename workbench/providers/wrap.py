@@ -168,9 +168,6 @@ class TracedMessages(_Delegate):
             raise
         return TracedStreamManager(manager, call)
 
-    def __repr__(self) -> str:
-        return f"<traced {type(self._target).__name__}>"
-
 
 class AsyncTracedMessages(TracedMessages):
     """``client.messages`` of an async client with ``create`` and ``stream`` traced."""
