@@ -228,7 +228,6 @@ def _synthetic(n: int, seed: int = 0) -> pl.DataFrame:
             "output_tokens": rng.integers(0, 500, n),
             "cache_read_tokens": rng.integers(0, 800, n),
             "cache_write_tokens": rng.integers(0, 100, n),
-            "cache_write_1h_tokens": rng.integers(0, 50, n),
             "cost_usd": np.where(rng.random(n) < 0.1, np.nan, cost),
             "latency_ms": np.where(rng.random(n) < 0.05, np.nan, latency),
             "ttft_ms": np.where(rng.random(n) < 0.2, np.nan, ttft),
@@ -394,7 +393,7 @@ def test_metrics_from_a_store_reads_only_the_columns_it_needs(filled, monkeypatc
     monkeypatch.setattr(frames, "_read_traces", spy)
     out = frames.metrics(filled, by="model", every="1h")
     assert seen["kind"] == "llm" and seen["parse_times"] is True
-    assert set(seen["cols"]) == {"model", "started_at", *frames._METRIC_INPUTS, *frames._OPTIONAL_METRIC_INPUTS}
+    assert set(seen["cols"]) == {"model", "started_at", *frames._METRIC_INPUTS}
     assert out.select("bucket", "model").rows() == [
         (T0, "haiku"), (T0 + timedelta(hours=1), "sonnet"), (T0 + timedelta(hours=2), "haiku")
     ]
@@ -407,9 +406,3 @@ def test_metrics_from_a_store_reads_only_the_columns_it_needs(filled, monkeypatc
     assert sonnet["requests"] == 2 and sonnet["errors"] == 1 and sonnet["error_rate"] == 0.5
     assert sonnet["latency_p95"] == 400.0  # the error's latency is not an ok call's
 
-
-def test_a_frame_from_before_the_1h_cache_column_counts_zero_1h_writes():
-    df = _synthetic(500, seed=4).drop("cache_write_1h_tokens")
-    row = frames.metrics(df).row(0, named=True)
-    assert row["cache_write_1h_tokens"] == 0
-    assert row["cache_write_tokens"] == int(df.filter(pl.col("kind") == "llm")["cache_write_tokens"].sum())

@@ -100,7 +100,7 @@ GROUP_COLUMNS = (
 
 METRIC_COLUMNS = (
     "requests", "errors", "error_rate", "input_tokens", "output_tokens", "cache_read_tokens",
-    "cache_write_tokens", "cache_write_1h_tokens", "cost_usd", "unpriced", "latency_mean", "latency_p50", "latency_p95",
+    "cache_write_tokens", "cost_usd", "unpriced", "latency_mean", "latency_p50", "latency_p95",
     "latency_p99", "ttft_p50", "ttft_p95",
 )
 """The columns `metrics` computes, in output order (after the group keys)."""
@@ -110,8 +110,6 @@ _METRIC_INPUTS = (
     "cost_usd", "latency_ms", "ttft_ms",
 )
 """Trace columns `metrics` reads besides the group keys (and ``started_at`` when bucketing)."""
-_OPTIONAL_METRIC_INPUTS = ("cache_write_1h_tokens",)
-"""Read when there; a frame without them (built before they existed) counts 0."""
 
 _FILTERS = (
     "since", "until", "model", "prompt_name", "prompt_version", "experiment_id", "variant",
@@ -396,7 +394,7 @@ def _filter_frame(df: pl.DataFrame, filters: Mapping[str, Any]) -> pl.DataFrame:
     return df.filter(preds) if preds else df
 
 
-_TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens")
+_TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 _QUANTILES = (("latency_ms", "latency", (0.50, 0.95, 0.99)), ("ttft_ms", "ttft", (0.50, 0.95)))
 _LOOP_GROUPS = 4096
 """Up to this many groups, each group's values are sorted on their own (numpy's
@@ -569,7 +567,7 @@ def _compute(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     columns = [
         err.alias("_err"),
         (ok & cost.is_null()).alias("_unpriced"),
-        *(df[c] if c in df.columns else pl.Series(c, [None] * df.height, dtype=pl.Int64) for c in _TOKENS),
+        *(df[c] for c in _TOKENS),
         cost,
         df["latency_ms"].cast(pl.Float64).zip_with(ok, pl.Series([None], dtype=pl.Float64)).alias("_lat"),
     ]
@@ -697,12 +695,12 @@ def metrics(
     if isinstance(df_or_store, pl.DataFrame):
         df = df_or_store
         # Only the columns used (selecting is free; filtering wide frames is not).
-        used = [*keys, *_METRIC_INPUTS, *_OPTIONAL_METRIC_INPUTS, "kind", *(f for f, v in filters.items() if v is not None)]
+        used = [*keys, *_METRIC_INPUTS, "kind", *(f for f, v in filters.items() if v is not None)]
         if every is not None or filters.get("since") is not None or filters.get("until") is not None:
             used.append("started_at")
         df = _filter_frame(df.select(c for c in dict.fromkeys(used) if c in df.columns), filters)
     elif hasattr(df_or_store, "conn") and hasattr(df_or_store, "path"):
-        needed = [*keys, *(c for c in (*_METRIC_INPUTS, *_OPTIONAL_METRIC_INPUTS) if c not in keys)]
+        needed = [*keys, *(c for c in _METRIC_INPUTS if c not in keys)]
         if every is not None:
             needed.append("started_at")
         df = _read_traces(
