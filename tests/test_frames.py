@@ -405,4 +405,3 @@ def test_metrics_from_a_store_reads_only_the_columns_it_needs(filled, monkeypatc
     sonnet = frames.metrics(filled, model="sonnet").row(0, named=True)
     assert sonnet["requests"] == 2 and sonnet["errors"] == 1 and sonnet["error_rate"] == 0.5
     assert sonnet["latency_p95"] == 400.0  # the error's latency is not an ok call's
-
