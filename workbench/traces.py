@@ -68,6 +68,20 @@ def safe_text(text: str) -> str:
     return escape_surrogates(text) + " [lone surrogates written as \\udXXX by workbench]"
 
 
+def _escape_columns(values: dict[str, Any], columns: list[str]) -> None:
+    for column in columns:
+        if column.endswith("_json"):
+            # Escaped inside the JSON, so reading it back gives the escape, not the surrogate again.
+            values[column] = dumps(escape_surrogates_in(loads(values[column])))
+        else:
+            values[column] = escape_surrogates(values[column])
+    meta = loads(values.get("metadata_json"), {})
+    if not isinstance(meta, dict):
+        meta = {"metadata": meta}
+    meta[ESCAPED_NOTE] = sorted(columns)
+    values["metadata_json"] = dumps(meta)
+
+
 def row(**values: Any) -> tuple[Any, ...]:
     """A full trace row in column order; unknown names are refused.
 
@@ -83,20 +97,6 @@ def row(**values: Any) -> tuple[Any, ...]:
     if escaped:
         _escape_columns(values, escaped)
     return tuple(values.get(c) for c in COLUMNS)
-
-
-def _escape_columns(values: dict[str, Any], columns: list[str]) -> None:
-    for column in columns:
-        if column.endswith("_json"):
-            # Escaped inside the JSON, so reading it back gives the escape, not the surrogate again.
-            values[column] = dumps(escape_surrogates_in(loads(values[column])))
-        else:
-            values[column] = escape_surrogates(values[column])
-    meta = loads(values.get("metadata_json"), {})
-    if not isinstance(meta, dict):
-        meta = {"metadata": meta}
-    meta[ESCAPED_NOTE] = sorted(columns)
-    values["metadata_json"] = dumps(meta)
 
 
 @dataclass(frozen=True)
