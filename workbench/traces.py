@@ -23,10 +23,9 @@ COLUMNS = (
     "price_source", "status", "error_type", "error", "attempts", "stop_reason", "request_id",
     "tags_json", "metadata_json", "cache_write_1h_tokens",
 )
-"""Every column of ``traces``, in table order. ``cache_write_1h_tokens`` (migration m008,
-so last) is the part of ``cache_write_tokens`` written to the 1-hour cache."""
-"""Every column of ``traces``; ``cache_write_1h_tokens`` (migration m008) is the part of
-``cache_write_tokens`` written to the 1-hour cache."""
+"""Every column of ``traces``, in table order. ``cache_write_1h_tokens`` (added by the
+``cache_write_1h`` migration, so last) is the part of ``cache_write_tokens`` written to the
+1-hour cache."""
 INSERT_SQL = f"INSERT INTO traces ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 SPAN_SQL = (
     "INSERT INTO traces (id, trace_id, parent_id, kind, name, started_at, input, output, "
