@@ -21,6 +21,16 @@ SUITES = {
 }
 
 
+def _datasets() -> None:
+    """Peak memory of loading a million-item JSONL (``bench/datasets.py``)."""
+    from . import datasets
+
+    datasets.main()
+
+
+SUITES["datasets"] = _datasets
+
+
 def main(argv: list[str]) -> None:
     names = argv or list(SUITES)
     unknown = [n for n in names if n not in SUITES]

@@ -18,7 +18,11 @@ Answers are "Echo: " + the last user message unless ``server.reply`` says otherw
 ``stop_sequences`` and ``max_tokens`` cut them as the API would. Usage counts about
 four characters a token; a system prompt sent as blocks with ``cache_control`` is
 reported as a cache write the first time its text is seen and a cache read after.
-``server.usage_override`` forces exact numbers.
+Writes are split by lifetime in ``usage.cache_creation`` as the API reports them
+(``ephemeral_5m_input_tokens``, and ``ephemeral_1h_input_tokens`` for blocks marked
+``"ttl": "1h"``). ``server.usage_override`` forces exact numbers; one that sets
+``cache_creation_input_tokens`` without ``cache_creation`` drops the split, as an
+API that predates it would.
 
 Faults, consumed one per request in arrival order (``queue_faults``), or drawn at
 random (``fault_rate``):
@@ -151,6 +155,8 @@ class FakeAnthropic:
         delta_delay: seconds to wait between streamed text deltas.
         delta_chars: characters per streamed text delta.
         api_key: when set, only this key is accepted.
+        echo_credentials: a refused key is quoted in the 401's message, as some
+            servers and proxies do (to test that clients scrub it).
         port: port to bind; 0 picks a free one.
     """
 
@@ -162,6 +168,7 @@ class FakeAnthropic:
         delta_delay: float = 0.0,
         delta_chars: int = 8,
         api_key: str | None = None,
+        echo_credentials: bool = False,
         port: int = 0,
     ) -> None:
         self.reply: Callable[[dict[str, Any]], str] = reply or _default_reply
@@ -169,6 +176,7 @@ class FakeAnthropic:
         self.delta_delay = delta_delay
         self.delta_chars = max(1, delta_chars)
         self.api_key = api_key
+        self.echo_credentials = echo_credentials
         self.usage_override: dict[str, int] | None = None
         """Usage fields that replace the computed ones, e.g. ``{"cache_read_input_tokens": 100}``."""
         self.requests: list[RecordedRequest] = []
@@ -348,30 +356,46 @@ class FakeAnthropic:
             "usage": usage,
         }
 
-    def _usage(self, body: dict[str, Any], text: str, cache: bool = True) -> dict[str, int]:
+    def _usage(self, body: dict[str, Any], text: str, cache: bool = True) -> dict[str, Any]:
         system = body.get("system")
         cached_chars, cache_key = 0, None
+        by_ttl = {"5m": 0, "1h": 0}
         if isinstance(system, list):
-            # Everything up to the last block marked cache_control is the cached prefix.
+            # Everything up to the last block marked cache_control is the cached prefix;
+            # the blocks up to each mark take that mark's lifetime.
             marked = [i for i, b in enumerate(system) if isinstance(b, dict) and b.get("cache_control")]
             if marked:
                 prefix = _text(system[: marked[-1] + 1])
                 cached_chars, cache_key = len(prefix), (str(body.get("model")), prefix)
+                start = 0
+                for i in marked:
+                    ttl = "1h" if system[i]["cache_control"].get("ttl") == "1h" else "5m"
+                    by_ttl[ttl] += len(_text(system[start : i + 1]))
+                    start = i + 1
         cached = _tokens(cached_chars)
-        usage = {
+        usage: dict[str, Any] = {
             "input_tokens": _tokens(_prompt_chars(body)) - cached,
             "output_tokens": max(1, _tokens(len(text))),
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
+            "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
         }
         if cache_key is not None:
             with self._lock:
                 seen = cache_key in self._cached_prefixes
                 if cache:
                     self._cached_prefixes.add(cache_key)
-            usage["cache_read_input_tokens" if seen else "cache_creation_input_tokens"] = cached
+            if seen:
+                usage["cache_read_input_tokens"] = cached
+            else:
+                usage["cache_creation_input_tokens"] = cached
+                hour = _tokens(by_ttl["1h"]) if by_ttl["5m"] else cached
+                hour = hour if by_ttl["1h"] else 0
+                usage["cache_creation"] = {"ephemeral_5m_input_tokens": cached - hour, "ephemeral_1h_input_tokens": hour}
         if self.usage_override:
             usage.update(self.usage_override)
+            if "cache_creation_input_tokens" in self.usage_override and "cache_creation" not in self.usage_override:
+                del usage["cache_creation"]
         return usage
 
     def _count_tokens(self, body: dict[str, Any]) -> int:
@@ -530,7 +554,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(401, "missing credentials: send x-api-key or Authorization: Bearer")
             return False
         if self.fake.api_key is not None and key != self.fake.api_key:
-            self._send_error(401, "invalid x-api-key")
+            # http.server decodes header bytes as Latin-1: a UTF-8 key comes back as mojibake.
+            echoed = f": {key} (Authorization: {auth})" if self.fake.echo_credentials else ""
+            self._send_error(401, f"invalid x-api-key{echoed}")
             return False
         return True
 
@@ -630,8 +656,9 @@ class _Handler(BaseHTTPRequestHandler):
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]},
-                    # Usage on message_delta is cumulative, as the real API sends it.
-                    "usage": dict(usage),
+                    # Usage on message_delta is cumulative, as the real API sends it, but
+                    # without the split of cache writes (message_start carries that).
+                    "usage": {k: v for k, v in usage.items() if k != "cache_creation"},
                 },
             )
             self._event("message_stop", {"type": "message_stop"})

@@ -26,6 +26,11 @@ from workbench.errors import (
 from workbench.providers.anthropic import AnthropicProvider, _retry_after
 from workbench.providers.base import Provider, Request
 
+try:
+    from ._keys import MALFORMED_KEYS, leaks
+except ImportError:
+    from _keys import MALFORMED_KEYS, leaks
+
 try:  # tests/ may or may not become a package
     from .fake_anthropic import FakeAnthropic
 except ImportError:
@@ -108,6 +113,46 @@ def test_cache_system_writes_then_reads_the_cache(server, provider):
     assert first.input_tokens < first.cache_write_tokens
     sent = server.requests_to("/v1/messages")[0].body["system"]
     assert sent == [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
+
+
+def test_one_hour_cache_writes_are_asked_for_split_and_priced(tmp_path, server):
+    import workbench as wb
+    from workbench import _loop
+
+    system = "You are a careful assistant. " * 40
+    provider = AnthropicProvider(api_key=KEY, base_url=server.base_url)
+    with wb.open(tmp_path / "cache.db", provider=provider) as bench:
+        hour = bench.prompts.register("hour", "Q: {q}", "claude-haiku-4-5", system=system, cache_system="1h")
+        five = bench.prompts.register("five", "Q: {q}", "claude-haiku-4-5", system=system + "!", cache_system=True)
+        written = bench.complete(hour, q="one")
+        read = bench.complete(hour, q="two")
+        other = bench.complete(five, q="three")
+        _loop.run_sync(provider.aclose())
+        rows = {r["id"]: r for r in bench.traces()}
+    sent = [r.body["system"][0]["cache_control"] for r in server.requests_to("/v1/messages")]
+    assert sent == [{"type": "ephemeral", "ttl": "1h"}] * 2 + [{"type": "ephemeral"}]
+    usage = written.usage
+    assert usage.cache_write_tokens == usage.cache_write_1h_tokens > 0 and read.usage.cache_write_1h_tokens == 0
+    row = rows[written.trace_id]
+    assert (row["cache_write_tokens"], row["cache_write_1h_tokens"]) == (usage.cache_write_tokens,) * 2
+    # claude-haiku-4-5: $1 input, $5 output, $2 per million tokens written to the 1-hour cache.
+    expected = (usage.input_tokens * 1 + usage.output_tokens * 5 + usage.cache_write_1h_tokens * 2) / 1_000_000
+    assert row["cost_usd"] == pytest.approx(expected, rel=1e-12) == written.cost_usd
+    five_row = rows[other.trace_id]
+    assert five_row["cache_write_tokens"] > 0 and five_row["cache_write_1h_tokens"] == 0
+    assert five_row["cost_usd"] == pytest.approx(
+        (five_row["input_tokens"] + five_row["output_tokens"] * 5 + five_row["cache_write_tokens"] * 1.25) / 1_000_000)
+    with pytest.raises(ConfigError, match="cache_system must be True, '5m' or '1h'"):
+        complete(provider, Request.of("m", "x", system="s", cache_system="2h"))
+
+
+def test_usage_without_the_split_prices_every_write_as_5_minute(server, provider):
+    server.usage_override = {"cache_creation_input_tokens": 300}  # an API from before the split
+    assert complete(provider, Request.of("m", "hi")).usage.cache_write_1h_tokens == 0
+    server.usage_override = {"cache_creation_input_tokens": 300,
+                             "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 200}}
+    usage = complete(provider, Request.of("m", "hi")).usage
+    assert (usage.cache_write_tokens, usage.cache_write_1h_tokens, usage.cache_write_5m_tokens) == (300, 200, 100)
 
 
 def test_plain_system_and_stop_only_when_set(server, provider):
@@ -358,3 +403,99 @@ def test_a_malformed_key_never_reaches_the_error_text(server):
     error = failure(bad, Request.of("m", "hi"))
     assert secret not in str(error) and secret not in error.message
     assert not error.retryable
+
+
+@pytest.mark.parametrize("label", list(MALFORMED_KEYS))
+def test_no_part_of_a_malformed_key_reaches_an_error_or_the_file(tmp_path, label):
+    import workbench as wb
+    from workbench import _loop
+
+    key = MALFORMED_KEYS[label]
+    with FakeAnthropic(api_key="the-right-key", echo_credentials=True) as server:
+        provider = AnthropicProvider(api_key=key, base_url=server.base_url)
+        bench = wb.open(tmp_path / "keys.db", provider=provider)
+        try:
+            with pytest.raises(ProviderError) as info:
+                bench.complete(model="claude-haiku-4-5", messages="hi")
+            _loop.run_sync(provider.aclose())
+            [row] = bench.traces()
+        finally:
+            bench.close()
+        echoed = [r for r in server.requests if r.headers.get("authorization")]
+    error = info.value
+    assert "<redacted>" in error.message and row["error"] == str(error)
+    assert isinstance(error, (ProviderConnectionError, AuthenticationFailed)) and not error.retryable
+    if echoed:  # the server saw the key and quoted it back: every spelling was scrubbed
+        assert "invalid x-api-key: <redacted>" in error.message
+    else:
+        assert "Illegal header value" in error.message
+    for text in (error.message, str(error), row["error"]):
+        assert leaks(text, key) == [], text
+    # The chained SDK exception quotes the key too: it is not kept on the raised error.
+    assert error.__cause__ is None and error.__suppress_context__
+
+
+def test_the_redactor_scrubs_credential_headers_and_key_fragments():
+    from workbench.providers._redact import Redactor
+
+    key = MALFORMED_KEYS["inner newline"]
+    redact = Redactor([key])
+    assert redact("Illegal header value b'Bearer " + repr(key)[1:-1] + "'") == "Illegal header value b'Bearer <redacted>'"
+    assert redact(f"headers: {{'x-api-key': '{key[:20]}'}}") == "headers: {'x-api-key': '<redacted>'}"
+    assert redact("the tail -I9j0K1l2M3n4O5p6 alone") == "the tail <redacted> alone"
+    # Text that only resembles a credential stays readable.
+    plain = "missing credentials: send x-api-key or Authorization: Bearer; rate limited"
+    assert redact(plain) == plain and Redactor([])(plain) == plain
+
+
+def test_text_that_is_not_unicode_is_a_bad_request_never_sent(server, provider):
+    # A non-UTF-8 file name decodes to a lone surrogate, which the SDK cannot encode.
+    error = failure(provider, Request.of("m", "summarise report-\udcff.txt"))
+    assert isinstance(error, BadRequest) and not error.retryable
+    assert "not sent" in error.message and "'\\udcff'" in error.message
+    assert server.requests_to("/v1/messages") == []
+
+
+class FrozenClock:
+    """``time.time`` and ``time.perf_counter`` that move only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1_790_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def __getattr__(self, name: str):
+        import time
+
+        return getattr(time, name)
+
+
+def test_latency_of_a_failed_call_starts_when_the_request_is_sent(tmp_path, server, monkeypatch):
+    # A first call imports the SDK and builds its client (3 to 12 s seen): that is not the call's latency.
+    import workbench as wb
+    from workbench import _loop, tracing
+    from workbench.providers import anthropic as provider_module
+
+    clock = FrozenClock()
+    monkeypatch.setattr(provider_module, "time", clock)
+    monkeypatch.setattr(tracing, "time", clock)
+    provider = AnthropicProvider(api_key=KEY, base_url=server.base_url)
+    build = provider._get_client
+
+    def slow_first_set_up():
+        clock.now += 10.0
+        return build()
+
+    monkeypatch.setattr(provider, "_get_client", slow_first_set_up)
+    server.queue_faults([("status", 400)])
+    with wb.open(tmp_path / "latency.db", provider=provider) as bench:
+        result = bench.complete(model="claude-haiku-4-5", messages="hi", raise_on_error=False)
+        _loop.run_sync(provider.aclose())
+        [row] = bench.traces()
+    assert result.status == "error" and row["error_type"] == "BadRequest"
+    # Only the set-up moved the clock: from sending to failing took no (frozen) time.
+    assert row["latency_ms"] == 0.0

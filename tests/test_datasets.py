@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from workbench import datasets as wb_datasets
 from workbench.errors import DatasetError, DatasetNotFound
 
 SUPPORT_QA = Path(__file__).resolve().parent.parent / "data" / "support_qa.jsonl"
@@ -266,3 +267,87 @@ def test_non_utf8_file_names_the_line(bench, tmp_path, suffix, content):
     with pytest.raises(DatasetError, match=rf"latin1\{suffix} line {line}: not UTF-8 text .*save the file as UTF-8"):
         bench.datasets.load("latin1", path)
     assert counts(bench) == (0, 0)
+
+
+def test_a_lone_surrogate_is_stored_escaped_with_a_warning(bench, tmp_path):
+    # JSON may spell a lone surrogate; a non-UTF-8 file name decodes to one (os.fsdecode).
+    path = tmp_path / "surrogate.jsonl"
+    path.write_text('{"id": "a", "question": "fine?"}\n{"id": "b", "question": "bad \\ud800 text?"}\n', encoding="utf-8")
+    with pytest.warns(wb_datasets.InvalidTextWarning, match=r"1 item of .*surrogate\.jsonl .*line 2"):
+        ds = bench.datasets.load("surrogate", path)
+    assert ds["b"].inputs == {"question": "bad \\ud800 text?"}
+    assert bench.datasets.get("surrogate")["b"] == ds["b"]
+    records = [{"file": "report-\udcff.txt", "metadata": {"dir": "\udce9t\udce9"}}]
+    with pytest.warns(wb_datasets.InvalidTextWarning, match="record 1"):
+        named = bench.datasets.load("files", records)
+    assert named[0].inputs == {"file": "report-\\udcff.txt"} and named[0].metadata == {"dir": "\\udce9t\\udce9"}
+
+
+def _deep(levels: int) -> str:
+    return '{"question": ' + "[" * (levels - 1) + "1" + "]" * (levels - 1) + "}"
+
+
+@pytest.mark.parametrize("name, content, where, problem", [
+    # A row short of a field would reach the model as "None"; a quoted field may span lines,
+    # and the line named is where the short row starts.
+    ("short.csv", 'question,context,expected\n"two\nlines?",c,1\nb?,c\n', "line 4",
+     "fewer fields than the header has (2 of 3; no value for expected)"),
+    ("twice.csv", "question,question\na?,b?\n", "line 1", "column 'question' appears more than once"),
+    ("deep500.jsonl", '{"question": "ok?"}\n' + _deep(500) + "\n", "line 2", "nested more than 100 levels"),
+    ("deep5000.jsonl", _deep(5000) + "\n", "line 1", "nested too deeply to parse"),
+    ("bigint.jsonl", '{"question": "ok?"}\n{"question": ' + "7" * 5000 + "}\n", "line 2", "a number too long to read"),
+    ("deep5000.json", "[" + _deep(5000) + "]", "", "nested too deeply to parse"),
+    ("latin1.json", '[{"question": "ok?"},\n {"question": "caf\xe9?"}]', "line 2", "not UTF-8 text"),
+    ("huge.csv", "question,expected\nok?,1\n" + "x" * 140_000 + ",2\n", "line 3",
+     "a field is longer than 131,072 characters"),
+])
+def test_malformed_and_hostile_files_give_a_dataset_error_naming_file_and_line(bench, tmp_path, name, content, where, problem):
+    path = tmp_path / name
+    path.write_bytes(content.encode("latin-1" if name == "latin1.json" else "utf-8"))
+    with pytest.raises(DatasetError) as info:
+        bench.datasets.load("hostile", path)
+    message = str(info.value)
+    assert message.startswith(f"{path} {where}".rstrip() + ":"), message
+    assert problem in message
+    assert counts(bench) == (0, 0)
+
+
+def test_records_from_a_generator_are_read_once(bench):
+    def records():
+        for i in range(3):
+            yield {"id": f"g{i}", "question": f"q{i}?"}
+
+    assert [i.item_id for i in bench.datasets.load("gen", records())] == ["g0", "g1", "g2"]
+
+
+# Digests computed by the code before hashing streamed item by item. Stored experiments pin
+# these hashes in their configs: a change would make every stored experiment look changed.
+GOLDEN = {
+    "support": "sha256:5baf7f33c956df776330cae7dac7c380907927b8386eb032cc08e51deb4cfa12",
+    "records": "sha256:b7c24115580ce0f73fdc41c2c5e257aec42c8deec15f991799f63c4851447ddf",
+    "frame": "sha256:f2ddfdb481a9979b1e72c9a6dbe3ede941e697fd018bcf4ed433746c6e0be2e4",
+    "csv": "sha256:5bb7f17ed5decf07aaf3bf817c59f54824df133fd174969e386788c0e6c90709",
+}
+
+
+def test_content_hashes_are_the_ones_stored_files_pinned(bench, tmp_path):
+    import datetime
+
+    assert bench.datasets.load("s", SUPPORT_QA).content_hash == GOLDEN["support"]
+    records = [
+        {"id": 7, "inputs": {"question": "caf\u00e9 \u2028 \U0001F600?", "n": 1.0, "x": [1.5, 2.0, {"b": 1, "a": None}]},
+         "expected": {"answer": 3.0, "alts": ["three", 3]}, "metadata": {"k": True, "z": 0.1}, "cluster": 5},
+        {"question": "plain?", "metadata.topic": "t", "expected": ["a", "b"]},
+        {"id": "", "inputs": {"q": "tab\tnewline\n\"quote\" \\ back"}, "cluster": ""},
+    ]
+    assert bench.datasets.load("r", records).content_hash == GOLDEN["records"]
+    frame = pl.DataFrame({"id": ["a", "b"], "question": ["q1", "q2"], "when": [datetime.date(2026, 1, 2), None],
+                          "score": [1.0, 2.5]})
+    loaded = bench.datasets.load("f", frame)
+    assert loaded.content_hash == GOLDEN["frame"]
+    path = tmp_path / "x.csv"
+    path.write_text('id,question,expected,cluster,metadata.src\nq1,"multi\nline",4,c,web\nq2,b?,,c,\n', encoding="utf-8")
+    assert bench.datasets.load("c", path).content_hash == GOLDEN["csv"]
+    # What load returns is what get reads back, for values JSON turns into others (a date).
+    assert loaded.items == bench.datasets.get("f").items
+    assert bench.datasets.get("f")[0].inputs["when"] == "2026-01-02"

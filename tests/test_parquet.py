@@ -90,3 +90,16 @@ def test_cli_export_parquet(bench, tmp_path):
     assert result.exit_code == 0, result.output
     assert "traces" in result.output and Path(tmp_path / "out" / "traces" / "day=2026-03-10").is_dir()
     assert pl.read_parquet(tmp_path / "out" / "traces" / "day=2026-03-10" / "part-0.parquet").height == 30
+
+
+def test_days_exported_before_a_new_column_scan_beside_newer_ones(bench, tmp_path):
+    spread_over_days(bench)
+    wb.parquet.export_parquet(bench, tmp_path / "lake")
+    # An older workbench wrote the first day: it had no cache_write_1h_tokens column.
+    old = next((tmp_path / "lake" / "traces").glob("day=2026-03-10/*.parquet"))
+    pl.read_parquet(old).drop("cache_write_1h_tokens").write_parquet(old)
+    src = wb.scan(tmp_path / "lake")
+    df = frames.traces_df(src)
+    assert df.height == frames.traces_df(bench.store).height
+    assert_frame_equal(frames.metrics(src, by="model"), frames.metrics(bench.store, by="model"),
+                       check_exact=False, rel_tol=1e-12)

@@ -2,15 +2,17 @@
 
 Every expected value below is worked out by hand from the price list:
 
-=================  =====  ======  ==========  ===========================
-model              input  output  cache read  cache write (5 minutes)
-=================  =====  ======  ==========  ===========================
-claude-haiku-4-5   $1     $5      $0.10       $1.25
-claude-sonnet-4    $3     $15     $0.30       $3.75
-claude-sonnet-4-5  $3     $15     $0.30       $3.75
-  above 200k input $6     $22.50  $0.60       $7.50
-claude-opus-4-5    $5     $25     $0.50       $6.25
-=================  =====  ======  ==========  ===========================
+=================  =====  ======  ==========  ===============  ============
+model              input  output  cache read  write (5 minutes) write (1 hour)
+=================  =====  ======  ==========  ===============  ============
+claude-haiku-4-5   $1     $5      $0.10       $1.25            $2
+claude-sonnet-4    $3     $15     $0.30       $3.75            $6
+claude-sonnet-4-5  $3     $15     $0.30       $3.75            $6
+  above 200k input $6     $22.50  $0.60       $7.50            $12
+claude-opus-4-5    $5     $25     $0.50       $6.25            $10
+=================  =====  ======  ==========  ===============  ============
+
+A 5-minute cache write costs 1.25x the input price, a 1-hour write 2x.
 
 Usage follows Anthropic: ``input_tokens`` EXCLUDES cache reads and writes.
 """
@@ -161,6 +163,40 @@ def test_flat_fast_path_matches_genai_prices_exactly_enough():
     pricer = Pricer()
     for model in ("claude-haiku-4-5", "claude-opus-4-5", "claude-opus-4-1"):
         assert flat_price(model) is not None
-        for usage in (Usage(1, 1), Usage(12_345, 678, 9_000, 1_200), Usage(0, 4_000, 150_000, 0)):
+        for usage in (Usage(1, 1), Usage(12_345, 678, 9_000, 1_200), Usage(0, 4_000, 150_000, 0),
+                      Usage(300, 20, 0, 5_000, 5_000), Usage(7, 8, 9, 10_000, 2_500)):
             fast, _ = pricer.cost(model, usage)
             assert fast == pytest.approx(price_from_genai_prices(model, usage), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        # 1,000 uncached, 500 out, 2,000 read, 3,000 written of which 1,000 to the 1-hour cache.
+        ("claude-haiku-4-5", (1_000 * 1 + 500 * 5 + 2_000 * 0.10 + 2_000 * 1.25 + 1_000 * 2) / M),
+        ("claude-sonnet-4-5", (1_000 * 3 + 500 * 15 + 2_000 * 0.30 + 2_000 * 3.75 + 1_000 * 6) / M),
+        ("claude-opus-4-5", (1_000 * 5 + 500 * 25 + 2_000 * 0.50 + 2_000 * 6.25 + 1_000 * 10) / M),
+    ],
+)
+def test_one_hour_cache_writes_cost_twice_the_input_price(model, expected):
+    usage = Usage(input_tokens=1_000, output_tokens=500, cache_read_tokens=2_000, cache_write_tokens=3_000,
+                  cache_write_1h_tokens=1_000)
+    assert usage.cache_write_5m_tokens == 2_000
+    assert price(model, usage) == pytest.approx(expected, rel=1e-12)
+    # By hand for claude-haiku-4-5: a million 1-hour writes are $2.00, a million 5-minute ones $1.25.
+    assert price("claude-haiku-4-5", Usage(cache_write_tokens=M, cache_write_1h_tokens=M)) == pytest.approx(2.00)
+    assert price("claude-haiku-4-5", Usage(cache_write_tokens=M)) == pytest.approx(1.25)
+
+
+def test_an_override_prices_1h_writes_at_its_own_rate_and_keeps_it(tmp_path):
+    path = tmp_path / "prices.db"
+    usage = Usage(input_tokens=100, output_tokens=10, cache_write_tokens=4_000, cache_write_1h_tokens=1_000)
+    with wb.open(path, provider="simulated") as bench:
+        bench.pricing.set_price("acme", input=1.0, output=2.0, cache_write=1.5)
+        # Without a 1-hour price, 1-hour writes cost what other writes do.
+        assert bench.pricing.cost("acme", usage)[0] == pytest.approx((100 + 10 * 2 + 4_000 * 1.5) / M)
+        bench.pricing.set_price("acme", input=1.0, output=2.0, cache_write=1.5, cache_write_1h=3.0)
+    with wb.open(path, provider="simulated") as bench:
+        assert bench.pricing.cost("acme", usage)[0] == pytest.approx((100 + 10 * 2 + 3_000 * 1.5 + 1_000 * 3.0) / M)
+        with pytest.raises(ConfigError, match="cache_write_1h"):
+            bench.pricing.set_price("acme", input=1.0, output=2.0, cache_write_1h=float("inf"))

@@ -629,3 +629,40 @@ def test_simjudge_reads_sections_not_the_rubric():
     assert judge_reply(partial, random.Random(0), 1.0).startswith("SCORE: 0.57")  # 0.1 + 0.7 * 2/3
     no_ref = S._judge_template("ok?").format(input="question: reset password", output="", expected="")
     assert judge_reply(no_ref, random.Random(0), 1.0).startswith("SCORE: 0.00\nRATIONALE: The response is empty.")
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+@pytest.mark.parametrize("shape", ["plain", "Score", "dict", "tuple"])
+def test_a_non_finite_value_is_not_a_score_however_it_is_returned(bad, shape):
+    returned = {"plain": bad, "Score": S.Score(bad, passed=True, rationale="mine"),
+                "dict": {"value": bad, "passed": True}, "tuple": (bad, "why")}[shape]
+    score = run(S.scorer(lambda output: returned, name="t_inf"), "x")
+    assert score.value is None and score.passed is None
+    assert score.rationale.startswith(f"not scored: scorer 't_inf' returned {'a Score of ' if shape == 'Score' else ''}{bad}, "
+                                      "not a finite number")
+
+
+def test_score_itself_refuses_a_non_finite_value_for_every_scorer():
+    # A class-based scorer (the Scorer protocol) builds Score directly: the same rule holds.
+    assert S.Score(float("inf"), passed=True, rationale="judge said so") == S.Score(
+        None, rationale="not scored: the score was inf, not a finite number (judge said so)")
+    assert S.Score(0.5).value == 0.5 and S.Score(True).value is True
+
+
+def test_an_experiment_with_an_infinite_score_keeps_every_readout(bench):
+    @S.scorer(name="t_sometimes_inf")
+    def sometimes_inf(output, item_id):
+        return S.Score(float("inf")) if item_id == "i2" else 1.0
+
+    a = bench.prompts.register("inf-a", "Q: {question}", "claude-haiku-4-5")
+    b = bench.prompts.register("inf-b", "Question: {question}", "claude-haiku-4-5")
+    ds = bench.datasets.load("inf", [{"id": f"i{i}", "question": f"q{i}?"} for i in range(6)])
+    exp = bench.experiment("inf", dataset=ds, variants={"A": a, "B": b},
+                           scorers=[sometimes_inf, S.exact_match()]).run()
+    stored = bench.store.query("SELECT value, rationale FROM scores WHERE scorer = 't_sometimes_inf' AND item_id = 'i2'")
+    assert [r["value"] for r in stored] == [None, None]
+    assert all(r["rationale"].startswith("not scored") for r in stored)
+    scores = exp.compare("A", "B").scores
+    assert set(scores["scorer"].to_list()) == {"t_sometimes_inf", "exact_match"}
+    assert scores.filter(scores["scorer"] == "t_sometimes_inf")["n"].to_list() == [5]
+    str(exp.compare("A", "B"))

@@ -109,6 +109,14 @@ def test_a_long_cached_system_prompt_is_written_then_read():
     assert uncached.usage.input_tokens == question_tokens + system_tokens
 
 
+def test_a_1_hour_cache_write_is_reported_as_one():
+    system = "Refunds are possible within 30 days of purchase. " * 100
+    p = sim()
+    usage = complete(p, Request(model="claude-sonnet-4-5", messages=(Message("user", "Refund?"),),
+                                system=system, cache_system="1h")).usage
+    assert usage.cache_write_tokens == usage.cache_write_1h_tokens == math.ceil(len(system) / 4)
+
+
 def test_a_short_system_prompt_is_not_cached():
     p = sim()
     request = Request(model="claude-sonnet-4-5", messages=(Message("user", "Hi?"),),

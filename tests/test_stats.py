@@ -9,6 +9,7 @@ import pytest
 import statsmodels.api as sm
 from scipy import stats as st
 from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.descriptivestats import sign_test
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 from statsmodels.stats.weightstats import DescrStatsW
@@ -235,16 +236,86 @@ def test_clustered_paired_difference_matches_statsmodels_with_t_on_clusters():
     assert (got.ci_low, got.ci_high) == pytest.approx(tuple(ref.conf_int(alpha=0.1)[0]))
 
 
-def test_constant_nonzero_differences_are_certain():
-    got = paired_difference([0.0, 0.5, 0.25], [0.25, 0.75, 0.5])
-    assert got.se == 0.0 and got.p_value == 0.0
-    assert got.ci_low == got.ci_high == got.diff == 0.25
-    assert got.correlation == pytest.approx(1.0)
+@pytest.mark.parametrize("n, step", [(2, 1.0), (3, 0.25), (6, -1.0), (10, 1.0), (25, 0.5)])
+def test_constant_differences_fall_back_to_the_exact_sign_test(n, step):
+    # Every item moved by the same amount: t would say SE 0 and p = 0. The exact sign
+    # test (McNemar's on pass/fail) over the n items is the honest p-value.
+    a = np.linspace(0, 1, n)
+    got = paired_difference(a, a + step)
+    positives = n if step > 0 else 0
+    assert got.test == "sign" and got.se == 0.0 and got.diff == pytest.approx(step)
+    assert got.p_value == pytest.approx(st.binomtest(positives, n, 0.5).pvalue)
+    _, sign_p = sign_test(a + step - a)
+    assert got.p_value == pytest.approx(sign_p)
+    assert got.p_value > 0
+    assert "exact sign test" in got.notes[0] and f"over {n} items" in got.notes[0]
+    if n >= 6:  # 1 - 2 / 2**n >= 0.95: the range of the differences is a 95% interval for the median
+        assert got.ci_low == got.ci_high == pytest.approx(step)
+        assert verdict(got.diff, got.ci_low, got.ci_high, got.p_value) == ("B better" if step > 0 else "B worse")
+    else:
+        assert math.isnan(got.ci_low) and math.isnan(got.ci_high)
+        assert "no 95% interval exists at this n (the sign test needs 6 units)" in got.notes[0]
+        assert verdict(got.diff, got.ci_low, got.ci_high, got.p_value) == NO_DIFFERENCE
+
+
+def test_the_sign_fallback_agrees_with_mcnemar_on_pass_fail():
+    # The case: two items, B passes both where A fails both.
+    got = paired_difference([0, 0], [1, 1])
+    exact = mcnemar_exact([0, 0], [1, 1])
+    assert got.p_value == exact.p_value == pytest.approx(0.5)
+    assert mcnemar([[0, 0], [2, 0]], exact=True).pvalue == pytest.approx(0.5)
+
+
+def test_the_sign_fallback_counts_clusters_not_items():
+    # Items in one cluster are not independent votes: 9 items in 3 clusters are 3 units.
+    clusters = ["x", "x", "x", "y", "y", "y", "z", "z", "z"]
+    got = paired_difference(np.zeros(9), np.ones(9), clusters=clusters)
+    assert got.test == "sign" and got.n_clusters == 3
+    assert got.p_value == pytest.approx(st.binomtest(3, 3, 0.5).pvalue)
+    assert "over 3 clusters" in got.notes[0]
 
 
 def test_identical_scores_have_p_value_one():
-    got = paired_difference([1, 0, 1, 1], [1, 0, 1, 1])
-    assert (got.diff, got.se, got.p_value, got.ci_low, got.ci_high) == (0.0, 0.0, 1.0, 0.0, 0.0)
+    got = paired_difference([1, 0, 1, 1, 0, 1], [1, 0, 1, 1, 0, 1])
+    assert (got.diff, got.se, got.p_value, got.ci_low, got.ci_high, got.test) == (0.0, 0.0, 1.0, 0.0, 0.0, "sign")
+
+
+def test_infinite_values_are_left_out_like_missing_ones_and_noted():
+    values = [0.5, math.inf, 1.0, -math.inf, 0.0]
+    got = mean_ci(values)
+    assert (got.n, got.mean) == (3, pytest.approx(0.5))
+    assert got.notes == ("2 values of the values were infinite and left out, as missing scores are",)
+    assert got.ci_low == mean_ci([0.5, 1.0, 0.0]).ci_low
+    diff = paired_difference([0.1, 0.4, 0.8, 0.3], [0.2, math.inf, 0.9, 0.6])
+    ref = st.ttest_rel([0.2, 0.9, 0.6], [0.1, 0.8, 0.3])
+    assert diff.n == 3 and diff.p_value == pytest.approx(ref.pvalue)
+    assert diff.notes == ("1 value of b was infinite and left out, as missing scores are",)
+    ids, means = item_means([1.0, math.inf, 0.0, 0.5], ["a", "a", "b", "b"])
+    assert list(ids) == ["a", "b"] and list(means) == [1.0, 0.25]
+    assert bootstrap_difference([1.0, math.inf, 2.0], [3.0, 4.0], stat="mean").n_a == 2
+    assert mann_whitney([1.0, math.inf], [2.0, 3.0]) == mann_whitney([1.0], [2.0, 3.0])
+    assert mean_ci([0.1, 0.2]).notes == ()
+
+
+@pytest.mark.parametrize("missing", [None, float("nan")])
+def test_items_without_a_cluster_are_clusters_of_their_own(missing):
+    rng = np.random.default_rng(3)
+    values = rng.random(12)
+    partial = ["a", "a", "a", missing, "b", "b", missing, "c", "c", missing, "d", "d"]
+    spelled_out = ["a", "a", "a", "u1", "b", "b", "u2", "c", "c", "u3", "d", "d"]
+    got, ref = mean_ci(values, clusters=partial), mean_ci(values, clusters=spelled_out)
+    assert (got.mean, got.se, got.n_clusters) == (ref.mean, pytest.approx(ref.se), 7)
+    assert got.notes == ("3 of 12 items have no cluster; each counts as a cluster of its own",)
+    assert ref.notes == ()
+    assert got.se == pytest.approx(clustered_ols(values, np.array(spelled_out)).bse[0])
+    other = rng.random(12)
+    pd_got = paired_difference(values, other, clusters=partial)
+    pd_ref = paired_difference(values, other, clusters=spelled_out)
+    assert (pd_got.p_value, pd_got.n_clusters) == (pytest.approx(pd_ref.p_value), 7)
+    assert pd_got.notes == got.notes
+    # Labels of mixed types cluster as given (1 and "1" are different clusters).
+    mixed = mean_ci([0.1, 0.2, 0.3, 0.9], clusters=[1, 1, "1", None])
+    assert mixed.n_clusters == 3
 
 
 def test_all_passes_on_both_sides_have_no_correlation():

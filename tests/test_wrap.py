@@ -4,6 +4,8 @@ against the local FakeAnthropic."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import time
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +21,11 @@ try:  # tests/ may or may not become a package
     from .fake_anthropic import FakeAnthropic
 except ImportError:
     from fake_anthropic import FakeAnthropic
+
+try:
+    from ._keys import MALFORMED_KEYS, leaks
+except ImportError:
+    from _keys import MALFORMED_KEYS, leaks
 
 KEY = "sk-test-SECRET"
 MODEL = "claude-haiku-4-5"
@@ -182,7 +189,7 @@ def test_the_caller_gets_what_the_plain_client_gives_and_one_ok_row(server, benc
     assert row["price_source"].startswith("genai-prices")
     assert row["stop_reason"] == "end_turn"
     assert row["request_id"].startswith("msg_fake_")
-    assert row["attempts"] is None and row["parent_id"] is None and row["error"] is None
+    assert row["attempts"] == 1 and row["parent_id"] is None and row["error"] is None
     assert row["latency_ms"] > 0
     if method == "create":
         assert row["ttft_ms"] is None
@@ -390,3 +397,87 @@ def test_the_wrapper_delegates_and_stays_traced_through_with_options(server, ben
 def test_wrap_refuses_what_is_not_a_client(bench):
     with pytest.raises(workbench.errors.ConfigError, match="anthropic.Anthropic"):
         bench.wrap(object())
+
+
+@pytest.mark.parametrize("label", list(MALFORMED_KEYS))
+@pytest.mark.parametrize("mode", SYNC_ASYNC)
+def test_no_part_of_a_malformed_key_reaches_the_trace(tmp_path, bench, mode, label):
+    key = MALFORMED_KEYS[label]
+    with FakeAnthropic(api_key="the-right-key", echo_credentials=True) as server:
+        with pytest.raises(anthropic.APIError):
+            call(mode, make(mode, server, bench, key=key), "create")
+    row = the_row(bench)
+    assert row["status"] == "error" and "<redacted>" in row["error"], row["error"]
+    assert leaks(row["error"], key) == []
+    assert not [cell for cell in _text_cells(bench.path) if leaks(cell, key)]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("mode", SYNC_ASYNC)
+def test_one_hour_cache_writes_are_recorded_apart_and_priced(server, bench, mode, method):
+    server.usage_override = {**USAGE, "cache_creation": {"ephemeral_5m_input_tokens": 15, "ephemeral_1h_input_tokens": 40}}
+    call(mode, make(mode, server, bench), method)
+    row = the_row(bench)
+    assert (row["cache_write_tokens"], row["cache_write_1h_tokens"]) == (55, 40)
+    expected = calc_price(GPUsage(input_tokens=21 + 34 + 55, cache_read_tokens=34, cache_write_tokens=55,
+                                  cache_write_1h_tokens=40, output_tokens=13), MODEL, provider_id="anthropic").total_price
+    assert row["cost_usd"] == pytest.approx(float(expected))
+    # claude-haiku-4-5 by hand: $1 input, $5 output, $0.10 read, $1.25 5-minute and $2 1-hour writes.
+    assert row["cost_usd"] == pytest.approx((21 * 1 + 13 * 5 + 34 * 0.10 + 15 * 1.25 + 40 * 2) / 1_000_000)
+
+
+def retrying(mode: str, server: FakeAnthropic, bench: workbench.Workbench) -> Any:
+    """A wrapped client that keeps the SDK's own retries (two, as its default)."""
+
+    def factory() -> Any:
+        cls = anthropic.Anthropic if mode == "sync" else anthropic.AsyncAnthropic
+        return bench.wrap(cls(api_key=KEY, base_url=server.base_url, max_retries=2))
+
+    return factory
+
+
+SOON = {"retry-after-ms": "10"}
+"""The SDK honours a wait between 0 and 60 s: 10 ms keeps the test fast and the wait real."""
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("mode", SYNC_ASYNC)
+def test_the_sdks_retries_are_counted_as_attempts(server, bench, mode, method):
+    server.queue_faults([("status", 429, SOON), ("status", 529, SOON)])
+    t0 = time.perf_counter()
+    outcome = call(mode, retrying(mode, server, bench), method)
+    wall_ms = (time.perf_counter() - t0) * 1000
+    assert outcome.text == "Echo: " + QUESTION
+    assert len(server.requests_to("/v1/messages")) == 3
+    row = the_row(bench)
+    assert (row["status"], row["attempts"]) == ("ok", 3)
+    # Latency is the answering attempt's, as on the provider path; the waits are apart.
+    assert row["metadata"]["retry_wait_s"] >= 0.02
+    assert row["latency_ms"] + row["metadata"]["retry_wait_s"] * 1000 <= wall_ms
+
+
+@pytest.mark.parametrize("mode", SYNC_ASYNC)
+def test_a_call_that_fails_after_the_sdks_retries_records_every_attempt(server, bench, mode):
+    server.queue_faults([("status", 529, SOON)] * 3)
+    with pytest.raises(anthropic.InternalServerError):
+        call(mode, retrying(mode, server, bench), "create")
+    row = the_row(bench)
+    assert (row["status"], row["error_type"], row["attempts"]) == ("error", "Overloaded", 3)
+    assert row["request_id"] == server.requests_to("/v1/messages")[-1].request_id
+
+
+def test_only_wrapped_calls_count_and_each_counts_its_own(server, bench):
+    with anthropic.Anthropic(api_key=KEY, base_url=server.base_url, max_retries=2) as client:
+        wrapped = bench.wrap(client)
+        server.queue_faults([("status", 529, SOON)])
+        client.messages.create(**ARGS)  # the app's own call on the same client: not traced, not counted
+        server.queue_faults([("status", 529, SOON)])
+
+        def one(_: int) -> None:
+            wrapped.messages.create(**ARGS)
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            list(pool.map(one, range(8)))
+    rows = llm_rows(bench)
+    assert len(rows) == 8 and sorted(r["attempts"] for r in rows) == [1] * 7 + [2]
+    assert len(server.requests_to("/v1/messages")) == 2 + 9

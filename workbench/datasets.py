@@ -9,16 +9,26 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+import re
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from . import _html
-from ._canonical import content_hash, dumps, loads
+from ._canonical import (
+    MAX_DEPTH,
+    ListHash,
+    TooDeeplyNested,
+    canonical_json,
+    dumps,
+    escape_surrogates,
+    escape_surrogates_in,
+    loads,
+)
 from ._ids import new_id, utc_now
 from .errors import DatasetError, DatasetNotFound
 
@@ -30,7 +40,11 @@ if TYPE_CHECKING:
 RESERVED = ("id", "inputs", "expected", "metadata", "cluster")
 
 
-@dataclass(frozen=True)
+class InvalidTextWarning(UserWarning):
+    """Text that is not valid Unicode (a lone surrogate) was stored with ``\\udXXX`` escapes."""
+
+
+@dataclass(frozen=True, slots=True)
 class DatasetItem:
     """One example."""
 
@@ -156,8 +170,44 @@ def item_from_record(record: Mapping[str, Any], idx: int, where: str, *, inputs:
     )
 
 
-def read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    out = []
+def _escaped(item: DatasetItem) -> DatasetItem:
+    """``item`` with every lone surrogate in its text written as a ``\\udXXX`` escape."""
+    return DatasetItem(
+        item_id=escape_surrogates(item.item_id),
+        inputs=escape_surrogates_in(dict(item.inputs)),
+        expected=escape_surrogates_in(item.expected),
+        metadata=escape_surrogates_in(dict(item.metadata)),
+        cluster=None if item.cluster is None else escape_surrogates(item.cluster),
+    )
+
+
+# -- reading files, one record at a time ----------------------------------------------------------
+# Each reader yields (line or item number, record) and reads the file as it goes,
+# so a million-item file is never held twice.
+
+Records = Iterator[tuple[int, Any]]
+
+
+def _parse_json(text: str, where: Callable[[int | None], str]) -> Any:
+    """``json.loads`` whose failures are DatasetErrors naming the place."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{where(exc.lineno)}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise DatasetError(
+            f"{where(None)}: JSON nested too deeply to parse (items may nest at most {MAX_DEPTH} levels); "
+            "flatten it or store the deep part as a string"
+        ) from None
+    except ValueError as exc:
+        # Python refuses to parse integers longer than sys.get_int_max_str_digits().
+        raise DatasetError(
+            f"{where(None)}: a number too long to read ({exc.args[0].split(':')[0]}); store it as a string"
+        ) from None
+
+
+def read_jsonl(path: Path) -> Records:
+    """Records of a JSON Lines file; blank lines are skipped but counted."""
     # Bytes, decoded line by line, so a non-UTF-8 line is named by its number.
     with path.open("rb") as fh:
         for n, raw in enumerate(fh, 1):
@@ -170,16 +220,74 @@ def read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
                 ) from None
             if not line.strip():
                 continue
+            yield n, _parse_json(line, lambda _, n=n: f"{path} line {n}")
+
+
+def _text_lines(fh: IO[bytes], path: Path) -> Iterator[str]:
+    """The lines of a binary file as text, each decoded on its own so an error names its line."""
+    for n, raw in enumerate(fh, 1):
+        try:
+            line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise DatasetError(f"{path} line {n}: not UTF-8 text ({exc.reason}); save the file as UTF-8") from None
+        if "\r" in line and not line.endswith("\r\n"):
+            # Old Mac files end lines with a bare CR; csv wants each as its own line.
+            yield from (piece for piece in re.split("(?<=\r)(?!\n)", line) if piece)
+        else:
+            yield line
+
+
+def read_csv(path: Path) -> Records:
+    """Records of a CSV file with a header row, keyed by the header's names.
+
+    A row with more or fewer fields than the header is refused with its line
+    number (a missing field would otherwise reach the model as ``None``).
+    """
+    with path.open("rb") as fh:
+        reader = csv.reader(_text_lines(fh, path))
+        try:
+            header = next(reader, None)
+        except csv.Error as exc:
+            raise DatasetError(f"{path} line 1: {_csv_problem(exc)}") from None
+        if not header:
+            raise DatasetError(f"{path}: no header row")
+        doubled = sorted({h for h in header if header.count(h) > 1})
+        if doubled:
+            raise DatasetError(f"{path} line 1: column {doubled[0]!r} appears more than once in the header; rename one")
+        while True:
+            start = reader.line_num + 1
             try:
-                out.append((f"{path} line {n}", json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path} line {n}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-    return out
+                row = next(reader, None)
+            except csv.Error as exc:
+                raise DatasetError(f"{path} line {start}: {_csv_problem(exc)}") from None
+            if row is None:
+                return
+            if not row:
+                continue  # a blank line
+            if len(row) != len(header):
+                if len(row) > len(header):
+                    problem = f"more fields than the header has ({len(row)}, the header has {len(header)})"
+                else:
+                    missing = ", ".join(header[len(row):])
+                    problem = (f"fewer fields than the header has ({len(row)} of {len(header)}; "
+                               f"no value for {missing})")
+                raise DatasetError(f"{path} line {start}: {problem}; quote fields that hold commas or line breaks")
+            yield start, dict(zip(header, row))
 
 
-def read_csv(path: Path) -> list[tuple[str, dict[str, Any]]]:
+def _csv_problem(exc: csv.Error) -> str:
+    text = str(exc)
+    if "field larger than field limit" in text:
+        return (
+            f"a field is longer than {csv.field_size_limit():,} characters, csv's limit: a quote left "
+            "open runs on to the end of the file, or the text is that long (JSONL has no such limit)"
+        )
+    return f"not valid CSV ({text})"
+
+
+def read_json(path: Path) -> Records:
+    """Records of a ``.json`` file holding one list of objects."""
     data = path.read_bytes()
-    # Excel's "CSV UTF-8" starts with a byte-order mark, which would rename the first column.
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
     try:
@@ -187,15 +295,15 @@ def read_csv(path: Path) -> list[tuple[str, dict[str, Any]]]:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise DatasetError(f"{path} line {line}: not UTF-8 text ({exc.reason}); save the file as UTF-8") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if not reader.fieldnames:
-        raise DatasetError(f"{path}: no header row")
-    rows = []
-    for n, row in enumerate(reader, 2):
-        if None in row:
-            raise DatasetError(f"{path} line {n}: more fields than the header has")
-        rows.append((f"{path} line {n}", {k: v for k, v in row.items()}))
-    return rows
+    parsed = _parse_json(text, lambda line: f"{path}" + ("" if line is None else f" line {line}"))
+    if not isinstance(parsed, list):
+        raise DatasetError(f"{path}: a .json dataset must be a list of objects")
+    # Hand each record over and forget it, so the list shrinks as the items grow.
+    parsed.reverse()
+    n = 0
+    while parsed:
+        n += 1
+        yield n, parsed.pop()
 
 
 class Datasets:
@@ -211,73 +319,113 @@ class Datasets:
         *,
         inputs: list[str] | None = None,
     ) -> Dataset:
-        """Load a JSONL or CSV file, a Polars frame or a list of dicts.
+        """Load a JSONL, CSV or JSON file, a Polars frame or a list of dicts.
 
         Each record has ``inputs`` (an object) or input fields, and optionally
         ``id``, ``expected``, ``metadata`` and ``cluster``. ``inputs`` names the
         input columns of a flat file when other columns should be ignored.
-        """
-        records, label = self._records(source)
-        if not records:
-            raise DatasetError(f"{label}: no items")
-        items = []
-        seen: dict[str, str] = {}
-        for idx, (where, record) in enumerate(records):
-            item = item_from_record(record, idx, where, inputs=inputs)
-            if item.item_id in seen:
-                raise DatasetError(f"{where}: duplicate id {item.item_id!r} (first at {seen[item.item_id]})")
-            seen[item.item_id] = where
-            items.append(item)
-        try:
-            digest = content_hash([i.canonical() for i in items])
-        except TypeError as exc:
-            raise DatasetError(f"{label}: values must be JSON ({exc})") from None
-        return self._save(name, items, digest, label)
 
-    def _records(self, source: Any) -> tuple[list[tuple[str, Any]], str]:
+        Files are read and hashed one item at a time. Text that is not valid
+        Unicode (a lone surrogate such as ``"\\ud800"``) is stored as a
+        ``\\ud800`` escape, with an `InvalidTextWarning` naming the items.
+
+        Raises:
+            DatasetError: the file or a record is malformed; the message names
+                the file and line (or record) and what to change.
+        """
+        records, label, where = self._records(source)
+        items: list[DatasetItem] = []
+        first_at: dict[str, int] = {}
+        digest = ListHash()
+        escaped: list[str] = []
+        for idx, (at, record) in enumerate(records):
+            item = item_from_record(record, idx, where(at), inputs=inputs)
+            if item.item_id in first_at:
+                raise DatasetError(f"{where(at)}: duplicate id {item.item_id!r} (first at {where(first_at[item.item_id])})")
+            first_at[item.item_id] = at
+            try:
+                try:
+                    data = canonical_json(item.canonical()).encode("utf-8")
+                except UnicodeEncodeError:
+                    item = _escaped(item)
+                    data = canonical_json(item.canonical()).encode("utf-8")
+                    escaped.append(where(at))
+            except (TooDeeplyNested, RecursionError):
+                raise DatasetError(
+                    f"{where(at)}: nested more than {MAX_DEPTH} levels deep; flatten it or store the deep part as a string"
+                ) from None
+            except (TypeError, ValueError) as exc:
+                raise DatasetError(f"{where(at)}: values must be JSON ({exc})") from None
+            digest.add(data)
+            items.append(item)
+        del first_at
+        if not items:
+            raise DatasetError(f"{label}: no items")
+        if escaped:
+            shown = "; ".join(escaped[:3]) + (f" and {len(escaped) - 3:,} more" if len(escaped) > 3 else "")
+            warnings.warn(
+                f"{len(escaped):,} item{'s' if len(escaped) != 1 else ''} of {label} held text that is not valid "
+                f"Unicode (a lone surrogate, as a non-UTF-8 file name gives): stored with \\udXXX escapes ({shown})",
+                InvalidTextWarning,
+                stacklevel=2,
+            )
+        # Values from a file are plain JSON and read back as they are; a frame's or a
+        # list's (dates, tuples, ...) read back as their JSON, so convert them now.
+        as_stored = label in ("frame", "records")
+        return self._save(name, items, digest.digest(), label, as_stored=as_stored)
+
+    def _records(self, source: Any) -> tuple[Records, str, Callable[[int], str]]:
+        """(numbered records, a label for messages, where(number) -> 'file line n')."""
         if isinstance(source, (str, os.PathLike)):
             path = Path(source)
             if not path.exists():
                 raise DatasetError(f"dataset file {path} not found")
             suffix = path.suffix.lower()
+            prefix = f"{path} line "
             if suffix in (".jsonl", ".ndjson"):
-                return read_jsonl(path), str(path)
+                return read_jsonl(path), str(path), lambda n: prefix + str(n)
             if suffix == ".csv":
-                return read_csv(path), str(path)
+                return read_csv(path), str(path), lambda n: prefix + str(n)
             if suffix == ".json":
-                try:
-                    data = json.loads(path.read_text(encoding="utf-8"))
-                except json.JSONDecodeError as exc:
-                    raise DatasetError(f"{path} line {exc.lineno}: invalid JSON ({exc.msg})") from None
-                if not isinstance(data, list):
-                    raise DatasetError(f"{path}: a .json dataset must be a list of objects")
-                return [(f"{path} item {i + 1}", r) for i, r in enumerate(data)], str(path)
+                return read_json(path), str(path), lambda n: f"{path} item {n}"
             raise DatasetError(f"{path}: unsupported file type {suffix!r}; use .jsonl, .csv or .json")
+        if hasattr(source, "iter_rows") and hasattr(source, "columns"):
+            return enumerate(source.iter_rows(named=True), 1), "frame", lambda n: f"frame row {n}"
         if hasattr(source, "to_dicts") and hasattr(source, "columns"):
-            return [(f"frame row {i + 1}", r) for i, r in enumerate(source.to_dicts())], "frame"
-        if isinstance(source, Iterable) and not isinstance(source, (bytes, Mapping)):
-            return [(f"record {i + 1}", r) for i, r in enumerate(source)], "records"
+            return enumerate(source.to_dicts(), 1), "frame", lambda n: f"frame row {n}"
+        if isinstance(source, Iterable) and not isinstance(source, (bytes, str, Mapping)):
+            return enumerate(source, 1), "records", lambda n: f"record {n}"
         raise DatasetError(f"cannot load a dataset from {type(source).__name__}; give a path, a Polars frame or a list of dicts")
 
-    def _save(self, name: str, items: list[DatasetItem], digest: str, source: str) -> Dataset:
+    def _save(self, name: str, items: list[DatasetItem], digest: str, source: str, *, as_stored: bool) -> Dataset:
+        def rows() -> Iterator[tuple[Any, ...]]:
+            for i, it in enumerate(items):
+                metadata_json = dumps(dict(it.metadata)) if it.metadata else "{}"
+                inputs_json, expected_json = dumps(dict(it.inputs)), dumps(it.expected)
+                if as_stored:
+                    # Swap in the item as `get` will read it back, freeing the original.
+                    items[i] = DatasetItem(it.item_id, loads(inputs_json, {}), loads(expected_json),
+                                           loads(metadata_json, {}), it.cluster)
+                yield (ds_id, it.item_id, i, inputs_json, expected_json, metadata_json, it.cluster)
+
         with self.store.transaction() as conn:
             row = conn.execute("SELECT id FROM datasets WHERE name = ? AND content_hash = ?", (name, digest)).fetchone()
             if row is None:
                 (last,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM datasets WHERE name = ?", (name,)).fetchone()
-                ds_id = new_id()
+                ds_id, version, created_at = new_id(), last + 1, utc_now()
                 conn.execute(
                     "INSERT INTO datasets (id, name, version, content_hash, n_items, source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (ds_id, name, last + 1, digest, len(items), source, utc_now()),
+                    (ds_id, name, version, digest, len(items), source, created_at),
                 )
                 conn.executemany(
                     "INSERT INTO dataset_items (dataset_id, item_id, idx, inputs_json, expected_json, metadata_json, cluster) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (ds_id, it.item_id, i, dumps(dict(it.inputs)), dumps(it.expected), dumps(dict(it.metadata)), it.cluster)
-                        for i, it in enumerate(items)
-                    ],
+                    rows(),
                 )
-        return self.get(name, content_hash=digest)
+        if row is not None:
+            items.clear()  # the stored version is read back instead; do not hold both
+            return self.get(name, content_hash=digest)
+        return Dataset(ds_id, name, version, digest, tuple(items), source, created_at)
 
     def get(self, name: str, version: int | None = None, *, content_hash: str | None = None) -> Dataset:
         """The latest version of ``name``, a given version, or the one with a hash."""
@@ -302,15 +450,15 @@ class Datasets:
         return self._with_items(rows[0])
 
     def _with_items(self, row: dict[str, Any]) -> Dataset:
+        # Rows are turned into items as the cursor yields them, never all held as dicts.
+        cursor = self.store.execute(
+            "SELECT item_id, inputs_json, expected_json, metadata_json, cluster FROM dataset_items "
+            "WHERE dataset_id = ? ORDER BY idx",
+            (row["id"],),
+        )
         items = tuple(
-            DatasetItem(
-                item_id=r["item_id"],
-                inputs=loads(r["inputs_json"], {}),
-                expected=loads(r["expected_json"]),
-                metadata=loads(r["metadata_json"], {}),
-                cluster=r["cluster"],
-            )
-            for r in self.store.query("SELECT * FROM dataset_items WHERE dataset_id = ? ORDER BY idx", (row["id"],))
+            DatasetItem(item_id, loads(inputs_json, {}), loads(expected_json), loads(metadata_json, {}), cluster)
+            for item_id, inputs_json, expected_json, metadata_json, cluster in cursor
         )
         return Dataset(row["id"], row["name"], row["version"], row["content_hash"], items, row["source"], row["created_at"])
 

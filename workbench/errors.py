@@ -181,9 +181,12 @@ class ProviderError(WorkbenchError):
         error_type: the provider's error type (``rate_limit_error``, ...).
         retry_after: seconds the provider asked us to wait, if it did.
         retryable: whether the retry policy may try again.
+        latency_ms: time from sending the request to the failure, when the
+            provider measured it (the trace's latency; None: the call's wall time).
     """
 
     retryable = False
+    latency_ms: float | None = None
 
     def __init__(
         self,

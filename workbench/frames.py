@@ -54,7 +54,7 @@ __all__ = [
 
 _INT_TRACE_COLUMNS = {
     "simulated", "prompt_version", "repeat", "input_tokens", "output_tokens",
-    "cache_read_tokens", "cache_write_tokens", "attempts",
+    "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens", "attempts",
 }
 _FLOAT_TRACE_COLUMNS = {"latency_ms", "ttft_ms", "cost_usd"}
 

@@ -262,6 +262,25 @@ def m008_trace_explorer(db: Database) -> None:
     )
 
 
+@_step
+def m009_cache_write_1h(db: Database) -> None:
+    # Cache writes are priced by lifetime (1-hour writes at 2x the input price, 5-minute
+    # at 1.25x). cache_write_tokens stays the total, so readers that predate the split
+    # stay right; the new column says how much of it was 1-hour.
+    db.executescript(
+        """
+        ALTER TABLE traces ADD COLUMN cache_write_1h_tokens INTEGER;  -- of cache_write_tokens, 1-hour writes
+        ALTER TABLE price_overrides ADD COLUMN cache_write_1h_per_mtok REAL;  -- NULL: the cache_write price
+        DROP VIEW llm_calls;
+        CREATE VIEW llm_calls AS
+            SELECT id, started_at, provider, simulated, model, prompt_name, prompt_version,
+                   status, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+                   cache_write_1h_tokens, latency_ms, ttft_ms, cost_usd, attempts, error_type, user_id
+            FROM traces WHERE kind = 'llm';
+        """
+    )
+
+
 NAMES = tuple(fn.__name__ for fn in _STEPS)
 """Every migration, in order; opening an up-to-date file compares against this alone."""
 _set: Migrations | None = None

@@ -70,7 +70,13 @@ class ParquetSource:
             if table == "traces":
                 empty["started_at"] = pl.Datetime("us", "UTC")
             return pl.LazyFrame(schema={**empty, "day": pl.Date()})
-        return pl.scan_parquet(self.path / table / "**" / "*.parquet", hive_partitioning=True)
+        # Days exported by an older workbench lack columns added since: scan with the union of
+        # every file's columns, the missing ones read as nulls.
+        union: dict[str, Any] = {}
+        for f in files:
+            for name, dtype in pl.read_parquet_schema(f).items():
+                union.setdefault(name, dtype)
+        return pl.scan_parquet(files, schema=union, missing_columns="insert", hive_partitioning=True)
 
     def traces(self, *, columns: Any = None, **filters: Any) -> pl.LazyFrame:
         """Trace rows as a LazyFrame, filtered like `frames.traces_df` (since, until, model, ...).

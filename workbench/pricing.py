@@ -2,13 +2,16 @@
 
 Prices come from ``genai-prices`` (offline data shipped in the package), with one
 translation: Anthropic's ``input_tokens`` excludes cache reads and writes, while
-genai-prices counts them inside its input. An unknown model costs ``None`` and
-warns once, never 0 or a guess. Overrides (a fine-tune, a negotiated discount)
-live in the ``price_overrides`` table of the workbench file.
+genai-prices counts them inside its input. Cache writes are priced by lifetime:
+a 1-hour write costs more than a 5-minute one (for Claude, 2x the input price
+against 1.25x). An unknown model costs ``None`` and warns once, never 0 or a
+guess. Overrides (a fine-tune, a negotiated discount) live in the
+``price_overrides`` table of the workbench file.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 from dataclasses import dataclass
@@ -37,15 +40,19 @@ class Price:
     """Cache reads; defaults to the input price."""
     cache_write: float | None = None
     """Cache writes (5-minute); defaults to the input price."""
+    cache_write_1h: float | None = None
+    """Cache writes to the 1-hour cache; defaults to the 5-minute write price."""
 
     def cost(self, usage: Usage) -> float:
         cr = self.input if self.cache_read is None else self.cache_read
         cw = self.input if self.cache_write is None else self.cache_write
+        cw_1h = cw if self.cache_write_1h is None else self.cache_write_1h
         return (
             usage.input_tokens * self.input
             + usage.output_tokens * self.output
             + usage.cache_read_tokens * cr
-            + usage.cache_write_tokens * cw
+            + usage.cache_write_5m_tokens * cw
+            + usage.cache_write_1h_tokens * cw_1h
         ) / 1_000_000
 
 
@@ -65,7 +72,9 @@ def price_from_genai_prices(model: str, usage: Usage, provider_id: str = "anthro
             # genai-prices' input is the total input, cache reads and writes included.
             input_tokens=usage.total_input_tokens,
             cache_read_tokens=usage.cache_read_tokens,
+            # All writes; the 1-hour ones among them are priced at their own rate.
             cache_write_tokens=usage.cache_write_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
             output_tokens=usage.output_tokens,
         ),
         model,
@@ -78,25 +87,34 @@ def flat_price(model: str, provider_id: str = "anthropic") -> Price | None:
     """The model's per-token prices when genai-prices has no tiers for it, else None.
 
     genai-prices prices in Decimal at about 100 µs a call; a flat price gives the
-    same dollars (to float precision) in about 1 µs. Tiered models (long-context
-    prices) always go through genai-prices.
+    same dollars (to float precision) in about 1 µs. Each rate is read by pricing a
+    million tokens of one kind with genai-prices itself, so the fast path follows
+    its rules (which price a 1-hour cache write falls back to, for one). Tiered
+    models (long-context prices) always go through genai-prices.
     """
     from decimal import Decimal
 
     from genai_prices import Usage as GPUsage
     from genai_prices import calc_price
 
+    def dollars(**tokens: int) -> float:
+        return float(calc_price(GPUsage(**tokens), model, provider_id=provider_id).total_price)
+
     mp = calc_price(GPUsage(input_tokens=1, output_tokens=1), model, provider_id=provider_id).model_price
-    fields = (mp.input_mtok, mp.output_mtok, mp.cache_read_mtok, mp.cache_write_mtok)
+    fields = (mp.input_mtok, mp.output_mtok, mp.cache_read_mtok, mp.cache_write_mtok,
+              mp.cache_write_5m_mtok, mp.cache_write_1h_mtok)
     if not all(f is None or isinstance(f, Decimal) for f in fields):
         return None
     if mp.input_mtok is None or mp.output_mtok is None:
         return None
+    m = 1_000_000
+    # genai-prices' input is the total input: each kind of input token is inside it too.
     return Price(
-        float(mp.input_mtok),
-        float(mp.output_mtok),
-        None if mp.cache_read_mtok is None else float(mp.cache_read_mtok),
-        None if mp.cache_write_mtok is None else float(mp.cache_write_mtok),
+        input=dollars(input_tokens=m),
+        output=dollars(output_tokens=m),
+        cache_read=dollars(input_tokens=m, cache_read_tokens=m),
+        cache_write=dollars(input_tokens=m, cache_write_tokens=m),
+        cache_write_1h=dollars(input_tokens=m, cache_write_tokens=m, cache_write_1h_tokens=m),
     )
 
 
@@ -119,6 +137,7 @@ class Pricer:
                     row["output_per_mtok"],
                     row["cache_read_per_mtok"],
                     row["cache_write_per_mtok"],
+                    row.get("cache_write_1h_per_mtok"),
                 )
 
     def set_price(
@@ -129,22 +148,32 @@ class Pricer:
         output: float,
         cache_read: float | None = None,
         cache_write: float | None = None,
+        cache_write_1h: float | None = None,
     ) -> Price:
-        """Price ``model`` by hand (dollars per million tokens); stored in the file."""
-        for field, value in (("input", input), ("output", output), ("cache_read", cache_read), ("cache_write", cache_write)):
-            if value is not None and (not isinstance(value, (int, float)) or value < 0):
-                raise ConfigError(f"price {field} for {model!r} must be a number >= 0, got {value!r}")
-        price = Price(float(input), float(output), cache_read, cache_write)
+        """Price ``model`` by hand (dollars per million tokens); stored in the file.
+
+        ``cache_read`` and ``cache_write`` (5-minute writes) default to the input
+        price, ``cache_write_1h`` to the ``cache_write`` price.
+        """
+        for field, value in (("input", input), ("output", output), ("cache_read", cache_read),
+                             ("cache_write", cache_write), ("cache_write_1h", cache_write_1h)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0
+            ):
+                raise ConfigError(f"price {field} for {model!r} must be a finite number >= 0, got {value!r}")
+        price = Price(float(input), float(output), cache_read, cache_write, cache_write_1h)
         if self.store is not None:
             from ._ids import utc_now
 
             self.store.execute(
                 "INSERT INTO price_overrides (model, input_per_mtok, output_per_mtok, "
-                "cache_read_per_mtok, cache_write_per_mtok, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
+                "cache_read_per_mtok, cache_write_per_mtok, cache_write_1h_per_mtok, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (model) DO UPDATE SET input_per_mtok = excluded.input_per_mtok, "
                 "output_per_mtok = excluded.output_per_mtok, cache_read_per_mtok = excluded.cache_read_per_mtok, "
-                "cache_write_per_mtok = excluded.cache_write_per_mtok, updated_at = excluded.updated_at",
-                (model, price.input, price.output, cache_read, cache_write, utc_now()),
+                "cache_write_per_mtok = excluded.cache_write_per_mtok, "
+                "cache_write_1h_per_mtok = excluded.cache_write_1h_per_mtok, updated_at = excluded.updated_at",
+                (model, price.input, price.output, cache_read, cache_write, cache_write_1h, utc_now()),
             )
         with self._lock:
             self._overrides[model] = price

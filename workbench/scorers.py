@@ -95,6 +95,21 @@ class Score:
     judge_trace_id: str | None = None
     """The trace of the judge's model call, for LLM-as-judge scores."""
 
+    def __post_init__(self) -> None:
+        # One rule for every scorer, as for plain numbers a custom scorer returns: a value
+        # that is not a finite number (inf, nan) is no score. Stored, it would make every
+        # mean and interval of the experiment inf or NaN.
+        value = self.value
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(value):
+            note = _not_finite(value)
+            object.__setattr__(self, "value", None)
+            object.__setattr__(self, "passed", None)
+            object.__setattr__(self, "rationale", note if self.rationale is None else f"{note} ({self.rationale})")
+
+
+def _not_finite(value: float, what: str = "the score was {}") -> str:
+    return f"not scored: {what.format(float(value))}, not a finite number"
+
 
 class Judge(Protocol):
     """A model caller handed to scorers that need one (LLM-as-judge).
@@ -867,7 +882,7 @@ class _CustomScorer:
         if isinstance(value, numbers.Real):
             number = float(value)
             if not math.isfinite(number):
-                return None, None, f"scorer {self.name!r} returned {number}"
+                return None, None, _not_finite(number, f"scorer {self.name!r} returned {{}}")
             passed = None if self.pass_threshold is None else number >= self.pass_threshold
             return number, passed, None
         return None, None, (
@@ -877,6 +892,10 @@ class _CustomScorer:
 
     def _to_score(self, result: Any) -> Score:
         if isinstance(result, Score):
+            if result.value is None and (result.rationale or "").startswith("not scored: the score was "):
+                # Score() itself refused a non-finite value; name the scorer as for a plain number.
+                return Score(None, rationale=result.rationale.replace(
+                    "the score was ", f"scorer {self.name!r} returned a Score of ", 1))
             return result
         rationale: Any = None
         explicit_passed: Any = None

@@ -20,7 +20,13 @@ words.
 
 Every function accepts lists or arrays (booleans count as 0 and 1). NaN marks
 a missing score: it is dropped, pairwise in the paired functions, and ``n``
-reports what was left. Degenerate input gives NaN rather than an error.
+reports what was left. An infinity is no score either (one rule with the
+scorers, which record a non-finite result as not scored): it is dropped like
+NaN, and the ``notes`` of `Estimate` and `PairedDifference` say how many
+were. Degenerate input gives NaN rather than an error.
+
+Cluster labels may be missing for some items (None or NaN): each such item is
+then its own cluster, and ``notes`` says how many were.
 
 Formula choices:
 
@@ -39,6 +45,13 @@ Formula choices:
   items) the normal is too optimistic, and the two agree as n grows. The
   interval and the p-value come from the same distribution, so p < alpha
   exactly when the (1 - alpha) interval excludes 0.
+- When the paired differences have no variance (every item moved by the same
+  amount) the t statistic is undefined: it would give SE 0, a zero-width
+  interval and p = 0. `paired_difference` then uses the exact sign test over
+  the units (items, or clusters), as McNemar's exact test does for pass/fail,
+  and the distribution-free interval for the median difference that inverts
+  it, which exists only once the sign test can reach the confidence level
+  (6 units at 95%). ``test`` and ``notes`` say so.
 """
 
 from __future__ import annotations
@@ -50,6 +63,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as _st
 
+from . import _format
 from .errors import ConfigError
 
 __all__ = [
@@ -104,6 +118,9 @@ class Estimate:
     """Number of clusters, or None when the standard error is not clustered."""
     confidence: float
     """Confidence level of the interval, e.g. 0.95."""
+    notes: tuple[str, ...] = ()
+    """What a reader must know about the input: values left out for not being
+    finite, items without a cluster counted as their own."""
 
     def format(self, digits: int = 3) -> str:
         """One line such as ``0.712 ± 0.041 (95% CI 0.671–0.753, n=60)``."""
@@ -146,6 +163,13 @@ class PairedDifference:
     """Number of clusters, or None when the standard error is not clustered."""
     confidence: float
     """Confidence level of the interval, e.g. 0.95."""
+    test: str = "t"
+    """``"t"``: Student's t on the differences; ``"sign"``: the exact sign test,
+    used when the differences have no variance (the interval is then for the
+    median difference)."""
+    notes: tuple[str, ...] = ()
+    """What a reader must know: the sign-test fallback, values left out for not
+    being finite, items without a cluster counted as their own."""
 
 
 @dataclass(frozen=True)
@@ -229,16 +253,67 @@ def _check_same_length(x: np.ndarray, y: Any, x_name: str, y_name: str) -> None:
 
 
 def _labels(labels: Any, name: str) -> np.ndarray:
+    if isinstance(labels, (list, tuple)):
+        # Built by hand: np.asarray of strings and None (or tuples) guesses a dtype or a shape.
+        arr = np.empty(len(labels), dtype=object)
+        arr[:] = labels
+        return arr
     arr = np.asarray(labels)
     if arr.ndim != 1:
         raise ConfigError(f"{name} must be one-dimensional, got shape {arr.shape}")
     return arr
 
 
+def _unlabelled(labels: np.ndarray) -> np.ndarray:
+    """Where a cluster label is missing: None, or NaN."""
+    if labels.dtype.kind == "f":
+        return np.isnan(labels)
+    if labels.dtype.kind != "O":
+        return np.zeros(len(labels), dtype=bool)
+    return np.fromiter((x is None or (isinstance(x, float) and math.isnan(x)) for x in labels),
+                       dtype=bool, count=len(labels))
+
+
 def _codes(labels: np.ndarray) -> tuple[np.ndarray, int]:
-    """Integer codes 0..G-1 for the labels, and G."""
-    uniq, inverse = np.unique(labels, return_inverse=True)
-    return inverse.ravel(), len(uniq)
+    """Integer codes 0..G-1 for the labels, and G; each unlabelled item gets a code of its own."""
+    missing = _unlabelled(labels)
+    present = labels[~missing] if missing.any() else labels
+    if present.dtype.kind == "O":
+        # Mixed types (1 and "a") do not sort; a first-seen numbering needs no order.
+        seen: dict[Any, int] = {}
+        codes = np.fromiter((seen.setdefault(x, len(seen)) for x in present), dtype=np.intp, count=len(present))
+        groups = len(seen)
+    else:
+        uniq, inverse = np.unique(present, return_inverse=True)
+        codes, groups = inverse.ravel(), len(uniq)
+    if not missing.any():
+        return codes, groups
+    out = np.empty(len(labels), dtype=np.intp)
+    out[~missing] = codes
+    lone = int(missing.sum())
+    out[missing] = groups + np.arange(lone)
+    return out, groups + lone
+
+
+def _finite(x: np.ndarray, name: str, notes: list[str]) -> np.ndarray:
+    """Where ``x`` is a usable value; an infinity is left out like NaN, and noted."""
+    infinite = int(np.isinf(x).sum())
+    if infinite:
+        notes.append(
+            f"{infinite} value{'s' if infinite != 1 else ''} of {name} {'were' if infinite != 1 else 'was'} "
+            "infinite and left out, as missing scores are"
+        )
+    return np.isfinite(x)
+
+
+def _note_unclustered(groups: np.ndarray | None, notes: list[str]) -> None:
+    if groups is None:
+        return
+    lone = int(_unlabelled(groups).sum())
+    if lone:
+        notes.append(
+            f"{lone} of {len(groups)} items have no cluster; each counts as a cluster of its own"
+        )
 
 
 def _check_confidence(confidence: float) -> None:
@@ -265,7 +340,8 @@ def item_means(values: Any, item_ids: Any) -> tuple[np.ndarray, np.ndarray]:
 
     Returns:
         The unique item ids in first-seen order, and each item's mean score.
-        NaN scores are dropped first; an item with only NaN scores is left out.
+        NaN and infinite scores are dropped first; an item with no finite
+        score is left out.
 
     Raises:
         ValueError: If the two inputs differ in length.
@@ -273,7 +349,7 @@ def item_means(values: Any, item_ids: Any) -> tuple[np.ndarray, np.ndarray]:
     x = _as_floats(values, "values")
     ids = _labels(item_ids, "item_ids")
     _check_same_length(x, ids, "values", "item_ids")
-    keep = ~np.isnan(x)
+    keep = np.isfinite(x)
     x, ids = x[keep], ids[keep]
     if len(x) == 0:
         return ids, x
@@ -320,13 +396,15 @@ def mean_ci(values: Any, clusters: Any = None, confidence: float = 0.95) -> Esti
         values: One value per item (average repeats first with `item_means`).
         clusters: Optional cluster label per item, for items that come in
             groups (several questions on one passage). The standard error is
-            then clustered, with the CR1 factor G/(G-1).
+            then clustered, with the CR1 factor G/(G-1). An item whose label
+            is None or NaN is a cluster of its own.
         confidence: Confidence level of the interval.
 
     Returns:
         The estimate. The interval is ``mean ± z * se`` with the normal
         quantile z. With n == 1 (or a single cluster) the standard error and
         interval are NaN; with all values equal the standard error is 0.
+        NaN and infinite values are left out (infinities are noted).
 
     Raises:
         ValueError: If ``clusters`` differs in length from ``values``, or the
@@ -338,10 +416,12 @@ def mean_ci(values: Any, clusters: Any = None, confidence: float = 0.95) -> Esti
     if clusters is not None:
         groups = _labels(clusters, "clusters")
         _check_same_length(x, groups, "values", "clusters")
-    keep = ~np.isnan(x)
+    notes: list[str] = []
+    keep = _finite(x, "the values", notes)
     x = x[keep]
     if groups is not None:
         groups = groups[keep]
+    _note_unclustered(groups, notes)
     mean, se, n_clusters = _mean_and_se(x, groups)
     half = _two_sided_quantile(confidence) * se
     return Estimate(
@@ -352,6 +432,7 @@ def mean_ci(values: Any, clusters: Any = None, confidence: float = 0.95) -> Esti
         n=len(x),
         n_clusters=n_clusters,
         confidence=confidence,
+        notes=tuple(notes),
     )
 
 
@@ -382,9 +463,12 @@ def paired_difference(
         confidence: Confidence level of the interval.
 
     Returns:
-        The difference B − A. Items where either score is NaN are dropped.
-        When every difference is exactly the same, the standard error is 0
-        and the p-value is 1.0 if that difference is 0, else 0.0.
+        The difference B − A. Items where either score is NaN or infinite are
+        dropped (infinities are noted). When every difference is exactly the
+        same, the standard error is 0, ``test`` is ``"sign"``, the p-value is
+        the exact sign test's over the items (clusters when clustered), and
+        the interval is ``[diff, diff]`` where the sign test can reach the
+        confidence level, else NaN; ``notes`` says so.
 
     Raises:
         ValueError: If the inputs differ in length, or the confidence is not
@@ -398,38 +482,85 @@ def paired_difference(
     if clusters is not None:
         groups = _labels(clusters, "clusters")
         _check_same_length(xa, groups, "a", "clusters")
-    keep = ~(np.isnan(xa) | np.isnan(xb))
+    notes: list[str] = []
+    keep = _finite(xa, "a", notes) & _finite(xb, "b", notes)
     xa, xb = xa[keep], xb[keep]
     if groups is not None:
         groups = groups[keep]
+    _note_unclustered(groups, notes)
     n = len(xa)
     d = xb - xa
     diff, se, n_clusters = _mean_and_se(d, groups)
+    if n >= 2 and se != 0 and _constant(d, xa, xb):
+        # Equal differences that rounding made unequal (0.7 - 0.45 vs 0.5 - 0.25): an SE
+        # of 1e-17 is no information, and t would turn it into p = 0.
+        se = 0.0
     mean_a = float(xa.mean()) if n else NAN
     mean_b = float(xb.mean()) if n else NAN
 
+    test = "t"
     if se == 0:
-        half = 0.0
-        p_value = 1.0 if diff == 0 else 0.0
+        # No variance: t is undefined (it would say p = 0). Count the units instead.
+        test = "sign"
+        units = n if groups is None else n_clusters
+        assert units is not None
+        p_value = 1.0 if diff == 0 else _sign_test(0, units)
+        low, high = _sign_interval(diff, units, confidence)
+        notes.insert(0, (
+            f"every {'item' if groups is None else 'cluster'} differs by the same {_format.num(diff, signed=True)}: "
+            f"no variance, so the p-value is the exact sign test's over {units} "
+            f"{'items' if groups is None else 'clusters'}"
+            + ("" if math.isfinite(low) else
+               f", and no {confidence * 100:g}% interval exists at this n (the sign test needs "
+               f"{_sign_test_minimum(confidence)})")
+        ))
     elif math.isnan(se):
-        half = p_value = NAN
+        low = high = p_value = NAN
     else:
         df = (n_clusters if n_clusters is not None else n) - 1
         half = float(_st.t.ppf(0.5 + confidence / 2, df)) * se
+        low, high = diff - half, diff + half
         p_value = float(2 * _st.t.sf(abs(diff) / se, df))
     return PairedDifference(
         mean_a=mean_a,
         mean_b=mean_b,
         diff=diff,
         se=se,
-        ci_low=diff - half,
-        ci_high=diff + half,
+        ci_low=low,
+        ci_high=high,
         p_value=p_value,
         correlation=_correlation(xa, xb),
         n=n,
         n_clusters=n_clusters,
         confidence=confidence,
+        test=test,
+        notes=tuple(notes),
     )
+
+
+def _constant(d: np.ndarray, xa: np.ndarray, xb: np.ndarray) -> bool:
+    """Whether the differences are all equal up to the rounding of a subtraction."""
+    scale = max(float(np.max(np.abs(xa))), float(np.max(np.abs(xb))))
+    return float(np.ptp(d)) <= 1e-12 * scale
+
+
+def _sign_interval(value: float, units: int, confidence: float) -> tuple[float, float]:
+    """The sign-test interval for the median when all ``units`` values equal ``value``.
+
+    The distribution-free interval runs between order statistics; with every
+    value equal it is ``[value, value]``, once the widest such interval (the
+    sample range) has coverage ``1 - 2 / 2**units`` at least ``confidence``.
+    Below that, no interval at this level exists: NaN.
+    """
+    if 1 - 2 * 0.5**units >= confidence:
+        return value, value
+    return NAN, NAN
+
+
+def _sign_test_minimum(confidence: float) -> str:
+    """How many units the sign test needs before it can reach ``confidence``."""
+    needed = max(1, math.ceil(math.log2(2 / (1 - confidence)) - 1e-12))
+    return f"{needed} units"
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -588,8 +719,8 @@ def bootstrap_difference(
 
     Returns:
         The statistic on each sample, their difference and the interval. NaN
-        values are dropped (pairwise when paired); if either sample is then
-        empty, the numbers are NaN.
+        and infinite values are dropped (pairwise when paired); if either
+        sample is then empty, the numbers are NaN.
 
     Raises:
         ValueError: For an unknown ``stat``, ``n_boot`` < 1, a confidence not
@@ -604,10 +735,10 @@ def bootstrap_difference(
     xb = _as_floats(b, "b")
     if paired:
         _check_same_length(xa, xb, "a", "b")
-        keep = ~(np.isnan(xa) | np.isnan(xb))
+        keep = np.isfinite(xa) & np.isfinite(xb)
         xa, xb = xa[keep], xb[keep]
     else:
-        xa, xb = xa[~np.isnan(xa)], xb[~np.isnan(xb)]
+        xa, xb = xa[np.isfinite(xa)], xb[np.isfinite(xb)]
     n_a, n_b = len(xa), len(xb)
 
     def result(stat_a: float, stat_b: float, low: float, high: float) -> BootstrapDifference:
@@ -657,12 +788,12 @@ def mann_whitney(a: Any, b: Any) -> tuple[float, float]:
 
     Returns:
         ``(U, p)``: the U statistic of ``a`` and the two-sided p-value from
-        ``scipy.stats.mannwhitneyu``. NaN values are dropped; ``(nan, nan)``
-        when either sample is then empty.
+        ``scipy.stats.mannwhitneyu``. NaN and infinite values are dropped;
+        ``(nan, nan)`` when either sample is then empty.
     """
     xa = _as_floats(a, "a")
     xb = _as_floats(b, "b")
-    xa, xb = xa[~np.isnan(xa)], xb[~np.isnan(xb)]
+    xa, xb = xa[np.isfinite(xa)], xb[np.isfinite(xb)]
     if len(xa) == 0 or len(xb) == 0:
         return NAN, NAN
     result = _st.mannwhitneyu(xa, xb, alternative="two-sided")

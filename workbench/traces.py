@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from ._canonical import loads
+from ._canonical import dumps, escape_surrogates, escape_surrogates_in, has_surrogates, loads
 
 if TYPE_CHECKING:
     from .store import Store
@@ -23,8 +23,11 @@ COLUMNS = (
     "item_id", "repeat", "user_id", "input", "output", "input_tokens", "output_tokens",
     "cache_read_tokens", "cache_write_tokens", "latency_ms", "ttft_ms", "cost_usd",
     "price_source", "status", "error_type", "error", "attempts", "stop_reason", "request_id",
-    "tags_json", "metadata_json",
+    "tags_json", "metadata_json", "cache_write_1h_tokens",
 )
+"""Every column of ``traces``, in table order. ``cache_write_1h_tokens`` (added by the
+``cache_write_1h`` migration, so last) is the part of ``cache_write_tokens`` written to the
+1-hour cache."""
 INSERT_SQL = f"INSERT INTO traces ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 SPAN_SQL = (
     "INSERT INTO traces (id, trace_id, parent_id, kind, name, started_at, input, output, "
@@ -60,12 +63,46 @@ def clip(text: str | None) -> str | None:
     return text[:MAX_TEXT] + f"\n… [{len(text) - MAX_TEXT:,} characters cut by workbench]"
 
 
+ESCAPED_NOTE = "escaped_surrogates"
+"""Metadata key listing the columns whose text held lone surrogates, stored as ``\\udXXX``."""
+
+
+def safe_text(text: str) -> str:
+    """``text`` as SQLite can store it: a lone surrogate (a non-UTF-8 file name gives one)
+    becomes a ``\\udXXX`` escape, with a marker saying so, as `clip` marks a cut."""
+    if not has_surrogates(text):
+        return text
+    return escape_surrogates(text) + " [lone surrogates written as \\udXXX by workbench]"
+
+
+def _escape_columns(values: dict[str, Any], columns: list[str]) -> None:
+    for column in columns:
+        if column.endswith("_json"):
+            # Escaped inside the JSON, so reading it back gives the escape, not the surrogate again.
+            values[column] = dumps(escape_surrogates_in(loads(values[column])))
+        else:
+            values[column] = escape_surrogates(values[column])
+    meta = loads(values.get("metadata_json"), {})
+    if not isinstance(meta, dict):
+        meta = {"metadata": meta}
+    meta[ESCAPED_NOTE] = sorted(columns)
+    values["metadata_json"] = dumps(meta)
+
+
 def row(**values: Any) -> tuple[Any, ...]:
-    """A full trace row in column order; unknown names are refused."""
+    """A full trace row in column order; unknown names are refused.
+
+    Text holding lone surrogates (which UTF-8, and so SQLite, cannot store:
+    the row would be lost) is stored with ``\\udXXX`` escapes, and the row's
+    metadata lists the columns under ``escaped_surrogates``.
+    """
     unknown = set(values) - set(COLUMNS)
     if unknown:
         raise KeyError(f"unknown trace columns: {', '.join(sorted(unknown))}")
     values.setdefault("simulated", 0)  # NOT NULL: binding None would drop the row
+    escaped = [c for c, v in values.items() if isinstance(v, str) and has_surrogates(v)]
+    if escaped:
+        _escape_columns(values, escaped)
     return tuple(values.get(c) for c in COLUMNS)
 
 
@@ -227,12 +264,18 @@ def fts_query(text: str) -> str:
     ``retr*`` finds retry and retrieval.
     """
     parts = []
-    for word in text.split():
+    for word in _searchable(text).split():
         prefix = word.endswith("*") and len(word.rstrip("*")) > 0
         word = word.rstrip("*") if prefix else word
         phrase = '"' + word.replace('"', '""') + '"'
         parts.append(phrase + ("*" if prefix else ""))
     return " ".join(parts)
+
+
+def _searchable(text: str) -> str:
+    """``text`` as FTS5 can take it: NUL ends an FTS5 string early (a syntax error), so it
+    separates words like the other control characters; a lone surrogate cannot be bound."""
+    return escape_surrogates(text.replace("\x00", " "))
 
 
 def _search_sql(select: str, text: str, query: TraceQuery | None) -> tuple[str, list[Any]]:
@@ -258,7 +301,7 @@ def search(
     writer are not seen: ``store.flush()`` before, when that matters). Blank
     ``text`` lists by ``query`` alone, as `list_traces` does.
     """
-    if not text.strip():
+    if not _searchable(text).strip():
         return list_traces(store, query, limit=limit, offset=offset)
     index_fts(store)
     sql, params = _search_sql("t.*", text, query)
@@ -271,7 +314,7 @@ def search(
 
 def search_count(store: Store, text: str, query: TraceQuery | None = None) -> int:
     """How many traces `search` finds without a limit."""
-    if not text.strip():
+    if not _searchable(text).strip():
         return count(store, query)
     index_fts(store)
     if not (query or TraceQuery()).where()[0]:

@@ -44,7 +44,8 @@ def _preview(value: Any) -> str:
         text = value if isinstance(value, str) else repr(value)
     except Exception as exc:  # noqa: BLE001 - a broken __repr__ must not break the traced call
         text = f"<unrepresentable {type(value).__name__}: {exc}>"
-    return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
+    text = text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
+    return traces.safe_text(text)  # a lone surrogate would lose the span's row
 
 
 def _args_preview(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
@@ -279,7 +280,10 @@ class Tracer:
             latency = completion.latency_ms
         else:
             usage = None
-            latency = wall_ms
+            # As for an answer: from sending the failing attempt, when the provider timed it
+            # (never the SDK's import and client set-up); else the call's wall time.
+            latency = getattr(error, "latency_ms", None)
+            latency = wall_ms if latency is None else latency
             status = "error"
         tags = ctx.pop("tags", None)
         values = dict(
@@ -301,6 +305,7 @@ class Tracer:
             output_tokens=None if usage is None else usage.output_tokens,
             cache_read_tokens=None if usage is None else usage.cache_read_tokens,
             cache_write_tokens=None if usage is None else usage.cache_write_tokens,
+            cache_write_1h_tokens=None if usage is None else usage.cache_write_1h_tokens,
             latency_ms=latency,
             ttft_ms=None if completion is None else completion.ttft_ms,
             cost_usd=cost,

@@ -36,7 +36,7 @@ LLM_OPERATIONS = frozenset({"chat", "text_completion", "generate_content"})
 
 _WB_TEXT = ("experiment_id", "variant", "item_id", "price_source")
 """Columns carried as ``workbench.<column>`` text attributes, unchanged."""
-_WB_NUMBER = ("repeat", "attempts", "latency_ms", "ttft_ms", "cost_usd")
+_WB_NUMBER = ("repeat", "attempts", "latency_ms", "ttft_ms", "cost_usd", "cache_write_1h_tokens")
 """Columns carried as ``workbench.<column>`` numeric attributes."""
 
 
@@ -430,6 +430,7 @@ def row_from_span(
         output_tokens=_int(_first(attrs, _PICK["output_tokens"])),
         cache_read_tokens=read,
         cache_write_tokens=write,
+        cache_write_1h_tokens=_int(attrs.get("workbench.cache_write_1h_tokens")),
         latency_ms=latency,
         ttft_ms=_float(attrs.get("workbench.ttft_ms")),
         cost_usd=_float(attrs.get("workbench.cost_usd")),

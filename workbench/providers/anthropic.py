@@ -16,7 +16,7 @@ import time
 import warnings
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..errors import (
     AuthenticationFailed,
@@ -30,7 +30,8 @@ from ..errors import (
     RateLimited,
     provider_error_for_status,
 )
-from .base import Completion, Request, Usage
+from ._redact import Redactor, exception_text, keys_of
+from .base import Completion, Request, Usage, cache_ttl
 
 if TYPE_CHECKING:
     import anthropic
@@ -107,6 +108,7 @@ class AnthropicProvider:
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._owns_client = client is None
         self._warned_temperature = False
+        self._redact: Redactor | None = None
         if client is not None:
             self._client = client.with_options(max_retries=0)
             return
@@ -171,6 +173,8 @@ class AnthropicProvider:
                     IgnoredParamWarning,
                     stacklevel=2,
                 )
+        # Latency starts when the request is sent: the SDK's import and the client's
+        # set-up (seconds, on a first call) happened above.
         started = time.perf_counter()
         first_text: float | None = None
         try:
@@ -184,42 +188,49 @@ class AnthropicProvider:
                         first_text = time.perf_counter()
                 message = await stream.get_final_message()
         except Exception as exc:
-            error = _provider_error(exc)
-            if error is None:
-                raise
-            raise self._scrub(error) from exc
+            self._raise(exc, started)
         finished = time.perf_counter()
         usage = message.usage
         return Completion(
             text="".join(b.text for b in message.content if getattr(b, "type", None) == "text"),
             model=message.model,
             stop_reason=message.stop_reason,
-            usage=Usage(
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cache_read_tokens=usage.cache_read_input_tokens or 0,
-                cache_write_tokens=usage.cache_creation_input_tokens or 0,
-            ),
+            usage=usage_of(usage),
             latency_ms=(finished - started) * 1000,
             ttft_ms=None if first_text is None else (first_text - started) * 1000,
             request_id=message.id,
             provider=self.name,
         )
 
-    def _scrub(self, error: ProviderError) -> ProviderError:
-        """Remove the key from an error message (an httpx header error quotes it)."""
-        if self._key is not None:
-            key = self._key.reveal()
-        else:
-            key = str(getattr(self._client, "api_key", "") or "")
-        secret = key.strip()
-        if secret and secret in error.message:
-            error.message = error.message.replace(secret, "<redacted>")
-            error.args = (error.message,)
+    def _redactor(self) -> Redactor:
+        if self._redact is None:
+            keys = [self._key.reveal()] if self._key is not None else keys_of(self._client)
+            self._redact = Redactor(keys)
+        return self._redact
+
+    def _raise(self, exc: Exception, started: float | None = None) -> NoReturn:
+        """Raise the ProviderError for ``exc``, its text scrubbed of the key and, given
+        when the request was sent (``perf_counter``), timed from then.
+
+        An httpx header error quotes the key (``Illegal header value b'Bearer ...'``),
+        and a server may echo it back; the original exception is chained only when
+        nothing in its chain held the key.
+        """
+        error = _provider_error(exc)
+        if error is None:
+            raise exc
+        redact = self._redactor()
+        error.message = redact(error.message)
+        error.args = (error.message,)
+        if started is not None:
+            error.latency_ms = (time.perf_counter() - started) * 1000
         if "Illegal header value" in error.message:
             # A malformed key (a stray newline) never succeeds: do not retry it.
             error.retryable = False
-        return error
+        chain = exception_text(exc)
+        if redact(chain) != chain:
+            raise error from None
+        raise error from exc
 
     async def count_tokens(self, request: Request) -> int:
         """Input tokens the API counts for ``request`` (system and messages)."""
@@ -228,15 +239,40 @@ class AnthropicProvider:
         try:
             result = await self._get_client().messages.count_tokens(**kwargs)
         except Exception as exc:
-            error = _provider_error(exc)
-            if error is None:
-                raise
-            raise self._scrub(error) from exc
+            self._raise(exc)
         return result.input_tokens
 
     async def sleep(self, seconds: float) -> None:
         """Wait between retries, in real time."""
         await asyncio.sleep(seconds)
+
+
+def usage_of(usage: Any) -> Usage:
+    """Our `Usage` from an SDK usage object (a response's, or a stream's ``message_start``).
+
+    Cache writes are split by lifetime in ``usage.cache_creation``
+    (``ephemeral_5m_input_tokens``, ``ephemeral_1h_input_tokens``); APIs and SDKs
+    that predate the split report only ``cache_creation_input_tokens``, all priced
+    as 5-minute writes.
+    """
+    writes = getattr(usage, "cache_creation_input_tokens", None)
+    split = getattr(usage, "cache_creation", None)
+    hour = five = 0
+    if split is not None:
+        hour = _count(getattr(split, "ephemeral_1h_input_tokens", None))
+        five = _count(getattr(split, "ephemeral_5m_input_tokens", None))
+    total = max(_count(writes), hour + five)
+    return Usage(
+        input_tokens=_count(getattr(usage, "input_tokens", None)),
+        output_tokens=_count(getattr(usage, "output_tokens", None)),
+        cache_read_tokens=_count(getattr(usage, "cache_read_input_tokens", None)),
+        cache_write_tokens=total,
+        cache_write_1h_tokens=min(hour, total),
+    )
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) else 0
 
 
 def _takes_temperature(client: Any) -> bool:
@@ -269,10 +305,11 @@ def _message_params(request: Request) -> dict[str, Any]:
         "messages": [{"role": m.role, "content": m.content} for m in request.messages],
     }
     if request.system:
-        if request.cache_system:
-            params["system"] = [
-                {"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}
-            ]
+        ttl = cache_ttl(request.cache_system)
+        if ttl is not None:
+            # No ttl is the 5-minute cache; say "1h" only when asked (older APIs refuse the field).
+            control = {"type": "ephemeral"} if ttl == "5m" else {"type": "ephemeral", "ttl": ttl}
+            params["system"] = [{"type": "text", "text": request.system, "cache_control": control}]
         else:
             params["system"] = request.system
     if request.temperature is not None:
@@ -286,6 +323,14 @@ def _provider_error(exc: Exception) -> ProviderError | None:
     """The ProviderError for an SDK or transport exception; None for anything else."""
     import anthropic
 
+    if isinstance(exc, UnicodeEncodeError):
+        # The SDK encodes the body as UTF-8 before sending: nothing was sent or paid.
+        return BadRequest(
+            f"anthropic: the request was not sent: its text is not valid Unicode ({exc.reason}: "
+            f"{exc.object[exc.start:exc.end]!r}, as a non-UTF-8 file name decodes to); "
+            "decode such names with errors='replace' before prompting",
+            retryable=False,
+        )
     if isinstance(exc, anthropic.APIStatusError):
         return _status_error(exc)
     # APITimeoutError subclasses APIConnectionError: test it first.

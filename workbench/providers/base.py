@@ -32,8 +32,10 @@ class Request:
     """Sampling temperature; None leaves the provider default."""
     stop: tuple[str, ...] = ()
     """Stop sequences."""
-    cache_system: bool = False
-    """Mark the system prompt for prompt caching (Anthropic ``cache_control``)."""
+    cache_system: bool | str = False
+    """Mark the system prompt for prompt caching (Anthropic ``cache_control``):
+    True or ``"5m"`` for the 5-minute cache, ``"1h"`` for the 1-hour cache
+    (its writes cost more: 2x the input price against 1.25x)."""
     metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     """Free-form data for the trace; never sent to the provider."""
 
@@ -95,7 +97,14 @@ class Usage:
     cache_read_tokens: int = 0
     """Input tokens read from the prompt cache."""
     cache_write_tokens: int = 0
-    """Input tokens written to the prompt cache (cache creation)."""
+    """Input tokens written to the prompt cache (cache creation), 5-minute and 1-hour writes together."""
+    cache_write_1h_tokens: int = 0
+    """Of ``cache_write_tokens``, those written to the 1-hour cache (priced higher than 5-minute writes)."""
+
+    @property
+    def cache_write_5m_tokens(self) -> int:
+        """Of ``cache_write_tokens``, those written to the 5-minute cache."""
+        return self.cache_write_tokens - self.cache_write_1h_tokens
 
     @property
     def total_input_tokens(self) -> int:
@@ -123,6 +132,23 @@ class Completion:
     """The provider's id for the response (``msg_...``)."""
     provider: str = ""
     """Name of the provider that produced it (``anthropic``, ``simulated``)."""
+
+
+def cache_ttl(cache_system: bool | str) -> str | None:
+    """``"5m"``, ``"1h"`` or None (no caching) for a request's ``cache_system``.
+
+    Raises:
+        ConfigError: anything else, naming the values that work.
+    """
+    if cache_system is False or cache_system is None:
+        return None
+    if cache_system is True or cache_system == "5m":
+        return "5m"
+    if cache_system == "1h":
+        return "1h"
+    from ..errors import ConfigError
+
+    raise ConfigError(f"cache_system must be True, '5m' or '1h' (or False), got {cache_system!r}")
 
 
 @runtime_checkable

@@ -20,9 +20,9 @@ import re
 import threading
 from dataclasses import dataclass
 
-from ..errors import Overloaded, RateLimited
+from ..errors import Overloaded, ProviderError, RateLimited
 from . import _simjudge
-from .base import Completion, Request, Usage
+from .base import Completion, Request, Usage, cache_ttl
 
 CHARS_PER_TOKEN = 4
 MIN_CACHEABLE_TOKENS = 1024
@@ -194,15 +194,19 @@ class SimulatedProvider:
         if fail.random() < error_rate:
             wait_ms = rng.lognormvariate(math.log(prof.ttft_median_ms), prof.latency_sigma)
             await asyncio.sleep(wait_ms / 1000 * self.time_scale)
+            error: ProviderError
             if fail.random() < 0.5:
-                raise Overloaded(
+                error = Overloaded(
                     "simulated overload", status_code=529, request_id=f"sim_req_{key[:16]}",
                     error_type="overloaded_error",
                 )
-            raise RateLimited(
-                "simulated rate limit", status_code=429, request_id=f"sim_req_{key[:16]}",
-                error_type="rate_limit_error", retry_after=1.0,
-            )
+            else:
+                error = RateLimited(
+                    "simulated rate limit", status_code=429, request_id=f"sim_req_{key[:16]}",
+                    error_type="rate_limit_error", retry_after=1.0,
+                )
+            error.latency_ms = round(wait_ms, 3)  # simulated time, as a completion's latency is
+            raise error
         with self._lock:
             # A success ends this request's retries: forget its count, so memory does not
             # grow with every distinct request and a repeated request replays the same way.
@@ -247,8 +251,9 @@ class SimulatedProvider:
         msg_tokens = sum(estimate_tokens(m.content) + 4 for m in request.messages)
         sys_tokens = estimate_tokens(request.system or "")
         read = write = 0
-        if request.cache_system and sys_tokens >= MIN_CACHEABLE_TOKENS:
-            cache_key = hashlib.sha256(f"{request.model}\0{request.system}".encode()).hexdigest()
+        ttl = cache_ttl(request.cache_system)
+        if ttl is not None and sys_tokens >= MIN_CACHEABLE_TOKENS:
+            cache_key = hashlib.sha256(f"{request.model}\0{request.system}".encode("utf-8", "surrogatepass")).hexdigest()
             with self._lock:
                 if cache_key in self._cached:
                     read = sys_tokens
@@ -261,6 +266,7 @@ class SimulatedProvider:
             output_tokens=out_tokens,
             cache_read_tokens=read,
             cache_write_tokens=write,
+            cache_write_1h_tokens=write if ttl == "1h" else 0,
         )
 
     async def sleep(self, seconds: float) -> None:
