@@ -63,7 +63,7 @@ class CallResult:
     trace_id: str
     """Id of the trace row."""
     status: str
-    """``ok`` or ``error``."""
+    """``ok``, ``error``, ``cached`` (a gateway cache answered) or ``guardrail_triggered``."""
     cost_usd: float | None
     """None when the price is unknown (or the call failed before usage)."""
     attempts: int
@@ -232,8 +232,17 @@ class Tracer:
         """Write the trace row of one model call that already happened."""
         sid = sid or new_id()
         ctx = dict(context or {})
+        # A gateway (workbench.gateway) notes what it decided and what it really sent.
+        note = completion.note if completion is not None else getattr(error, "note", None)
+        if note is not None:
+            request = note.request or request
+            provider = note.provider or provider
+            completion = completion or note.completion
+            attempts = note.attempts or attempts
         meta = {k: v for k, v in request.metadata.items() if k not in ("prompt_name", "prompt_version")}
         meta.update(ctx.pop("metadata", None) or {})
+        if note is not None and note.decisions:
+            meta["gateway"] = note.decisions
         if waited_s:
             meta["retry_wait_s"] = round(waited_s, 3)
         provider_name = provider if isinstance(provider, str) else provider.name
@@ -241,14 +250,17 @@ class Tracer:
         cost = source = None
         status = "ok"
         if completion is not None:
-            cost, source = self.pricer.cost(request.model, completion.usage)
+            cost, source = self.pricer.cost(request.model, completion.usage, note and note.price_provider)
             usage = completion.usage
             # The answering attempt's latency; time lost to retries is in metadata.retry_wait_s.
             latency = completion.latency_ms
         else:
             usage = None
             latency = wall_ms
+        if error is not None or completion is None:
             status = "error"
+        if note is not None and note.status:
+            status = note.status
         tags = ctx.pop("tags", None)
         values = dict(
             id=sid,
@@ -289,7 +301,7 @@ class Tracer:
             raise KeyError(f"unknown trace context keys: {', '.join(sorted(ctx))}")
         (emit or self.writer.put)(traces.INSERT_SQL, traces.row(**values))
         return CallResult(
-            text="" if completion is None else completion.text,
+            text="" if completion is None or error is not None else completion.text,
             trace_id=sid,
             status=status,
             cost_usd=cost,
