@@ -217,7 +217,7 @@ class Gateway:
         admission: Admission | None = None
         if self.limits is not None:
             tokens = input_tokens(request) + request.max_tokens
-            reserve = self._worst_cost(request) if self.limits.budgets else 0.0
+            reserve = self.worst_cost(request, routed=True) if self.limits.budgets else 0.0
             try:
                 admission = self.limits.admit(caller, tokens, reserve)
             except GatewayRefused as exc:
@@ -405,16 +405,26 @@ class Gateway:
             return None
         return self.pricer.estimate(model, usage, price_provider)
 
-    def _worst_cost(self, request: Request) -> float | None:
-        """The most this call can cost on any target: input at 2 characters a token, all of max_tokens out."""
-        usage = Usage(input_tokens=2 * input_tokens(request) + 16, output_tokens=request.max_tokens)
+    def worst_cost(self, request: Request, usage: Usage | None = None, *, routed: bool = False) -> float | None:
+        """The most this call can cost on any model it may be routed (unless ``routed``) or fall back to.
+
+        ``usage`` defaults to input at 2 characters a token (more than any tokenizer
+        gives for prose) and all of ``max_tokens`` out. None when a model has no price.
+        """
+        usage = usage or Usage(input_tokens=2 * input_tokens(request) + 16, output_tokens=request.max_tokens)
+        models = {request.model}
+        if self.router is not None and not routed:
+            models |= {r.model for r in self.router.routes} | set(self.router.labels.values())
+            if self.router.default:
+                models.add(self.router.default)
         targets = self.fallbacks.targets if self.fallbacks is not None else (Target(self.provider),)
         worst = 0.0
         for t in targets:
-            cost = self._cost(t.model or request.model, usage, getattr(t.provider, "price_provider", None))
-            if cost is None:
-                return None
-            worst = max(worst, cost)
+            for model in ({t.model} if t.model else models):
+                cost = self._cost(model, usage, getattr(t.provider, "price_provider", None))
+                if cost is None:
+                    return None
+                worst = max(worst, cost)
         return worst
 
     def __repr__(self) -> str:
