@@ -48,7 +48,7 @@ def test_token_buckets_take_the_estimate_and_give_back_what_was_not_used(store):
     first = limits.admit(search, 600, 0)
     with pytest.raises(UserRateLimited, match="feature:search"):
         limits.admit(search, 600, 0)
-    limits.settle(first, 100, 0)  # 500 of the 600 taken come back
+    limits.settle(first, 100, 0)  # 500 of the 600 taken come back (written with the next admit)
     limits.admit(search, 600, 0)
     with pytest.raises(UserRateLimited, match="limit is 1,000"):
         limits.admit(search, 5_000, 0)  # could never pass: says so instead of a retry time

@@ -57,6 +57,8 @@ class Workbench:
         self.provider = make_provider(provider, seed=seed, time_scale=time_scale)
         self.seed = seed
         self.tracer = Tracer(lambda: self.store.writer, self.pricing)
+        self.gateways: list[Any] = []
+        """Gateways bound to this file (their limits and caches flush with it)."""
         bind = getattr(self.provider, "bind", None)
         if callable(bind):
             bind(self)  # a gateway keeps its caches and limits in this file
@@ -269,10 +271,14 @@ class Workbench:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Wait until every queued trace is on disk."""
+        """Wait until every queued trace (and a gateway's settled limits and cache rows) is on disk."""
+        for gateway in self.gateways:
+            gateway.flush()
         self.store.flush()
 
     def close(self) -> None:
+        for gateway in self.gateways:
+            gateway.close()
         self.store.close()
 
     def __enter__(self) -> Workbench:

@@ -163,10 +163,25 @@ class Gateway:
             self.provider = bench.provider
         self.store = bench.store
         self.pricer = bench.pricing
-        for part in (self.cache, self.semantic_cache, self.limits):
-            if part is not None:
-                part.bind(bench.store)
+        bench.gateways.append(self)
+        if self.limits is not None:
+            self.limits.bind(bench.store)
+        # With limits, cache rows ride in the limits' admit transactions: one writer per file.
+        sink = None if self.limits is None else self.limits.defer
+        for cache in (self.cache, self.semantic_cache):
+            if cache is not None:
+                cache.bind(bench.store, sink)
         return self
+
+    def flush(self) -> None:
+        """Write settled limits and cached answers still held in memory to the file."""
+        if self.limits is not None:
+            self.limits.flush()
+
+    def close(self) -> None:
+        """Flush, and close the limits' connection (``bench.close()`` does this)."""
+        if self.limits is not None:
+            self.limits.close()
 
     def spec(self) -> dict[str, Any]:
         """The policy as plain data: pinned in experiment configs so a run stays reproducible."""

@@ -16,6 +16,7 @@ one matrix-vector product. Only single-turn requests are looked up unless
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import random
 import re
@@ -47,6 +48,8 @@ __all__ = [
 MEMORY_ENTRIES = 10_000
 """Exact-cache entries kept in memory per process (least recently used go first)."""
 
+NEAR_MISS = 0.1
+"""A miss this close to the threshold names its nearest stored question on the trace."""
 Embedder = Callable[[Sequence[str]], Any]
 """Any callable from texts to a (n, dim) array of vectors."""
 
@@ -78,10 +81,10 @@ def request_key(request: Request) -> str:
     whether the system prompt is cached. Metadata is left out (it never reaches
     the provider), except ``sample``: the simulated provider draws by it.
     """
-    raw = canonical_json([
+    raw = json.dumps([
         request.model, request.system, [(m.role, m.content) for m in request.messages],
-        request.max_tokens, request.temperature, list(request.stop), request.metadata.get("sample"),
-    ])
+        request.max_tokens, request.temperature, request.stop, request.metadata.get("sample"),
+    ], ensure_ascii=False, separators=(",", ":"), default=str)
     return "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
 
 
@@ -146,6 +149,7 @@ class ExactCache:
         ttl_s: seconds an answer stays valid; None keeps it until cleared.
         namespace: entries of one namespace never serve another (apps, tenants).
         memory_entries: answers kept in this process's memory in front of the file.
+        clock: Unix time for expiry (simulations pass their own).
 
     ``bench.complete(..., metadata={"no_cache": True})`` skips the cache for one call
     (the answer is still stored for the next).
@@ -153,7 +157,9 @@ class ExactCache:
 
     kind = "exact"
 
-    def __init__(self, *, ttl_s: float | None = 24 * 3600, namespace: str = "default", memory_entries: int = MEMORY_ENTRIES) -> None:
+    def __init__(self, *, ttl_s: float | None = 24 * 3600, namespace: str = "default", memory_entries: int = MEMORY_ENTRIES,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
         self.ttl_s = _check_ttl(ttl_s)
         self.namespace = _check_namespace(namespace)
         if not isinstance(memory_entries, int) or memory_entries < 0:
@@ -162,17 +168,20 @@ class ExactCache:
         self._memory: OrderedDict[str, tuple[Completion, float | None, float, float | None]] = OrderedDict()
         self._lock = threading.Lock()
         self.store: Store | None = None
+        self.sink: Callable[[str, Any], None] | None = None
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "exact", "ttl_s": self.ttl_s, "namespace": self.namespace}
 
-    def bind(self, store: Store) -> None:
+    def bind(self, store: Store, sink: Callable[[str, Any], None] | None = None) -> None:
+        """Read from ``store``; write through ``sink(sql, row)`` (default: the store's background writer)."""
         self.store = store
+        self.sink = sink
 
     def lookup(self, request: Request, key: str | None = None, now: float | None = None) -> CacheHit | None:
         """The stored answer for ``request``, or None (also when it has expired)."""
         key = key or request_key(request)
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         with self._lock:
             entry = self._memory.get(key)
             if entry is not None:
@@ -201,11 +210,11 @@ class ExactCache:
         if not cacheable(completion):
             return False
         key = key or request_key(request)
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         expires = None if self.ttl_s is None else now + self.ttl_s
         self._remember(key, (completion, cost_usd, now, expires))
         if self.store is not None:
-            self.store.writer.put(UPSERT_EXACT_SQL, (
+            (self.sink or self.store.writer.put)(UPSERT_EXACT_SQL, (
                 "exact", self.namespace, key, None, None, None, _completion_json(completion), cost_usd,
                 utc_now(), expires,
             ))
@@ -439,6 +448,7 @@ class SemanticCache:
         namespace: entries of one namespace never serve another.
         multi_turn: also look up requests with earlier turns (off: a follow-up
             question depends on what came before).
+        clock: Unix time for expiry (simulations pass their own).
 
     Guards: an entry serves only a request with the same model, system prompt,
     max_tokens, temperature, stop sequences and prompt name and version; a new
@@ -455,7 +465,9 @@ class SemanticCache:
         ttl_s: float | None = 24 * 3600,
         namespace: str = "default",
         multi_turn: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.clock = clock
         if not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
             raise ConfigError(f"semantic cache threshold must be a cosine similarity in (0, 1], got {threshold!r}")
         if embedder is not None and not callable(embedder):
@@ -467,6 +479,7 @@ class SemanticCache:
         self.namespace = _check_namespace(namespace)
         self.multi_turn = multi_turn
         self.store: Store | None = None
+        self.sink: Callable[[str, Any], None] | None = None
         self._indexes: dict[str, _Index] = {}
         self._loaded: set[str] = set()
         self._lock = threading.Lock()
@@ -477,17 +490,19 @@ class SemanticCache:
         return {"kind": "semantic", "threshold": self.threshold, "embedder": self.embedder_name,
                 "ttl_s": self.ttl_s, "namespace": self.namespace, "multi_turn": self.multi_turn}
 
-    def bind(self, store: Store) -> None:
+    def bind(self, store: Store, sink: Callable[[str, Any], None] | None = None) -> None:
+        """Read from ``store``; write through ``sink(sql, row)`` (default: the store's background writer)."""
         self.store = store
+        self.sink = sink
 
     @staticmethod
     def guard(request: Request) -> str:
         """What must be equal for one answer to serve another request (hashed)."""
-        raw = canonical_json([
-            request.model, request.system, request.max_tokens, request.temperature, list(request.stop),
+        raw = json.dumps([
+            request.model, request.system, request.max_tokens, request.temperature, request.stop,
             request.metadata.get("prompt_name"), request.metadata.get("prompt_version"),
             [(m.role, m.content) for m in request.messages[:-1]],
-        ])
+        ], ensure_ascii=False, separators=(",", ":"), default=str)
         return "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
 
     def question(self, request: Request) -> str | None:
@@ -523,7 +538,7 @@ class SemanticCache:
         rows = self.store.execute(
             "SELECT id, embedding, expires_at FROM gateway_cache WHERE kind = 'semantic' "
             "AND namespace = ? AND key = ? AND embedder = ? AND (expires_at IS NULL OR expires_at > ?)",
-            (self.namespace, guard, self.embedder_name, time.time()),
+            (self.namespace, guard, self.embedder_name, self.clock()),
         ).fetchall()
         if rows:
             vectors = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
@@ -542,7 +557,7 @@ class SemanticCache:
         if text is None:
             reason = "multi-turn" if request.messages and request.messages[-1].role == "user" else "not a user turn"
             return None, {"result": "skipped", "reason": reason}
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         guard = self.guard(request)
         index = self._index(guard)
         if index is None or not index.n:
@@ -556,6 +571,8 @@ class SemanticCache:
             row_id = int(index.ids[pos])
         info: dict[str, Any] = {"result": "miss", "similarity": round(sim, 4)}
         hit_it = sim >= self.threshold
+        if not hit_it and sim < self.threshold - NEAR_MISS:
+            return None, info  # far from anything stored: not worth a row read for the trace
         recent = self._recent.get(row_id)
         rows = [recent] if recent is not None else self.store.execute(
             "SELECT prompt, completion_json, cost_usd, created_at FROM gateway_cache WHERE id = ?", (row_id,)
@@ -581,7 +598,7 @@ class SemanticCache:
         text = self.question(request)
         if text is None or not cacheable(completion) or self.store is None:
             return False
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         guard = self.guard(request)
         self._index(guard)  # load what the file has before adding to it
         vec = self.embed([text])[0] if vector is None else vector
@@ -589,7 +606,7 @@ class SemanticCache:
         row_id = _row_id()
         created = utc_now()
         payload = _completion_json(completion)
-        self.store.writer.put(INSERT_ROW_SQL, (
+        (self.sink or self.store.writer.put)(INSERT_ROW_SQL, (
             row_id, "semantic", self.namespace, guard, text, vec.astype("float32").tobytes(), self.embedder_name,
             payload, cost_usd, created, expires,
         ))
@@ -610,7 +627,7 @@ class SemanticCache:
         if not eligible:
             return 0
         vectors = self.embed([q for _, _, q in eligible])
-        expires = None if self.ttl_s is None else time.time() + self.ttl_s
+        expires = None if self.ttl_s is None else self.clock() + self.ttl_s
         created = utc_now()
         guards = [self.guard(r) for r, _, _ in eligible]
         ids = [_row_id() for _ in eligible]

@@ -15,10 +15,12 @@ writes ``gateway_buckets``, ``gateway_spend`` and ``gateway_reservations``.
 
 from __future__ import annotations
 
+import atexit
 import calendar
 import sqlite3
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -37,6 +39,26 @@ SCOPES = ("user", "key", "feature")
 RESERVATION_TTL_S = 15 * 60
 """An unsettled reservation (a crashed caller) stops holding budget after this long."""
 ANONYMOUS = "anonymous"
+
+
+_live: weakref.WeakSet[Limits] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for limits in list(_live):
+        try:
+            limits.flush()
+        except Exception:  # noqa: BLE001 - at exit, keep flushing the others
+            pass
+
+
+REFUND_SQL = "UPDATE gateway_buckets SET level = level + ? WHERE scope = ? AND name = 'tokens'"
+UNRESERVE_SQL = "DELETE FROM gateway_reservations WHERE id = ?"
+SPEND_SQL = (
+    "INSERT INTO gateway_spend (scope, period, spent_usd, calls) VALUES (?, ?, ?, 1) "
+    "ON CONFLICT (scope, period) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd, calls = calls + 1"
+)
 
 
 def _check_per(per: str) -> str:
@@ -92,8 +114,21 @@ class Budget:
         return {"budget": {"usd": self.usd, "period": self.period, "per": self.per}}
 
 
+_periods: dict[str, tuple[float, float, str]] = {}
+"""period -> (start, end, name) of the last one computed: most calls fall in it."""
+
+
 def period_of(period: str, now: float) -> tuple[str, float]:
     """('day:2026-12-02', seconds until the next period starts) in UTC."""
+    known = _periods.get(period)
+    if known is not None and known[0] <= now < known[1]:
+        return known[2], known[1] - now
+    name, left = _period_of(period, now)
+    _periods[period] = (now, now + left, name)
+    return name, left
+
+
+def _period_of(period: str, now: float) -> tuple[str, float]:
     t = datetime.fromtimestamp(now, timezone.utc)
     if period == "day":
         start = datetime(t.year, t.month, t.day, tzinfo=timezone.utc)
@@ -133,6 +168,8 @@ class Limits:
         self.budgets = tuple(r for r in rules if isinstance(r, Budget))
         self.clock = clock
         self.path: str | None = None
+        self._pending: list[tuple[str, tuple[Any, ...]]] = []
+        """Settled calls not yet written (see ``settle``)."""
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
 
@@ -143,6 +180,7 @@ class Limits:
         if store.path == ":memory:":
             raise ConfigError("per-user limits are kept in the workbench file; open a file, not ':memory:'")
         self.path = store.path
+        _live.add(self)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -173,29 +211,31 @@ class Limits:
         with self._lock:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
+            applied: list[tuple[str, tuple[Any, ...]]] = []
             try:
+                applied = self._pending
+                if applied:
+                    self._apply_pending(conn)
                 updates: list[tuple[str, str, float]] = []
                 for rule in self.rate_limits:
                     scope = self.scope(rule.per, caller)
+                    levels = {r[0]: (r[1], r[2]) for r in conn.execute(
+                        "SELECT name, level, updated_at FROM gateway_buckets WHERE scope = ?", (scope,))}
                     for name, capacity, need in (("requests", rule.requests, 1), ("tokens", rule.tokens, tokens)):
                         if capacity is None:
                             continue
-                        row = conn.execute(
-                            "SELECT level, updated_at FROM gateway_buckets WHERE scope = ? AND name = ?", (scope, name)
-                        ).fetchone()
+                        row = levels.get(name)
                         rate = capacity / rule.window_s
                         level = float(capacity) if row is None else min(capacity, row[0] + max(now - row[1], 0) * rate)
                         decision = {"limit": f"{name} per {rule.window_s:g}s", "scope": scope, "capacity": capacity,
                                     "needed": need, "available": round(level, 3)}
                         if need > capacity:
-                            conn.execute("ROLLBACK")
                             raise UserRateLimited(
                                 f"{scope}: this call needs about {need:,} {name} but the limit is {capacity:,} per "
                                 f"{rule.window_s:g} s; lower max_tokens or raise the limit",
                                 rule=f"{name}/{rule.window_s:g}s", retry_after=None,
                             )
                         if level < need:
-                            conn.execute("ROLLBACK")
                             wait = (need - level) / rate
                             raise UserRateLimited(
                                 f"{scope}: {name} limit of {capacity:,} per {rule.window_s:g} s reached; retry in {wait:.1f} s",
@@ -208,26 +248,21 @@ class Limits:
                 for budget in self.budgets:
                     scope = self.scope(budget.per, caller)
                     period, left_s = period_of(budget.period, now)
-                    spent = conn.execute(
-                        "SELECT spent_usd FROM gateway_spend WHERE scope = ? AND period = ?", (scope, period)
-                    ).fetchone()
-                    held = conn.execute(
-                        "SELECT COALESCE(SUM(usd), 0) FROM gateway_reservations WHERE scope = ? AND period = ? AND expires_at > ?",
+                    spent_usd, held = conn.execute(
+                        "SELECT (SELECT COALESCE(MAX(spent_usd), 0) FROM gateway_spend WHERE scope = ?1 AND period = ?2), "
+                        "(SELECT COALESCE(SUM(usd), 0) FROM gateway_reservations WHERE scope = ?1 AND period = ?2 AND expires_at > ?3)",
                         (scope, period, now),
-                    ).fetchone()[0]
-                    spent_usd = spent[0] if spent else 0.0
+                    ).fetchone()
                     reserve = reserve_usd or 0.0
                     decision = {"limit": f"budget ${budget.usd:g}/{budget.period}", "scope": scope, "period": period,
                                 "spent_usd": round(spent_usd, 6), "held_usd": round(held, 6), "reserve_usd": round(reserve, 6)}
                     if reserve_usd is None:
-                        conn.execute("ROLLBACK")
                         raise SpendLimitReached(
                             f"{scope}: a budget is set but this call's model has no known price, so it cannot be kept; "
                             "set one with bench.pricing.set_price(model, input=..., output=...)",
                             rule=f"budget/{budget.period}",
                         )
                     if spent_usd + held + reserve > budget.usd:
-                        conn.execute("ROLLBACK")
                         raise SpendLimitReached(
                             f"{scope}: budget ${budget.usd:g} per {budget.period} would be exceeded (spent ${spent_usd:.4f}, "
                             f"${held:.4f} held by calls in flight, this call may cost up to ${reserve:.4f}); "
@@ -250,33 +285,56 @@ class Limits:
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                # A refusal rolls back the settlements written with it too: keep them for the next call.
+                self._pending = applied + self._pending
                 raise
         return admission
 
     def settle(self, admission: Admission, tokens_used: int, cost_usd: float | None) -> None:
-        """Give back unused tokens and turn the reservation into the real spend (once)."""
+        """Give back unused tokens and turn the reservation into the real spend (once).
+
+        The changes are increments kept in memory and written at the start of the
+        next ``admit`` transaction (or by ``flush``): no second transaction per
+        call, and no second writer competing for the file's lock. Until they are
+        written the reservation still holds and the tokens are still taken, so
+        limits can only be stricter in that window, never looser.
+        """
         if admission.settled:
             return
         admission.settled = True
-        if not admission.tokens_taken and not admission.reservations:
-            return
         with self._lock:
+            # Tokens taken beyond what was used go back; more used than taken leaves the bucket in debt.
+            for scope, taken in admission.tokens_taken.items():
+                self._pending.append((REFUND_SQL, (taken - tokens_used, scope)))
+            for rid, scope, period in admission.reservations:
+                self._pending.append((UNRESERVE_SQL, (rid,)))
+                self._pending.append((SPEND_SQL, (scope, period, cost_usd or 0.0)))
+
+    def defer(self, sql: str, params: Any) -> None:
+        """Queue a write for the next admit transaction (the gateway's cache rows go here too).
+
+        One writer per file per process: a second one (the store's background
+        writer) would make each admit wait on SQLite's busy handler, which sleeps
+        in whole milliseconds.
+        """
+        with self._lock:
+            self._pending.append((sql, tuple(params)))
+
+    def _apply_pending(self, conn: sqlite3.Connection) -> None:
+        """Write settled calls inside the caller's open transaction (the lock is held)."""
+        pending, self._pending = self._pending, []
+        for sql, params in pending:
+            conn.execute(sql, params)
+
+    def flush(self) -> None:
+        """Write every settled call to the file now."""
+        with self._lock:
+            if not self._pending or self.path is None:
+                return
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                # Tokens taken beyond what was used go back; more used than taken leaves the bucket in debt.
-                for scope, taken in admission.tokens_taken.items():
-                    conn.execute(
-                        "UPDATE gateway_buckets SET level = level + ? WHERE scope = ? AND name = 'tokens'",
-                        (taken - tokens_used, scope),
-                    )
-                for rid, scope, period in admission.reservations:
-                    conn.execute("DELETE FROM gateway_reservations WHERE id = ?", (rid,))
-                    conn.execute(
-                        "INSERT INTO gateway_spend (scope, period, spent_usd, calls) VALUES (?, ?, ?, 1) "
-                        "ON CONFLICT (scope, period) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd, calls = calls + 1",
-                        (scope, period, cost_usd or 0.0),
-                    )
+                self._apply_pending(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -285,6 +343,7 @@ class Limits:
 
     def spend(self, per: str = "user") -> list[dict[str, Any]]:
         """Dollars spent per scope and period (budgets' ledger)."""
+        self.flush()
         conn = self._connection()
         with self._lock:
             rows = conn.execute(
@@ -294,6 +353,10 @@ class Limits:
         return [dict(zip(("scope", "period", "spent_usd", "calls"), r)) for r in rows]
 
     def close(self) -> None:
+        try:
+            self.flush()
+        except sqlite3.ProgrammingError:
+            pass  # the file was closed under us at exit
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
