@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._canonical import canonical_json, loads
-from .._ids import utc_now
+from .._ids import utc_from_epoch
 from ..errors import ConfigError, MissingDependency
 from ..providers.base import Completion, Request, Usage
 
@@ -216,7 +216,7 @@ class ExactCache:
         if self.store is not None:
             (self.sink or self.store.writer.put)(UPSERT_EXACT_SQL, (
                 "exact", self.namespace, key, None, None, None, _completion_json(completion), cost_usd,
-                utc_now(), expires,
+                utc_from_epoch(now), expires,
             ))
         return True
 
@@ -604,7 +604,7 @@ class SemanticCache:
         vec = self.embed([text])[0] if vector is None else vector
         expires = None if self.ttl_s is None else now + self.ttl_s
         row_id = _row_id()
-        created = utc_now()
+        created = utc_from_epoch(now)
         payload = _completion_json(completion)
         (self.sink or self.store.writer.put)(INSERT_ROW_SQL, (
             row_id, "semantic", self.namespace, guard, text, vec.astype("float32").tobytes(), self.embedder_name,
@@ -627,8 +627,9 @@ class SemanticCache:
         if not eligible:
             return 0
         vectors = self.embed([q for _, _, q in eligible])
-        expires = None if self.ttl_s is None else self.clock() + self.ttl_s
-        created = utc_now()
+        now = self.clock()
+        expires = None if self.ttl_s is None else now + self.ttl_s
+        created = utc_from_epoch(now)
         guards = [self.guard(r) for r, _, _ in eligible]
         ids = [_row_id() for _ in eligible]
         with self.store.transaction() as conn:
