@@ -8,7 +8,7 @@ import pytest
 
 import workbench as wb
 from workbench import gateway as gw
-from workbench.errors import ConfigError, GuardrailTriggered, Overloaded
+from workbench.errors import ConfigError, GuardrailTriggered, Overloaded, UserRateLimited
 from workbench.providers.base import Request
 from workbench.scorers import contains_reference
 
@@ -278,3 +278,34 @@ def test_per_call_gateway_and_from_config(tmp_path, scripted):
     with pytest.raises(ConfigError, match="unknown gateway config keys"):
         gw.from_config({"cache_mode": "exact"})
     bench.close()
+
+
+def test_a_wrapped_client_goes_through_the_gateway(tmp_path):
+    import anthropic
+
+    try:
+        from .fake_anthropic import FakeAnthropic
+    except ImportError:
+        from fake_anthropic import FakeAnthropic
+
+    guard = gw.Guardrails(input=[gw.pii(("email",))], output=[gw.regex("forbidden", name="banned word")])
+    with FakeAnthropic() as server, wb.open(tmp_path / "w.db", provider=ScriptedProvider()) as bench:
+        gateway = gw.Gateway(cache=True, guardrails=guard, limits=gw.Limits(gw.RateLimit(requests=3)))
+        client = bench.wrap(anthropic.Anthropic(base_url=server.base_url, api_key="test"), gateway=gateway)
+        ask = dict(model="claude-haiku-4-5", max_tokens=100, metadata={"user_id": "erin"},
+                   messages=[{"role": "user", "content": "I am erin@example.com, where are my invoices?"}])
+        first = client.messages.create(**ask)
+        second = client.messages.create(**ask)
+        assert first.content[0].text == second.content[0].text and server.completed == 1
+        assert "erin@example.com" not in server.completed_bodies[0]["messages"][0]["content"]
+        assert type(second).__name__ == "Message"
+        rows = bench.traces(2)
+        assert [r["status"] for r in rows] == ["cached", "ok"]
+        assert rows[0]["metadata"]["gateway"]["user_id"] == "erin"
+        client.messages.create(**ask)
+        with pytest.raises(UserRateLimited):
+            client.messages.create(**ask)
+        server.reply = lambda body: "this is forbidden"
+        with pytest.raises(GuardrailTriggered):
+            client.messages.create(model="claude-haiku-4-5", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+        assert bench.traces(1)[0]["status"] == "guardrail_triggered"

@@ -221,11 +221,15 @@ class Workbench:
         """Context manager for a span around any block."""
         return self.tracer.span(name, input)
 
-    def wrap(self, client: Any) -> Any:
-        """A traced stand-in for an ``anthropic.Anthropic`` or ``AsyncAnthropic`` client."""
+    def wrap(self, client: Any, *, gateway: Any = None) -> Any:
+        """A traced stand-in for an ``anthropic.Anthropic`` or ``AsyncAnthropic`` client.
+
+        With ``gateway=``, its non-streamed ``messages.create`` calls go through that
+        gateway's caches, routes, guardrails and limits (the client still makes the call).
+        """
         from .providers.wrap import wrap_client
 
-        return wrap_client(client, self.tracer)
+        return wrap_client(client, self.tracer, None if gateway is None else gateway.bind(self))
 
     # -- reading -----------------------------------------------------------------------------
 

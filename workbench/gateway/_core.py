@@ -206,6 +206,10 @@ class Gateway:
         """
         if self.provider is None:
             raise ConfigError("this gateway has no provider: Gateway(provider=...) or bind it to a workbench")
+        return await self._run(request, self._call_chain)
+
+    async def _run(self, request: Request, call: Any) -> Completion:
+        """Every layer around ``call(request, decisions) -> (completion, provider, sent request, attempts)``."""
         started = time.perf_counter()
         caller, request = _caller_of(request)
         d: dict[str, Any] = {"policy": self.policy}
@@ -245,7 +249,7 @@ class Gateway:
                 if admission is not None:
                     self.limits.settle(admission, 0, 0.0)  # type: ignore[union-attr]
                 return hit
-            completion, answered_by, sent, attempts = await self._call_chain(request, d)
+            completion, answered_by, sent, attempts = await call(request, d)
         except BaseException:
             if admission is not None:
                 self.limits.settle(admission, 0, 0.0)  # type: ignore[union-attr]
@@ -280,6 +284,54 @@ class Gateway:
         ))
 
     # -- the layers --------------------------------------------------------------------------
+
+    # -- a wrapped anthropic client (bench.wrap(client, gateway=...)) ---------------------------
+
+    def wrapped_create(self, request: Request, create: Any, kwargs: dict[str, Any], is_async: bool) -> Any:
+        """Run a wrapped client's non-streamed ``messages.create`` through the layers.
+
+        Returns ``(coroutine or result)``: for an async client a coroutine giving
+        ``(message, completion)``, else that pair. ``create`` is the client's own
+        method: its retries, timeouts and headers apply; a routed model or a redacted
+        last turn is passed to it in ``kwargs``. A cache hit returns an SDK
+        ``Message`` built from the stored answer.
+        """
+        from .._loop import run_sync
+        from ..providers.wrap import _completion
+
+        holder: dict[str, Any] = {}
+        user = (kwargs.get("metadata") or {}).get("user_id") if isinstance(kwargs.get("metadata"), dict) else None
+        if user is not None:
+            # The Messages API's own metadata.user_id is who limits count.
+            request = dataclasses.replace(request, metadata={**request.metadata, CALLER_KEY: {"user_id": user}})
+
+        async def call(sent: Request, d: dict[str, Any]) -> tuple[Completion, Any, Request, int]:
+            args = dict(kwargs, model=sent.model)
+            messages = list(args.get("messages") or ())
+            if messages and sent.messages and messages[-1].get("content") != sent.messages[-1].content:
+                messages[-1] = {**messages[-1], "content": sent.messages[-1].content}
+                args["messages"] = messages
+            t0 = time.perf_counter()
+            if is_async:
+                message = await create(**args)
+            else:
+                import asyncio
+
+                message = await asyncio.to_thread(create, **args)
+            holder["message"] = message
+            d["attempts"] = [{"target": f"anthropic:{sent.model}", "ok": True, "client": "wrapped"}]
+            return _completion(message, (time.perf_counter() - t0) * 1000, None), "anthropic", sent, 1
+
+        async def run() -> tuple[Any, Completion]:
+            completion = await self._run(request, call)
+            message = holder.get("message")
+            if message is None or completion.note is not None and completion.note.status == "cached":
+                message = _sdk_message(completion)
+            elif completion.text != _completion(message, 0.0, None).text:
+                message = _sdk_message(completion, message)  # an output guardrail redacted it
+            return message, completion
+
+        return run() if is_async else run_sync(run())
 
     def _lookup(self, request: Request, caller: Caller, d: dict[str, Any], started: float) -> Completion | None:
         if self.cache is None and self.semantic_cache is None:
@@ -445,6 +497,21 @@ class Gateway:
     def __repr__(self) -> str:
         parts = [p for p in ("cache", "semantic_cache", "router", "fallbacks", "guardrails", "limits") if getattr(self, p) is not None]
         return f"<Gateway {self.policy!r} over {self.name}: {', '.join(parts) or 'no layers'}>"
+
+
+def _sdk_message(completion: Completion, like: Any = None) -> Any:
+    """An anthropic SDK ``Message`` carrying ``completion`` (a cached or redacted answer)."""
+    from anthropic.types import Message, TextBlock
+    from anthropic.types import Usage as SDKUsage
+
+    u = completion.usage
+    return Message(
+        id=(getattr(like, "id", None) or completion.request_id or "msg_cached"), type="message", role="assistant",
+        model=completion.model, content=[TextBlock(type="text", text=completion.text)],
+        stop_reason=completion.stop_reason, stop_sequence=None,
+        usage=SDKUsage(input_tokens=u.input_tokens, output_tokens=u.output_tokens,
+                       cache_read_input_tokens=u.cache_read_tokens, cache_creation_input_tokens=u.cache_write_tokens),
+    )
 
 
 def _tokens(usage: Usage) -> int:

@@ -56,12 +56,14 @@ class TraceNotWritten(UserWarning):
     """A wrapped call succeeded or failed as usual, but its trace row could not be written."""
 
 
-def wrap_client(client: Any, tracer: Tracer) -> Any:
+def wrap_client(client: Any, tracer: Tracer, gateway: Any = None) -> Any:
     """A traced stand-in for an ``anthropic.Anthropic`` or ``AsyncAnthropic`` client.
 
     Args:
         client: the app's client, used as configured (retries, timeouts, base URL).
         tracer: where the rows go (``bench.tracer``).
+        gateway: a bound ``wb.gateway.Gateway`` whose caches, routes, guardrails and
+            limits every non-streamed ``messages.create`` goes through.
 
     Raises:
         ConfigError: ``client`` has no ``messages.create``.
@@ -74,7 +76,9 @@ def wrap_client(client: Any, tracer: Tracer) -> Any:
             f"bench.wrap needs an anthropic.Anthropic or anthropic.AsyncAnthropic client; got {type(client).__name__}"
         )
     cls = AsyncTracedClient if _is_async(client) else TracedClient
-    return cls(client, tracer)
+    wrapped = cls(client, tracer)
+    wrapped._gateway = gateway
+    return wrapped
 
 
 def _is_async(client: Any) -> bool:
@@ -106,12 +110,13 @@ class _Delegate:
 class TracedClient(_Delegate):
     """An ``anthropic.Anthropic`` whose ``messages.create`` and ``messages.stream`` are traced."""
 
-    __slots__ = ("_tracer", "_secrets", "messages")
-    _own = frozenset({"_target", "_tracer", "_secrets", "messages"})
+    __slots__ = ("_tracer", "_secrets", "messages", "_gateway")
+    _own = frozenset({"_target", "_tracer", "_secrets", "messages", "_gateway"})
 
     def __init__(self, client: Any, tracer: Tracer) -> None:
         self._target = client
         self._tracer = tracer
+        self._gateway: Any = None
         self._secrets = _secrets_of(client)
         self.messages = self._messages_class()(client.messages, self)
 
@@ -125,11 +130,11 @@ class TracedClient(_Delegate):
 
     def with_options(self, **kwargs: Any) -> Any:
         """The client's ``with_options``, still traced."""
-        return type(self)(self._target.with_options(**kwargs), self._tracer)
+        return wrap_client(self._target.with_options(**kwargs), self._tracer, self._gateway)
 
     def copy(self, **kwargs: Any) -> Any:
         """The client's ``copy``, still traced."""
-        return type(self)(self._target.copy(**kwargs), self._tracer)
+        return wrap_client(self._target.copy(**kwargs), self._tracer, self._gateway)
 
     def __enter__(self) -> TracedClient:
         self._target.__enter__()
@@ -178,6 +183,8 @@ class TracedMessages(_Delegate):
         """``messages.create``; with ``stream=True`` the stream is traced as it is read."""
         stream = bool(kwargs.get("stream", False))
         call = self._call(kwargs, "messages.create")
+        if self._owner._gateway is not None and not stream and not args:
+            return call.gated(self._owner._gateway, self._target.create, kwargs, False)
         try:
             result = self._target.create(*args, **kwargs)
         except BaseException as exc:
@@ -211,6 +218,8 @@ class AsyncTracedMessages(TracedMessages):
         """``await messages.create``; with ``stream=True`` the stream is traced as it is read."""
         stream = bool(kwargs.get("stream", False))
         call = self._call(kwargs, "messages.create")
+        if self._owner._gateway is not None and not stream and not args:
+            return await call.gated(self._owner._gateway, self._target.create, kwargs, True)
         try:
             result = await self._target.create(*args, **kwargs)
         except BaseException as exc:
@@ -348,6 +357,28 @@ class _Call:
             _warn(exc)
             return
         self._write(completion, None)
+
+    def gated(self, gateway: Any, create: Any, kwargs: dict[str, Any], is_async: bool) -> Any:
+        """A non-streamed create through ``gateway`` (its caches, routes, guardrails, limits), traced."""
+
+        def done(result: tuple[Any, Completion]) -> Any:
+            self._write(result[1], None)
+            return result[0]
+
+        if is_async:
+            async def run() -> Any:
+                try:
+                    return done(await gateway.wrapped_create(self.request, create, kwargs, True))
+                except BaseException as exc:
+                    self.fail(exc)
+                    raise
+
+            return run()
+        try:
+            return done(gateway.wrapped_create(self.request, create, kwargs, False))
+        except BaseException as exc:
+            self.fail(exc)
+            raise
 
     def fail(self, exc: BaseException, *, partial: bool = False) -> None:
         """Write an error row; the caller re-raises the original exception."""
