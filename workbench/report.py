@@ -327,8 +327,18 @@ def gateway_report(bench: Workbench, **filters: Any) -> str:
         page.add('<p class="meta">No calls went through a gateway yet.</p>')
         return page.render()
     page.add(f'<div class="meta">{calls.height:,} model calls · file {esc(bench.path)}</div>')
+    from ._format import money, pct
+
     by_day = frames.savings(bench.store, by="day", **filters)
-    totals = by_day.group_by("source").agg(pl.col("events").sum(), pl.col("saved_usd").sum()).sort("source")
+    totals = (
+        by_day.group_by("source").agg(pl.col("requests").sum(), pl.col("events").sum(), pl.col("saved_usd").sum())
+        .sort("saved_usd", descending=True)
+    )
+    totals = totals.select(
+        "source", "events",
+        (pl.col("events") / pl.col("requests")).map_elements(pct, return_dtype=pl.String).alias("share of requests"),
+        pl.col("saved_usd").map_elements(money, return_dtype=pl.String).alias("saved"),
+    )
     page.add("<h2>Savings</h2>" + frame_table(totals))
     page.add(
         '<p class="note">Prompt caching: cache reads priced as plain input minus their read price, less the '
@@ -340,8 +350,11 @@ def gateway_report(bench: Workbench, **filters: Any) -> str:
     page.chart("Dollars saved per prompt", lambda: charts.savings(frames.savings(bench.store, by="prompt", **filters)))
     page.add("</div>")
     events = frames.gateway_events(bench.store, **filters)
+    events = events.with_columns(pl.col("started_at").dt.date().cast(pl.String).alias("started_at")).rename({"started_at": "day (UTC)"})
     page.add("<h2>Cache hits, fallbacks, breakers and refusals per day</h2>" + frame_table(events))
-    page.add("<h2>Top users by spend</h2>" + frame_table(frames.top_users(bench.store, **filters)))
+    users = frames.top_users(bench.store, **filters)
+    users = users.with_columns(pl.col("spend_usd").map_elements(money, return_dtype=pl.String).alias("spend_usd"))
+    page.add("<h2>Top users by spend</h2>" + frame_table(users.rename({"spend_usd": "spend"})))
     return page.render()
 
 
