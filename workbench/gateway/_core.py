@@ -408,17 +408,10 @@ class Gateway:
                 try:
                     completion = await target.provider.complete(sent)
                 except ProviderError as exc:
-                    record: dict[str, Any] = {
-                        "target": label, "ok": False, "error_type": type(exc).__name__, "status": exc.status_code,
-                        "error": str(exc)[:300], "latency_ms": round((time.perf_counter() - t0) * 1000, 3),
-                    }
-                    if state is not None:
-                        record["breaker"] = state
-                    if breaker is not None:
-                        transition = breaker.record(label, False)
-                        if transition:
-                            record["breaker_transition"] = transition
-                    attempts.append(record)
+                    attempts.append(_attempt(
+                        label, state, breaker, False, error_type=type(exc).__name__, status=exc.status_code,
+                        error=str(exc)[:300], latency_ms=round((time.perf_counter() - t0) * 1000, 3),
+                    ))
                     last = exc
                     if chain is not None and not chain.falls_back_on(exc) and not exc.retryable:
                         raise self._failed(exc, d, sent, len(attempts)) from None
@@ -430,14 +423,7 @@ class Gateway:
                     if chain is None or not chain.falls_back_on(exc):
                         raise self._failed(exc, d, sent, len(attempts)) from None
                     break
-                record = {"target": label, "ok": True, "latency_ms": round(completion.latency_ms, 3)}
-                if state is not None:
-                    record["breaker"] = state
-                if breaker is not None:
-                    transition = breaker.record(label, True)
-                    if transition:
-                        record["breaker_transition"] = transition
-                attempts.append(record)
+                attempts.append(_attempt(label, state, breaker, True, latency_ms=round(completion.latency_ms, 3)))
                 if target is not targets[0]:
                     d["fallback"] = {"used": label, "after": [a["target"] for a in attempts[:-1]]}
                 return completion, target.provider, sent, sum(1 for a in attempts if "skipped" not in a)
@@ -497,6 +483,18 @@ class Gateway:
     def __repr__(self) -> str:
         parts = [p for p in ("cache", "semantic_cache", "router", "fallbacks", "guardrails", "limits") if getattr(self, p) is not None]
         return f"<Gateway {self.policy!r} over {self.name}: {', '.join(parts) or 'no layers'}>"
+
+
+def _attempt(label: str, state: str | None, breaker: Any, ok: bool, **fields: Any) -> dict[str, Any]:
+    """One fallback attempt for the trace; counts it on the breaker and notes a transition."""
+    record: dict[str, Any] = {"target": label, "ok": ok, **fields}
+    if state is not None:
+        record["breaker"] = state
+    if breaker is not None:
+        transition = breaker.record(label, ok)
+        if transition:
+            record["breaker_transition"] = transition
+    return record
 
 
 def _sdk_message(completion: Completion, like: Any = None) -> Any:
