@@ -18,8 +18,8 @@ from .tracing import CallResult
 
 __version__ = "0.1.0"
 
-_LAZY = ("charts", "frames", "report", "stats", "widgets")
-"""Submodules that import heavy libraries (Altair, Polars, ipywidgets): loaded on first use."""
+_LAZY = ("charts", "frames", "gateway", "report", "stats", "widgets")
+"""Submodules loaded on first use (Altair, Polars, ipywidgets; the gateway is not needed to import workbench)."""
 
 
 def __getattr__(name: str) -> _Any:
