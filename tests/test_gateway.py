@@ -309,3 +309,48 @@ def test_a_wrapped_client_goes_through_the_gateway(tmp_path):
         with pytest.raises(GuardrailTriggered):
             client.messages.create(model="claude-haiku-4-5", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
         assert bench.traces(1)[0]["status"] == "guardrail_triggered"
+
+
+def test_opening_the_file_again_rebinds_the_same_gateway(tmp_path, scripted):
+    scripted.queue("first")
+    gateway = gw.Gateway(scripted, cache=True, limits=gw.Limits(gw.RateLimit(requests=2, window_s=3600)))
+    with wb.open(tmp_path / "again.db", provider=gateway) as bench:
+        bench.complete(model="claude-haiku-4-5", messages=ASK, user_id="fay")
+    with wb.open(tmp_path / "again.db", provider=gateway) as bench:  # a notebook cell run twice
+        assert bench.complete(model="claude-haiku-4-5", messages=ASK, user_id="fay").status == "cached"
+        with pytest.raises(UserRateLimited):
+            bench.complete(model="claude-haiku-4-5", messages=ASK, user_id="fay")
+    with pytest.raises(ConfigError, match="bound to"):
+        wb.open(tmp_path / "other.db", provider=gateway)
+
+
+def test_savings_add_up_what_the_traces_say(tmp_path, scripted):
+    scripted.queue(
+        scripted.completion("a", model="claude-haiku-4-5", input_tokens=100, output_tokens=50, cache_read_tokens=2000),
+        scripted.completion("b", model="claude-haiku-4-5", input_tokens=100, output_tokens=50),
+    )
+    router = gw.Router([gw.Route("claude-haiku-4-5", max_input_tokens=50)])
+    bench, _ = open_with(tmp_path, scripted, cache=True, router=router)
+    first = bench.complete(model="claude-sonnet-4-5", messages=ASK)
+    hit = bench.complete(model="claude-sonnet-4-5", messages=ASK)
+    other = bench.complete(model="claude-sonnet-4-5", messages=[{"role": "user", "content": "And my invoices?"}])
+    frame = bench.savings(by="prompt")
+    by_source = {r["source"]: r for r in frame.iter_rows(named=True)}
+    from workbench.providers.base import Usage
+
+    price = bench.pricing.estimate
+    assert by_source["exact_cache"]["events"] == 1
+    assert by_source["exact_cache"]["saved_usd"] == pytest.approx(first.cost_usd)
+    routed = decisions(bench, first)["route"]["saved_usd"] + decisions(bench, other)["route"]["saved_usd"]
+    assert by_source["routing"]["events"] == 2 and by_source["routing"]["saved_usd"] == pytest.approx(routed)
+    read_saving = price("claude-haiku-4-5", Usage(input_tokens=2000)) - price("claude-haiku-4-5", Usage(cache_read_tokens=2000))
+    assert by_source["prompt_cache"]["events"] == 1
+    assert by_source["prompt_cache"]["saved_usd"] == pytest.approx(read_saving)
+    assert by_source["exact_cache"]["rate"] == pytest.approx(1 / 3)
+    assert hit.status == "cached"
+    chart = wb.charts.savings(bench.savings(by="day")).to_dict()
+    assert chart["mark"]["type"] == "bar"
+    path = bench.report("gateway", tmp_path / "gateway.html")
+    html = path.read_text()
+    assert "Dollars saved per day" in html and "Top users by spend" in html
+    bench.close()

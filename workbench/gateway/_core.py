@@ -152,15 +152,15 @@ class Gateway:
         """
         if self.store is bench.store:
             return self
-        if self.store is not None:
+        if self.store is not None and not _same_file(self.store.path, bench.store.path):
             raise ConfigError(
                 f"this gateway is bound to {self.store.path}; build another for {bench.store.path} "
                 "(caches and limits live in one file)"
             )
-        if self.provider is None:
+        if self.provider is None or (self.store is not None and self.provider is getattr(self, "_borrowed", None)):
             if bench.provider is self or isinstance(bench.provider, Gateway):
                 raise ConfigError("Gateway(provider=...) is needed when the gateway is the workbench's provider")
-            self.provider = bench.provider
+            self.provider = self._borrowed = bench.provider
         self.store = bench.store
         self.pricer = bench.pricing
         bench.gateways.append(self)
@@ -483,6 +483,15 @@ class Gateway:
     def __repr__(self) -> str:
         parts = [p for p in ("cache", "semantic_cache", "router", "fallbacks", "guardrails", "limits") if getattr(self, p) is not None]
         return f"<Gateway {self.policy!r} over {self.name}: {', '.join(parts) or 'no layers'}>"
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two store paths are one file (a notebook cell run again opens it anew)."""
+    import os
+
+    if ":memory:" in (a, b):
+        return False
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _attempt(label: str, state: str | None, breaker: Any, ok: bool, **fields: Any) -> dict[str, Any]:
