@@ -128,6 +128,8 @@ class Gateway:
         self.store: Store | None = None
         self.pricer: Pricer | None = None
         self._rng = random.Random()
+        self._below_tiers: dict[tuple[str, str | None], Any] = {}
+        """(model, price provider) -> (first tier's input tokens, base Price), or False."""
 
     # -- the Provider protocol ---------------------------------------------------------------
 
@@ -456,6 +458,12 @@ class Gateway:
     def _cost(self, model: str, usage: Usage, price_provider: str | None) -> float | None:
         if self.pricer is None:
             return None
+        if model not in self.pricer.overrides():
+            below = self._below_tiers.get((model, price_provider))
+            if below is None:
+                below = self._below_tiers[(model, price_provider)] = _base_prices(model, price_provider)
+            if below is not False and usage.total_input_tokens < below[0]:
+                return below[1].cost(usage)
         return self.pricer.estimate(model, usage, price_provider)
 
     def worst_cost(self, request: Request, usage: Usage | None = None, *, routed: bool = False) -> float | None:
@@ -483,6 +491,38 @@ class Gateway:
     def __repr__(self) -> str:
         parts = [p for p in ("cache", "semantic_cache", "router", "fallbacks", "guardrails", "limits") if getattr(self, p) is not None]
         return f"<Gateway {self.policy!r} over {self.name}: {', '.join(parts) or 'no layers'}>"
+
+
+def _base_prices(model: str, provider_id: str | None) -> Any:
+    """(input tokens where the first price tier starts, the base ``Price``), or False.
+
+    genai-prices prices a tiered model (long-context prices) in Decimal at about
+    100 µs a call; below its first tier the base prices give the same dollars in
+    about 1 µs. Flat models get an infinite start. False: no price known.
+    """
+    import math
+    from decimal import Decimal
+
+    from genai_prices import Usage as GPUsage
+    from genai_prices import calc_price
+
+    from ..pricing import Price
+
+    try:
+        mp = calc_price(GPUsage(input_tokens=1, output_tokens=1), model, provider_id=provider_id or "anthropic").model_price
+    except LookupError:
+        return False
+    fields = (mp.input_mtok, mp.output_mtok, mp.cache_read_mtok, mp.cache_write_mtok)
+    start, base = math.inf, []
+    for f in fields:
+        if f is None or isinstance(f, Decimal):
+            base.append(None if f is None else float(f))
+        else:  # TieredPrices: base price and the tiers above it
+            base.append(float(f.base))
+            start = min([start, *(t.start for t in f.tiers)])
+    if base[0] is None or base[1] is None:
+        return False
+    return start, Price(base[0], base[1], base[2], base[3])
 
 
 def _same_file(a: str, b: str) -> bool:

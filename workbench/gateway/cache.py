@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._canonical import canonical_json, loads
+from .._canonical import loads
 from .._ids import utc_from_epoch
 from ..errors import ConfigError, MissingDependency
 from ..providers.base import Completion, Request, Usage
@@ -45,6 +45,8 @@ __all__ = [
     "wordllama_embedder",
 ]
 
+REFRESH_S = 1.0
+"""How often an exact cache catches up with keys other processes stored."""
 MEMORY_ENTRIES = 10_000
 """Exact-cache entries kept in memory per process (least recently used go first)."""
 
@@ -97,11 +99,11 @@ def cacheable(completion: Completion) -> bool:
 
 def _completion_json(c: Completion) -> str:
     u = c.usage
-    return canonical_json({
+    return json.dumps({
         "text": c.text, "model": c.model, "stop_reason": c.stop_reason, "provider": c.provider,
         "latency_ms": c.latency_ms, "request_id": c.request_id,
         "usage": [u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens],
-    })
+    }, ensure_ascii=False, separators=(",", ":"))
 
 
 def _completion_of(text: str) -> Completion:
@@ -171,6 +173,10 @@ class ExactCache:
         self._lock = threading.Lock()
         self.store: Store | None = None
         self.sink: Callable[[str, Any], None] | None = None
+        self.refresh_s = REFRESH_S
+        self._known: set[int] = set()
+        self._seen_id = 0
+        self._refreshed_at = -math.inf
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "exact", "ttl_s": self.ttl_s, "namespace": self.namespace}
@@ -188,7 +194,7 @@ class ExactCache:
             entry = self._memory.get(key)
             if entry is not None:
                 self._memory.move_to_end(key)
-        if entry is None and self.store is not None:
+        if entry is None and self.store is not None and self._maybe_stored(key, now):
             rows = self.store.execute(
                 "SELECT completion_json, cost_usd, created_at, expires_at FROM gateway_cache "
                 "WHERE kind = 'exact' AND namespace = ? AND key = ?",
@@ -215,12 +221,33 @@ class ExactCache:
         now = self.clock() if now is None else now
         expires = None if self.ttl_s is None else now + self.ttl_s
         self._remember(key, (completion, cost_usd, now, expires))
+        with self._lock:
+            self._known.add(_prefix(key))
         if self.store is not None:
             (self.sink or self.store.writer.put)(UPSERT_EXACT_SQL, (
                 "exact", self.namespace, key, None, None, None, _completion_json(completion), cost_usd,
                 utc_from_epoch(now), expires,
             ))
         return True
+
+    def _maybe_stored(self, key: str, now: float) -> bool:
+        """Whether the file may hold ``key``: a miss then costs a set lookup, not a query.
+
+        The keys of the file's entries are kept as 64-bit prefixes (a collision only
+        costs a query) and caught up by row id every ``refresh_s`` seconds, so an
+        answer another process stored is found within that time.
+        """
+        if now - self._refreshed_at >= self.refresh_s or now < self._refreshed_at:
+            self._refreshed_at = now
+            rows = self.store.execute(  # type: ignore[union-attr]
+                "SELECT id, key FROM gateway_cache WHERE kind = 'exact' AND namespace = ? AND id > ?",
+                (self.namespace, self._seen_id),
+            ).fetchall()
+            with self._lock:
+                for row_id, k in rows:
+                    self._known.add(_prefix(k))
+                    self._seen_id = max(self._seen_id, row_id)
+        return _prefix(key) in self._known
 
     def _remember(self, key: str, entry: tuple[Completion, float | None, float, float | None]) -> None:
         if not self.memory_entries:
@@ -235,6 +262,7 @@ class ExactCache:
         """Forget every entry of this namespace (in memory and in the file); returns rows deleted."""
         with self._lock:
             self._memory.clear()
+            self._known.clear()
         if self.store is None:
             return 0
         self.store.flush()
@@ -244,6 +272,11 @@ class ExactCache:
 
     def __repr__(self) -> str:
         return f"ExactCache(ttl_s={self.ttl_s}, namespace={self.namespace!r})"
+
+
+def _prefix(key: str) -> int:
+    """The first 64 bits of a 'sha256:...' key."""
+    return int(key[7:23], 16)
 
 
 def _epoch(iso: str) -> float:
