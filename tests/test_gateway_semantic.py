@@ -96,6 +96,7 @@ def test_entries_expire_and_survive_a_restart(tmp_path):
     cache.bind(s1)
     assert cache.store_answer(ask("How do I reset my password?"), answer("reset"), 0.002)
     assert cache.lookup(ask("How do I reset my password?"), now=time.time() + 61)[0] is None
+    cache.flush()  # a gateway's caches flush with bench.flush() and bench.close()
     s1.close()
     s2 = Store(tmp_path / "s.db")
     again = gw.SemanticCache(threshold=0.99, embedder=emb, ttl_s=60)

@@ -177,11 +177,17 @@ class Gateway:
 
     def flush(self) -> None:
         """Write settled limits and cached answers still held in memory to the file."""
+        for cache in (self.cache, self.semantic_cache):
+            if cache is not None:
+                cache.flush()
         if self.limits is not None:
             self.limits.flush()
 
     def close(self) -> None:
         """Flush, and close the limits' connection (``bench.close()`` does this)."""
+        for cache in (self.cache, self.semantic_cache):
+            if cache is not None:
+                cache.flush()
         if self.limits is not None:
             self.limits.close()
 

@@ -15,6 +15,7 @@ one matrix-vector product. Only single-turn requests are looked up unless
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import math
@@ -22,6 +23,7 @@ import random
 import re
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +47,9 @@ __all__ = [
     "wordllama_embedder",
 ]
 
+OUTBOX_ROWS = 64
+OUTBOX_S = 0.5
+"""Cache rows are handed to the writer 64 at a time, or after half a second."""
 REFRESH_S = 1.0
 """How often an exact cache catches up with keys other processes stored."""
 MEMORY_ENTRIES = 10_000
@@ -174,6 +179,7 @@ class ExactCache:
         self.store: Store | None = None
         self.sink: Callable[[str, Any], None] | None = None
         self.refresh_s = REFRESH_S
+        self._outbox = _Outbox(self)
         self._known: set[int] = set()
         self._seen_id = 0
         self._refreshed_at = -math.inf
@@ -185,6 +191,10 @@ class ExactCache:
         """Read from ``store``; write through ``sink(sql, row)`` (default: the store's background writer)."""
         self.store = store
         self.sink = sink
+
+    def flush(self) -> None:
+        """Hand rows still in the outbox to the writer (``bench.flush()`` does this)."""
+        self._outbox.flush(self.sink or (self.store.writer.put if self.store is not None else None))
 
     def lookup(self, request: Request, key: str | None = None, now: float | None = None) -> CacheHit | None:
         """The stored answer for ``request``, or None (also when it has expired)."""
@@ -224,7 +234,7 @@ class ExactCache:
         with self._lock:
             self._known.add(_prefix(key))
         if self.store is not None:
-            (self.sink or self.store.writer.put)(UPSERT_EXACT_SQL, (
+            self._outbox.put(self.sink or self.store.writer.put, UPSERT_EXACT_SQL, (
                 "exact", self.namespace, key, None, None, None, _completion_json(completion), cost_usd,
                 utc_from_epoch(now), expires,
             ))
@@ -260,6 +270,7 @@ class ExactCache:
 
     def clear(self) -> int:
         """Forget every entry of this namespace (in memory and in the file); returns rows deleted."""
+        self._outbox.flush(None)  # dropped: they are being cleared
         with self._lock:
             self._memory.clear()
             self._known.clear()
@@ -272,6 +283,54 @@ class ExactCache:
 
     def __repr__(self) -> str:
         return f"ExactCache(ttl_s={self.ttl_s}, namespace={self.namespace!r})"
+
+
+class _Outbox:
+    """Cache rows on their way to the file, handed over in batches.
+
+    A row per call handed to the store's writer wakes its thread once per call,
+    and on a busy machine each wake-up costs the caller a GIL hand-off; a batch
+    costs one. Losing a batch (a crash) only loses cached answers, which the next
+    call makes again.
+    """
+
+    def __init__(self, owner: Any) -> None:
+        self.rows: list[tuple[str, Any]] = []
+        self.since = 0.0
+        self.lock = threading.Lock()
+        _outboxes.add(owner)
+
+    def put(self, sink: Callable[[str, Any], None], sql: str, row: Any) -> None:
+        now = time.monotonic()
+        with self.lock:
+            if not self.rows:
+                self.since = now
+            self.rows.append((sql, row))
+            if len(self.rows) < OUTBOX_ROWS and now - self.since < OUTBOX_S:
+                return
+            rows, self.rows = self.rows, []
+        for item in rows:
+            sink(*item)
+
+    def flush(self, sink: Callable[[str, Any], None] | None) -> None:
+        with self.lock:
+            rows, self.rows = self.rows, []
+        if sink is not None:
+            for item in rows:
+                sink(*item)
+
+
+_outboxes: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_outboxes() -> None:
+    # Registered after the store's own exit hook, so it runs first: rows reach the writer before it closes.
+    for cache in list(_outboxes):
+        try:
+            cache.flush()
+        except Exception:  # noqa: BLE001 - at exit, keep flushing the others
+            pass
 
 
 def _prefix(key: str) -> int:
@@ -520,6 +579,7 @@ class SemanticCache:
         self._indexes: dict[str, _Index] = {}
         self._loaded: set[str] = set()
         self._lock = threading.Lock()
+        self._outbox = _Outbox(self)
         self._recent: OrderedDict[int, tuple[str, str, float | None, str]] = OrderedDict()
         """Rows this process wrote that may still be on their way to disk."""
 
@@ -531,6 +591,10 @@ class SemanticCache:
         """Read from ``store``; write through ``sink(sql, row)`` (default: the store's background writer)."""
         self.store = store
         self.sink = sink
+
+    def flush(self) -> None:
+        """Hand rows still in the outbox to the writer (``bench.flush()`` does this)."""
+        self._outbox.flush(self.sink or (self.store.writer.put if self.store is not None else None))
 
     @staticmethod
     def guard(request: Request) -> str:
@@ -647,7 +711,7 @@ class SemanticCache:
         row_id = _row_id()
         created = utc_from_epoch(now)
         payload = _completion_json(completion)
-        (self.sink or self.store.writer.put)(INSERT_ROW_SQL, (
+        self._outbox.put(self.sink or self.store.writer.put, INSERT_ROW_SQL, (
             row_id, "semantic", self.namespace, guard, text, vec.astype("float32").tobytes(), self.embedder_name,
             payload, cost_usd, created, expires,
         ))
@@ -698,6 +762,7 @@ class SemanticCache:
         Entries are never served across prompt versions anyway (the guard); this
         frees their space.
         """
+        self._outbox.flush(None)  # dropped: they are being cleared
         with self._lock:
             self._indexes.clear()
             self._loaded.clear()

@@ -323,8 +323,14 @@ class Limits:
     def _apply_pending(self, conn: sqlite3.Connection) -> None:
         """Write settled calls inside the caller's open transaction (the lock is held)."""
         pending, self._pending = self._pending, []
-        for sql, params in pending:
-            conn.execute(sql, params)
+        # In order, but runs of one statement go in one executemany.
+        i = 0
+        while i < len(pending):
+            j = i
+            while j < len(pending) and pending[j][0] == pending[i][0]:
+                j += 1
+            conn.executemany(pending[i][0], [p for _, p in pending[i:j]])
+            i = j
 
     def flush(self) -> None:
         """Write every settled call to the file now."""
