@@ -194,7 +194,7 @@ class ExactCache:
 
     def flush(self) -> None:
         """Hand rows still in the outbox to the writer (``bench.flush()`` does this)."""
-        self._outbox.flush(self.sink or (self.store.writer.put if self.store is not None else None))
+        self._outbox.flush(lambda: self.sink or (self.store.writer.put if self.store is not None else None))
 
     def lookup(self, request: Request, key: str | None = None, now: float | None = None) -> CacheHit | None:
         """The stored answer for ``request``, or None (also when it has expired)."""
@@ -270,7 +270,7 @@ class ExactCache:
 
     def clear(self) -> int:
         """Forget every entry of this namespace (in memory and in the file); returns rows deleted."""
-        self._outbox.flush(None)  # dropped: they are being cleared
+        self._outbox.flush(lambda: None)  # dropped: they are being cleared
         with self._lock:
             self._memory.clear()
             self._known.clear()
@@ -312,12 +312,14 @@ class _Outbox:
         for item in rows:
             sink(*item)
 
-    def flush(self, sink: Callable[[str, Any], None] | None) -> None:
+    def flush(self, sink: Callable[[], Callable[[str, Any], None] | None]) -> None:
+        """Hand every row to ``sink()`` (asked for only when there are rows)."""
         with self.lock:
             rows, self.rows = self.rows, []
-        if sink is not None:
+        put = sink() if rows else None
+        if put is not None:
             for item in rows:
-                sink(*item)
+                put(*item)
 
 
 _outboxes: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -594,7 +596,7 @@ class SemanticCache:
 
     def flush(self) -> None:
         """Hand rows still in the outbox to the writer (``bench.flush()`` does this)."""
-        self._outbox.flush(self.sink or (self.store.writer.put if self.store is not None else None))
+        self._outbox.flush(lambda: self.sink or (self.store.writer.put if self.store is not None else None))
 
     @staticmethod
     def guard(request: Request) -> str:
@@ -762,7 +764,7 @@ class SemanticCache:
         Entries are never served across prompt versions anyway (the guard); this
         frees their space.
         """
-        self._outbox.flush(None)  # dropped: they are being cleared
+        self._outbox.flush(lambda: None)  # dropped: they are being cleared
         with self._lock:
             self._indexes.clear()
             self._loaded.clear()
