@@ -389,21 +389,34 @@ def wordllama_embedder(dim: int = 256) -> Embedder:
 
     ``dim`` truncates the Matryoshka-trained vectors (64, 128 or 256): fewer
     dimensions, less memory per cached entry. Needs ``pip install 'workbench[semantic]'``.
+    The vectors are WordLlama's own (the mean of the text's token embeddings);
+    one text is tokenized with ``encode`` rather than a batch call, which on a busy
+    machine measured several times faster.
     """
+    import numpy as np
+
     if dim not in (64, 128, 256):
         raise ConfigError(f"wordllama dim must be 64, 128 or 256, got {dim!r}")
+    table: list[Any] = []
 
     def embed(texts: Sequence[str]) -> Any:
-        model = _load_wordllama()
-        vectors = model.embed(list(texts), norm=False)
-        return vectors[:, :dim]
+        tokenizer, weights = _load_wordllama()
+        if not table:
+            table.append(np.ascontiguousarray(weights[:, :dim], dtype=np.float32))
+        w = table[0]
+        out = np.zeros((len(texts), dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            ids = tokenizer.encode(text, add_special_tokens=False).ids
+            if ids:
+                out[row] = w[np.clip(ids, 0, len(w) - 1)].mean(axis=0)
+        return out
 
     embed.name = f"wordllama-l2_supercat-{dim}"  # type: ignore[attr-defined]
     return embed
 
 
-def _load_wordllama() -> Any:
-    """The model from the files inside the wordllama wheel.
+def _load_wordllama() -> tuple[Any, Any]:
+    """The tokenizer and the 256-dimension weights from inside the wordllama wheel.
 
     ``WordLlama.load()`` looks for the tokenizer under ``tokenizer/`` while the
     wheel ships it under ``tokenizers/``, then tries to download it: read both
@@ -417,7 +430,6 @@ def _load_wordllama() -> Any:
             import wordllama
             from safetensors import safe_open
             from tokenizers import Tokenizer
-            from wordllama.inference import WordLlamaInference
         except ImportError as exc:
             raise MissingDependency(
                 f"the wordllama embedder needs the 'semantic' extra ({exc.name} is missing): "
@@ -427,9 +439,10 @@ def _load_wordllama() -> Any:
 
         root = Path(wordllama.__file__).parent
         tokenizer = Tokenizer.from_file(str(root / "tokenizers" / "l2_supercat_tokenizer_config.json"))
+        tokenizer.no_truncation()
         with safe_open(str(root / "weights" / "l2_supercat_256.safetensors"), framework="np", device="cpu") as f:
             weights = f.get_tensor("embedding.weight")
-        _wordllama = WordLlamaInference(weights, tokenizer)
+        _wordllama = (tokenizer, weights)
         return _wordllama
 
 
