@@ -354,3 +354,20 @@ def test_savings_add_up_what_the_traces_say(tmp_path, scripted):
     html = path.read_text()
     assert "Dollars saved per day" in html and "Top users by spend" in html
     bench.close()
+
+
+def test_a_cheap_model_call_can_label_complexity(tmp_path, scripted):
+    scripted.queue("Simple.", "the answer", "COMPLEX", "the long answer")
+    router = gw.Router(classifier=gw.ModelClassifier("claude-haiku-4-5"),
+                       labels={"simple": "claude-haiku-4-5", "complex": "claude-sonnet-4-5"})
+    bench, _ = open_with(tmp_path, scripted, router=router)
+    easy = bench.complete(model="claude-opus-4-5", messages=ASK)
+    hard = bench.complete(model="claude-opus-4-5", messages=[{"role": "user", "content": "Explain our SSO set-up."}])
+    asked = [r.model for r in scripted.requests]
+    assert asked == ["claude-haiku-4-5", "claude-haiku-4-5", "claude-haiku-4-5", "claude-sonnet-4-5"]
+    assert "How do I export" in scripted.requests[0].messages[0].content and scripted.requests[0].max_tokens == 5
+    route = decisions(bench, easy)["route"]
+    assert route["by"] == "classifier" and route["label"] == "simple" and route["inputs"]["answer"] == "Simple."
+    assert route["classifier_cost_usd"] == pytest.approx(bench.pricing.estimate("claude-haiku-4-5", scripted.completion().usage))
+    assert decisions(bench, hard)["route"]["label"] == "complex"
+    bench.close()

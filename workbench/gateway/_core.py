@@ -237,6 +237,10 @@ class Gateway:
                 request = dataclasses.replace(request, messages=(*request.messages[:-1], Message(last.role, text)))
         if self.router is not None:
             model, route = await self.router.choose(request, caller, self.provider)
+            spent = route["inputs"].get("classifier_usage")
+            if spent is not None:
+                # Not in the trace's cost_usd (that is the answering call's): the decision carries it.
+                route["classifier_cost_usd"] = self._cost(route["inputs"]["classifier_model"], Usage(*spent), None)
             if model != request.model:
                 route["requested"] = request.model
                 request = dataclasses.replace(request, model=model)

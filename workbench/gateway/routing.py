@@ -138,7 +138,9 @@ class ModelClassifier:
         completion = await (self.provider or provider).complete(ask)
         answer = completion.text.lower()
         label = next((lab for lab in self.labels if lab in answer), self.default)
-        return label, {"answer": completion.text[:40], "classifier_tokens": completion.usage.input_tokens + completion.usage.output_tokens}
+        u = completion.usage
+        return label, {"answer": completion.text[:40], "classifier_model": self.model,
+                       "classifier_usage": [u.input_tokens, u.output_tokens]}
 
 
 class Router:
