@@ -184,7 +184,7 @@ class TracedMessages(_Delegate):
         stream = bool(kwargs.get("stream", False))
         call = self._call(kwargs, "messages.create")
         if self._owner._gateway is not None and not stream and not args:
-            return call.gated(self._owner._gateway, self._target.create, kwargs, False)
+            return _gated(call, self._owner._gateway, self._target.create, kwargs, False)
         try:
             result = self._target.create(*args, **kwargs)
         except BaseException as exc:
@@ -219,7 +219,7 @@ class AsyncTracedMessages(TracedMessages):
         stream = bool(kwargs.get("stream", False))
         call = self._call(kwargs, "messages.create")
         if self._owner._gateway is not None and not stream and not args:
-            return await call.gated(self._owner._gateway, self._target.create, kwargs, True)
+            return await _gated(call, self._owner._gateway, self._target.create, kwargs, True)
         try:
             result = await self._target.create(*args, **kwargs)
         except BaseException as exc:
@@ -358,28 +358,6 @@ class _Call:
             return
         self._write(completion, None)
 
-    def gated(self, gateway: Any, create: Any, kwargs: dict[str, Any], is_async: bool) -> Any:
-        """A non-streamed create through ``gateway`` (its caches, routes, guardrails, limits), traced."""
-
-        def done(result: tuple[Any, Completion]) -> Any:
-            self._write(result[1], None)
-            return result[0]
-
-        if is_async:
-            async def run() -> Any:
-                try:
-                    return done(await gateway.wrapped_create(self.request, create, kwargs, True))
-                except BaseException as exc:
-                    self.fail(exc)
-                    raise
-
-            return run()
-        try:
-            return done(gateway.wrapped_create(self.request, create, kwargs, False))
-        except BaseException as exc:
-            self.fail(exc)
-            raise
-
     def fail(self, exc: BaseException, *, partial: bool = False) -> None:
         """Write an error row; the caller re-raises the original exception."""
         if self.done:
@@ -408,6 +386,33 @@ class _Call:
             )
         except Exception as exc:  # noqa: BLE001 - tracing must never break the app's call
             _warn(exc)
+
+
+def _gated(call: _Call, gateway: Any, create: Any, kwargs: dict[str, Any], is_async: bool) -> Any:
+    """A non-streamed create through ``gateway`` (its caches, routes, guardrails, limits), traced.
+
+    The gateway hook of ``bench.wrap(client, gateway=...)``: the gateway runs its
+    layers around the client's own ``create`` and notes its decisions for the row.
+    """
+
+    def done(result: tuple[Any, Completion]) -> Any:
+        call._write(result[1], None)
+        return result[0]
+
+    if is_async:
+        async def run() -> Any:
+            try:
+                return done(await gateway.wrapped_create(call.request, create, kwargs, True))
+            except BaseException as exc:
+                call.fail(exc)
+                raise
+
+        return run()
+    try:
+        return done(gateway.wrapped_create(call.request, create, kwargs, False))
+    except BaseException as exc:
+        call.fail(exc)
+        raise
 
 
 def _warn(exc: BaseException) -> None:
