@@ -106,3 +106,5 @@ def _no_real_api(monkeypatch):
     """No test may reach a real LLM API: a key or base URL from the developer's shell is dropped."""
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)

@@ -16,7 +16,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 def test_there_are_three_notebooks():
-    assert [p.name for p in NOTEBOOKS] == ["01_quickstart.ipynb", "02_ab_experiment.ipynb", "03_monitoring.ipynb"]
+    assert [p.name for p in NOTEBOOKS] == ["01_quickstart.ipynb", "02_ab_experiment.ipynb", "03_monitoring.ipynb", "04_gateway.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -66,7 +66,7 @@ def test_notebook_runs_offline(path, tmp_path, monkeypatch):
         assert "error rate: incident" in text
     if path.stem == "01_quickstart":
         assert "missing variable 'context' for prompt 'support' v2" in text
-    assert os.path.exists(work / f"{ {'01_quickstart': 'quickstart', '02_ab_experiment': 'ab', '03_monitoring': 'monitoring'}[path.stem] }.db".replace(" ", ""))
+    assert os.path.exists(work / f"{ {'01_quickstart': 'quickstart', '02_ab_experiment': 'ab', '03_monitoring': 'monitoring', '04_gateway': 'gateway'}[path.stem] }.db".replace(" ", ""))
 
 
 @pytest.mark.slow

@@ -57,6 +57,11 @@ class Workbench:
         self.provider = make_provider(provider, seed=seed, time_scale=time_scale)
         self.seed = seed
         self.tracer = Tracer(lambda: self.store.writer, self.pricing)
+        self.gateways: list[Any] = []
+        """Gateways bound to this file (their limits and caches flush with it)."""
+        bind = getattr(self.provider, "bind", None)
+        if callable(bind):
+            bind(self)  # a gateway keeps its caches and limits in this file
         if self.path != ":memory:":
             from ._reader import reader
 
@@ -117,7 +122,11 @@ class Workbench:
         variables = {**(options.pop("variables") or {}), **options.pop("kwargs")}
         request = self._request(prompt, options["model"], options["messages"], variables, dict(options["params"] or {}))
         context = {"user_id": options["user_id"], "tags": options["tags"], "metadata": options["metadata"]}
-        return self.tracer.call(self.provider, request, parent=current_span(), context=context)
+        provider = self.provider if options.get("gateway") is None else options["gateway"].bind(self)
+        if getattr(provider, "reads_caller", False):
+            # A gateway's limits and routes look at who is calling; it takes this back out of the trace.
+            request.metadata["caller"] = {"user_id": options["user_id"], "metadata": options["metadata"] or {}}
+        return self.tracer.call(provider, request, parent=current_span(), context=context)
 
     async def acomplete(
         self,
@@ -132,6 +141,7 @@ class Workbench:
         raise_on_error: bool = True,
         params: dict[str, Any] | None = None,
         variables: dict[str, Any] | None = None,
+        gateway: Any = None,
         **kwargs: Any,
     ) -> CallResult:
         """Async ``complete``."""
@@ -155,6 +165,7 @@ class Workbench:
         raise_on_error: bool = True,
         params: dict[str, Any] | None = None,
         variables: dict[str, Any] | None = None,
+        gateway: Any = None,
         **kwargs: Any,
     ) -> CallResult:
         """Call the model once, traced: ``bench.complete(v2, question=..., context=...)``
@@ -163,7 +174,9 @@ class Workbench:
         A failed call (after retries) is traced as an error and raised unless
         ``raise_on_error=False``. ``params`` override the prompt's (max_tokens, ...).
         A template variable named like an option here (``model``, ``tags``, ...)
-        goes in ``variables={...}``.
+        goes in ``variables={...}``. ``gateway=`` sends this one call through a
+        ``wb.gateway.Gateway`` (caches, routes, limits, fallbacks, guardrails);
+        ``metadata={"no_cache": True}`` skips its caches for the call.
         """
         options = dict(locals())
         del options["self"], options["prompt"], options["raise_on_error"]
@@ -171,6 +184,32 @@ class Workbench:
         if result.error is not None and raise_on_error:
             raise result.error
         return result
+
+    # -- the gateway -------------------------------------------------------------------------
+
+    def gateway(self, provider: Provider | None = None, **parts: Any) -> Any:
+        """A ``wb.gateway.Gateway`` over this workbench's provider (or ``provider``), bound to this file.
+
+        ``routed = bench.gateway(router=gw.Router([...]), cache=True, name="routed")``;
+        the parts are ``Gateway``'s keyword arguments.
+        """
+        from .gateway import Gateway
+
+        if provider is None and isinstance(self.provider, Gateway):
+            provider = self.provider.provider
+        return Gateway(provider or self.provider, **parts).bind(self)
+
+    def savings(self, by: str | list[str] = "day", **filters: Any) -> Any:
+        """Dollars saved by prompt caching, the response caches and routing, with hit rates (Polars).
+
+        One row per ``by`` group (``day``, ``prompt``, ``model``, ``user``) and source
+        (``prompt_cache``, ``exact_cache``, ``semantic_cache``, ``routing``); see
+        ``frames.savings`` for how each is estimated.
+        """
+        from . import frames
+
+        self.flush()
+        return frames.savings(self.store, by=by, **filters)
 
     # -- spans -------------------------------------------------------------------------------
 
@@ -182,11 +221,15 @@ class Workbench:
         """Context manager for a span around any block."""
         return self.tracer.span(name, input)
 
-    def wrap(self, client: Any) -> Any:
-        """A traced stand-in for an ``anthropic.Anthropic`` or ``AsyncAnthropic`` client."""
+    def wrap(self, client: Any, *, gateway: Any = None) -> Any:
+        """A traced stand-in for an ``anthropic.Anthropic`` or ``AsyncAnthropic`` client.
+
+        With ``gateway=``, its non-streamed ``messages.create`` calls go through that
+        gateway's caches, routes, guardrails and limits (the client still makes the call).
+        """
         from .providers.wrap import wrap_client
 
-        return wrap_client(client, self.tracer)
+        return wrap_client(client, self.tracer, None if gateway is None else gateway.bind(self))
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -232,11 +275,15 @@ class Workbench:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Wait until every queued trace is on disk."""
+        """Wait until every queued trace (and a gateway's settled limits and cache rows) is on disk."""
+        for gateway in self.gateways:
+            gateway.flush()
         self.store.flush()
 
     def close(self) -> None:
         self.tracer.close()  # live exporters send what they hold
+        for gateway in self.gateways:
+            gateway.close()
         self.store.close()
 
     def __enter__(self) -> Workbench:

@@ -41,6 +41,7 @@ __all__ = [
     "paired_differences",
     "pareto_front",
     "quality",
+    "savings",
     "timeseries",
     "to_html",
     "tokens",
@@ -645,3 +646,46 @@ def _offline_by_default() -> None:
 
 
 _offline_by_default()
+
+
+_SOURCE_TITLES = {"prompt_cache": "prompt caching", "exact_cache": "exact cache", "semantic_cache": "semantic cache",
+                  "routing": "routing"}
+
+
+def savings(savings_frame: pl.DataFrame, by: str | None = None) -> alt.Chart:
+    """Dollars saved per day (or prompt, model, user) and source, stacked; hit rates in the tooltip.
+
+    Input: ``bench.savings(by=...)`` (``frames.savings``). The frame is already
+    aggregated, so the chart carries one row per group and source.
+    """
+    df = _frame(savings_frame, ["source", "saved_usd", "events", "requests"], "savings")
+    keys = [c for c in df.columns if c not in ("source", "requests", "events", "rate", "saved_usd")]
+    key = by or (keys[0] if keys else None)
+    if key is None or key not in df.columns:
+        raise ConfigError(f"savings() needs the frame's group column (day, prompt_name, ...); the frame has: {', '.join(df.columns)}")
+    if df.height > MAX_ROWS:
+        raise ConfigError(f"the savings frame has {df.height:,} rows; group it coarser (by='day' or by='prompt')")
+    df = df.with_columns(
+        pl.col("source").replace_strict(_SOURCE_TITLES, default=pl.col("source")).alias("saved by"),
+        pl.col(key).cast(pl.String).alias(key),
+    )
+    x = alt.X(f"{key}:N", title=key.replace("_", " "), sort=None)
+    if savings_frame.schema.get(key) in (pl.Date, pl.Datetime):
+        x = alt.X(f"{key}:N", title="day (UTC)", sort="ascending")
+    return (
+        alt.Chart(df)
+        .mark_bar()
+        .encode(
+            x=x,
+            y=alt.Y("sum(saved_usd):Q", title="dollars saved", axis=alt.Axis(format="$,.2f")),
+            color=alt.Color("saved by:N", title="saved by", sort=list(_SOURCE_TITLES.values())),
+            tooltip=[
+                alt.Tooltip(f"{key}:N", title=key.replace("_", " ")),
+                alt.Tooltip("saved by:N"),
+                alt.Tooltip("saved_usd:Q", title="saved", format="$,.4f"),
+                alt.Tooltip("events:Q", title="hits / routed calls", format=","),
+                alt.Tooltip("rate:Q", title="share of requests", format=".1%"),
+            ],
+        )
+        .properties(title="Dollars saved by caching and routing")
+    )

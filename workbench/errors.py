@@ -23,7 +23,11 @@ where callers expect a builtin, the error subclasses it too::
     │   ├── ProviderTimeout                 408 or a client-side timeout
     │   ├── ProviderConnectionError         connection refused, reset or dropped
     │   ├── BadRequest                      400, 404, 409, 413, 422
-    │   └── AuthenticationFailed            401, 403
+    │   ├── AuthenticationFailed            401, 403
+    │   └── GatewayRefused                  a gateway refused the call itself (never retried)
+    │       ├── UserRateLimited             a per-user/key/feature rate limit of yours; retry_after says when
+    │       ├── SpendLimitReached           a per-user dollar budget of yours for the day or month
+    │       └── GuardrailTriggered          an input or output check blocked the call
     ├── MissingDependency(ImportError)      an optional extra is not installed
     └── OtlpError                           sending or receiving OpenTelemetry spans failed
 """
@@ -44,6 +48,8 @@ __all__ = [
     "DatasetNotFound",
     "ExperimentError",
     "ExperimentNotFound",
+    "GatewayRefused",
+    "GuardrailTriggered",
     "MissingDependency",
     "NotAWorkbenchDatabase",
     "OtlpError",
@@ -56,8 +62,10 @@ __all__ = [
     "ProviderUnavailable",
     "RateLimited",
     "RenderError",
+    "SpendLimitReached",
     "StoreError",
     "TemplateError",
+    "UserRateLimited",
     "WorkbenchError",
 ]
 
@@ -187,6 +195,8 @@ class ProviderError(WorkbenchError):
 
     retryable = False
     latency_ms: float | None = None
+    note = None
+    """A ``providers.base.CallNote`` a gateway attaches for the trace (status, decisions)."""
 
     def __init__(
         self,
@@ -252,6 +262,40 @@ class BadRequest(ProviderError):
 
 class AuthenticationFailed(ProviderError):
     """The key was missing, wrong or not allowed."""
+
+
+class GatewayRefused(ProviderError):
+    """A gateway refused the call before (or instead of) answering it; not retried.
+
+    Attributes:
+        rule: which limit, budget or guardrail refused it.
+    """
+
+    retryable = False
+
+    def __init__(self, message: str, *, rule: str = "", retry_after: float | None = None, **kwargs: object) -> None:
+        super().__init__(message, retry_after=retry_after, retryable=False, **kwargs)  # type: ignore[arg-type]
+        self.rule = rule
+
+
+class UserRateLimited(GatewayRefused):
+    """A per-user (or key, or feature) rate limit set on the gateway refused the call.
+
+    Not the provider's 429 (that is ``RateLimited``). ``retry_after`` is the
+    seconds until the bucket has room again.
+    """
+
+
+class SpendLimitReached(GatewayRefused):
+    """A per-user dollar budget for the day or month would be exceeded.
+
+    Not an experiment's ``BudgetExceeded``. ``retry_after`` is the seconds until
+    the budget's period starts again.
+    """
+
+
+class GuardrailTriggered(GatewayRefused):
+    """An input or output guardrail blocked the call; ``rule`` names it."""
 
 
 def provider_error_for_status(

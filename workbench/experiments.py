@@ -59,6 +59,8 @@ class Variant:
     """Model override (None: the prompt's own model)."""
     params: Mapping[str, Any] = field(default_factory=dict)
     """Param overrides (temperature, max_tokens, ...)."""
+    gateway: Any = None
+    """A ``wb.gateway.Gateway`` policy the variant's calls go through (None: the workbench's provider)."""
 
     @property
     def effective_model(self) -> str:
@@ -75,6 +77,7 @@ class Variant:
             "content_hash": self.prompt.content_hash,
             "model": self.effective_model,
             "params": dict(self.params),
+            **({"gateway": self.gateway.spec()} if self.gateway is not None else {}),
         }
 
     def label(self) -> str:
@@ -83,14 +86,19 @@ class Variant:
             text += f" on {self.model}"
         if self.params:
             text += " (" + ", ".join(f"{k}={v}" for k, v in sorted(self.params.items())) + ")"
+        if self.gateway is not None:
+            text += f" via {self.gateway.policy}"
         return text
 
 
-def variant(prompt: PromptVersion, *, model: str | None = None, **params: Any) -> Variant:
-    """``wb.variant(v1, model="claude-sonnet-4-5", temperature=0)``."""
+def variant(prompt: PromptVersion, *, model: str | None = None, gateway: Any = None, **params: Any) -> Variant:
+    """``wb.variant(v1, model="claude-sonnet-4-5", temperature=0)``; ``gateway=routed`` sends
+    the variant's calls through a ``wb.gateway.Gateway`` (its spec is pinned in the config)."""
     if not isinstance(prompt, PromptVersion):
         raise ConfigError(f"a variant needs a PromptVersion from bench.prompts, got {type(prompt).__name__}")
-    return Variant(prompt, model, dict(params))
+    if gateway is not None and not (hasattr(gateway, "spec") and hasattr(gateway, "complete")):
+        raise ConfigError(f"variant gateway= takes a wb.gateway.Gateway, got {type(gateway).__name__}")
+    return Variant(prompt, model, dict(params), gateway)
 
 
 def _as_variant(name: str, value: Any) -> Variant:
@@ -233,11 +241,14 @@ class Experiment:
         req.metadata["sample"] = f"{self.seed}:{repeat}"
         return req
 
-    def _reserve(self, request: Any) -> float | None:
+    def _reserve(self, request: Any, gateway: Any = None) -> float | None:
         """Worst-case dollars of one call: generous input count and max_tokens of output."""
         chars = len(request.prompt_text())
         usage = Usage(input_tokens=math.ceil(chars / RESERVE_CHARS_PER_TOKEN) + 16, output_tokens=request.max_tokens)
         main = self.bench.pricing.estimate(request.model, usage)
+        if gateway is not None:
+            # A routed or fallen-back call may land on a dearer model: reserve for the dearest.
+            main = gateway.worst_cost(request, usage)
         if main is None:
             return None
         for s in self.scorers:
@@ -414,7 +425,7 @@ class Experiment:
                 request = self._request(vname, items[item_id], rep)
                 reserve = 0.0
                 if self.budget_usd is not None:
-                    reserve = self._reserve(request)
+                    reserve = self._reserve(request, self.variants[vname].gateway)
                     assert reserve is not None  # every model was checked to have a price above
                     # Calls in flight usually cost far less than reserved: when only their
                     # reservations stand in the way, wait for them rather than stop early.
@@ -434,7 +445,7 @@ class Experiment:
                 emit = _collector(rows)
                 try:
                     result = await bench.tracer.call(
-                        bench.provider, request, emit=emit,
+                        self.variants[vname].gateway or bench.provider, request, emit=emit,
                         context={"experiment_id": self.id, "variant": vname, "item_id": item_id, "repeat": rep,
                                  "metadata": {"dataset": self.dataset.ref}},
                     )
@@ -786,6 +797,9 @@ class Experiments:
         if not variants:
             raise ConfigError("an experiment needs at least one variant, e.g. variants={'A': v1, 'B': v2}")
         vs = {str(k): _as_variant(str(k), v) for k, v in variants.items()}
+        for v in vs.values():
+            if v.gateway is not None:
+                v.gateway.bind(self.bench)
         for s in scorers:
             if not isinstance(s, Scorer):
                 raise ConfigError(f"{s!r} is not a scorer; use wb.scorers.contains_reference() or @wb.scorer")
@@ -836,8 +850,13 @@ class Experiments:
             max_error_rate=max_error_rate, config=config,
         )
 
-    def get(self, name: str, *, concurrency: int = 8, budget_usd: float | None = None, max_error_rate: float | None = None) -> Experiment:
-        """Rebuild a stored experiment from its config (prompts by hash, dataset by id, scorers by spec)."""
+    def get(self, name: str, *, concurrency: int = 8, budget_usd: float | None = None, max_error_rate: float | None = None,
+            gateways: Mapping[str, Any] | None = None) -> Experiment:
+        """Rebuild a stored experiment from its config (prompts by hash, dataset by id, scorers by spec).
+
+        A variant that went through a gateway needs it again: ``gateways={"routed": routed}``
+        by policy name; its spec must equal the pinned one.
+        """
         rows = self.bench.store.query("SELECT * FROM experiments WHERE name = ?", (name,))
         if not rows:
             names = [r["name"] for r in self.bench.store.query("SELECT name FROM experiments ORDER BY created_at")]
@@ -849,7 +868,18 @@ class Experiments:
         for vname, spec in config["variants"].items():
             prompt = self.bench.prompts.by_hash(spec["prompt"], spec["content_hash"])
             model = spec["model"] if spec["model"] != prompt.model else None
-            variants[vname] = Variant(prompt, model, spec.get("params") or {})
+            gateway = None
+            if spec.get("gateway"):
+                policy = spec["gateway"]["name"]
+                gateway = (gateways or {}).get(policy)
+                if gateway is None:
+                    raise ConfigError(
+                        f"variant {vname!r} of {name!r} ran through gateway policy {policy!r}; "
+                        f"pass it again: bench.experiments.get({name!r}, gateways={{{policy!r}: gateway}})"
+                    )
+                if canonical_json(gateway.bind(self.bench).spec()) != canonical_json(spec["gateway"]):
+                    raise ConfigError(f"gateway {policy!r} differs from the one experiment {name!r} pinned; rebuild it as it was")
+            variants[vname] = Variant(prompt, model, spec.get("params") or {}, gateway)
         scorers = [build(s) for s in config["scorers"]]
         return Experiment(
             self.bench, id=row["id"], name=name, dataset=dataset, variants=variants, scorers=scorers,

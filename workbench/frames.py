@@ -903,3 +903,154 @@ def metrics(
 
     out = _compute(df, keys)
     return out.sort(keys, nulls_last=True) if keys else out
+
+
+# -- the gateway's savings and events (decisions are in metadata_json under "gateway") -----------
+
+SAVINGS_SOURCES = ("prompt_cache", "exact_cache", "semantic_cache", "routing")
+_SAVINGS_KEYS = {"day": "day", "prompt": "prompt_name", "model": "model", "user": "user_id", "provider": "provider"}
+_GATEWAY_COLUMNS = ["started_at", "provider", "model", "prompt_name", "user_id", "status", "input_tokens", "output_tokens",
+                    "cache_read_tokens", "cache_write_tokens", "cost_usd", "error_type", "metadata_json"]
+
+
+def gateway_calls(store: Store, **filters: Any) -> pl.DataFrame:
+    """Model calls with the gateway's decisions as columns (one row per call).
+
+    Adds ``day``, ``cache`` (hit/miss/skipped), ``cache_kind``, ``cache_saved_usd``,
+    ``routed_from``, ``route_by``, ``route_saved_usd``, ``fallback`` (the target that
+    answered after others failed), ``breaker`` (transitions, comma-separated),
+    ``refused`` (the refusal's error type) and ``guardrail`` (rules that fired).
+    """
+    _check_filters(filters)
+    df = traces_df(store, kind="llm", columns=_GATEWAY_COLUMNS, **filters)
+    meta = pl.col("metadata_json")
+    return df.with_columns(
+        pl.col("started_at").dt.date().alias("day"),
+        meta.str.json_path_match("$.gateway.cache.result").alias("cache"),
+        meta.str.json_path_match("$.gateway.cache.kind").alias("cache_kind"),
+        meta.str.json_path_match("$.gateway.cache.saved_usd").cast(pl.Float64, strict=False).alias("cache_saved_usd"),
+        meta.str.json_path_match("$.gateway.route.requested").alias("routed_from"),
+        meta.str.json_path_match("$.gateway.route.by").alias("route_by"),
+        meta.str.json_path_match("$.gateway.route.saved_usd").cast(pl.Float64, strict=False).alias("route_saved_usd"),
+        meta.str.json_path_match("$.gateway.fallback.used").alias("fallback"),
+        meta.str.extract_all(r'"breaker_transition": "(\w+)"').list.eval(
+            pl.element().str.extract(r'"(\w+)"$')).list.join(",").replace("", None).alias("breaker"),
+        meta.str.json_path_match("$.gateway.refused.error_type").alias("refused"),
+        meta.str.extract_all(r'"rule": "([^"]+)"').list.eval(
+            pl.element().str.extract(r'"([^"]+)"$')).list.join(",").replace("", None).alias("guardrail"),
+        meta.str.contains('"gateway"').fill_null(False).alias("via_gateway"),
+    ).drop("metadata_json")
+
+
+def _prompt_cache_saved(calls: pl.DataFrame, pricer: Any) -> pl.DataFrame:
+    """Per provider and model: dollars prompt caching saved, net of the cache-write premium.
+
+    Cache reads are priced as if they had been uncached input, minus what they cost
+    as reads; cache writes cost their premium over plain input. Flat per-token
+    prices make the sum of tokens enough (a long-context tier is priced at its
+    group's totals, an approximation noted in ``savings``).
+    """
+    from .providers.base import Usage
+
+    sums = calls.group_by("provider", "model").agg(pl.col("cache_read_tokens").fill_null(0).sum().alias("r"),
+                                                   pl.col("cache_write_tokens").fill_null(0).sum().alias("w"))
+    rows = []
+    for provider, model, r, w in sums.iter_rows():
+        pid = "openai" if provider == "openai" else None
+        as_input = pricer.estimate(model, Usage(input_tokens=r + w), pid) if model else None
+        actual = pricer.estimate(model, Usage(cache_read_tokens=r, cache_write_tokens=w), pid) if model else None
+        saved_per = None if as_input is None or actual is None or not (r or w) else (as_input - actual)
+        rows.append((provider, model, None if saved_per is None else saved_per / max(r + w, 1)))
+    return pl.DataFrame(rows, schema={"provider": pl.String, "model": pl.String, "saved_per_token": pl.Float64}, orient="row")
+
+
+def savings(store: Store, by: str | Sequence[str] = "day", **filters: Any) -> pl.DataFrame:
+    """Dollars saved, per ``by`` group and source, with how often each source fired.
+
+    Sources and how each is estimated:
+
+    - ``prompt_cache``: cache-read tokens priced as plain input minus their read
+      price, less the premium paid for cache writes (genai-prices, per model).
+    - ``exact_cache`` / ``semantic_cache``: each hit saves what the stored call
+      cost when it was made (the same model, so the call it replaced).
+    - ``routing``: the tokens of each routed call priced at the model that was
+      requested, minus what the routed call cost (assumes the requested model
+      would have used as many tokens; negative when a route chose a dearer model).
+
+    Args:
+        by: ``day``, ``prompt``, ``model``, ``user``, ``provider`` or a list of them.
+        filters: as ``traces_df`` (since, until, model, prompt_name, user_id, ...).
+
+    Returns:
+        Columns: the ``by`` keys, ``source``, ``requests`` (calls in the group),
+        ``events`` (hits, routed calls, or calls reading the prompt cache),
+        ``rate`` (events / requests) and ``saved_usd``.
+    """
+    from .pricing import Pricer
+
+    keys = [by] if isinstance(by, str) else list(by)
+    unknown = [k for k in keys if k not in _SAVINGS_KEYS]
+    if unknown:
+        raise ConfigError(f"savings(by=...) takes {', '.join(_SAVINGS_KEYS)}; got {', '.join(unknown)}")
+    cols = [_SAVINGS_KEYS[k] for k in keys]
+    calls = gateway_calls(store, **filters)
+    per_token = _prompt_cache_saved(calls, Pricer(store))
+    calls = calls.join(per_token, on=["provider", "model"], how="left").with_columns(
+        ((pl.col("cache_read_tokens").fill_null(0) + pl.col("cache_write_tokens").fill_null(0))
+         * pl.col("saved_per_token")).alias("prompt_cache_saved"),
+    )
+    agg = calls.group_by(cols).agg(
+        pl.len().alias("requests"),
+        (pl.col("cache_read_tokens").fill_null(0) > 0).sum().alias("prompt_cache_events"),
+        pl.col("prompt_cache_saved").sum().alias("prompt_cache_saved"),
+        ((pl.col("cache") == "hit") & (pl.col("cache_kind") == "exact")).sum().alias("exact_cache_events"),
+        pl.col("cache_saved_usd").filter(pl.col("cache_kind") == "exact").sum().alias("exact_cache_saved"),
+        ((pl.col("cache") == "hit") & (pl.col("cache_kind") == "semantic")).sum().alias("semantic_cache_events"),
+        pl.col("cache_saved_usd").filter(pl.col("cache_kind") == "semantic").sum().alias("semantic_cache_saved"),
+        # A routed call answered from a cache saved nothing by its route.
+        (pl.col("routed_from").is_not_null() & (pl.col("cache").fill_null("") != "hit")).sum().alias("routing_events"),
+        pl.col("route_saved_usd").sum().alias("routing_saved"),
+    )
+    parts = [
+        agg.select(*cols, pl.lit(src).alias("source"), "requests",
+                   pl.col(f"{src}_events").cast(pl.Int64).alias("events"),
+                   pl.col(f"{src}_saved").fill_null(0.0).cast(pl.Float64).alias("saved_usd"))
+        for src in SAVINGS_SOURCES
+    ]
+    out = pl.concat(parts).with_columns((pl.col("events") / pl.col("requests")).alias("rate"))
+    return out.select(*cols, "source", "requests", "events", "rate", "saved_usd").sort([*cols, "source"])
+
+
+def gateway_events(store: Store, every: str = "1d", **filters: Any) -> pl.DataFrame:
+    """Per time bucket: calls, cache hits, fallbacks, breaker transitions, refusals and guardrail blocks."""
+    calls = gateway_calls(store, **filters)
+    return (
+        calls.sort("started_at").group_by_dynamic("started_at", every=every).agg(
+            pl.len().alias("calls"),
+            (pl.col("cache") == "hit").sum().alias("cache_hits"),
+            pl.col("fallback").is_not_null().sum().alias("fallbacks"),
+            pl.col("breaker").str.count_matches("opened|reopened").fill_null(0).sum().alias("breaker_opened"),
+            pl.col("breaker").str.count_matches("closed").fill_null(0).sum().alias("breaker_closed"),
+            pl.col("refused").is_in(["UserRateLimited", "SpendLimitReached"]).sum().alias("limit_refusals"),
+            (pl.col("status") == "guardrail_triggered").sum().alias("guardrail_blocks"),
+            (pl.col("status") == "error").sum().alias("errors"),
+        )
+    )
+
+
+def top_users(store: Store, n: int = 10, **filters: Any) -> pl.DataFrame:
+    """Users by spend, with their calls, cache hits and refusals (rate limits, budgets, guardrails)."""
+    calls = gateway_calls(store, **filters).filter(pl.col("user_id").is_not_null())
+    return (
+        calls.group_by("user_id").agg(
+            pl.len().alias("calls"),
+            pl.col("cost_usd").sum().alias("spend_usd"),
+            (pl.col("cache") == "hit").sum().alias("cache_hits"),
+            (pl.col("refused") == "UserRateLimited").sum().alias("rate_limited"),
+            (pl.col("refused") == "SpendLimitReached").sum().alias("over_budget"),
+            (pl.col("status") == "guardrail_triggered").sum().alias("guardrail_blocks"),
+        )
+        .with_columns((pl.col("rate_limited") + pl.col("over_budget") + pl.col("guardrail_blocks")).alias("refusals"))
+        .sort(["spend_usd", "refusals"], descending=True, nulls_last=True)
+        .head(n)
+    )

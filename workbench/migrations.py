@@ -95,7 +95,7 @@ def m002_traces(db: Database) -> None:
             ttft_ms REAL,
             cost_usd REAL,                  -- NULL when the price is unknown, never a guess
             price_source TEXT,              -- which price data priced it
-            status TEXT NOT NULL,           -- ok, error, cached, guardrail
+            status TEXT NOT NULL,           -- ok, error, cached, guardrail_triggered
             error_type TEXT,
             error TEXT,
             attempts INTEGER,
@@ -277,6 +277,62 @@ def m009_cache_write_1h(db: Database) -> None:
                    status, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
                    cache_write_1h_tokens, latency_ms, ttft_ms, cost_usd, attempts, error_type, user_id
             FROM traces WHERE kind = 'llm';
+        """
+    )
+
+
+@_step
+def m010_gateway_cache(db: Database) -> None:
+    # Only workbench/gateway/cache.py reads and writes this table.
+    db.executescript(
+        """
+        CREATE TABLE gateway_cache (
+            id INTEGER PRIMARY KEY,         -- rowid: the semantic index points at it
+            kind TEXT NOT NULL,             -- exact, semantic
+            namespace TEXT NOT NULL,        -- separates apps, tenants or test runs
+            key TEXT NOT NULL,              -- exact: 'sha256:' of the canonical request; semantic: of its guard
+            prompt TEXT,                    -- semantic: the question that was embedded
+            embedding BLOB,                 -- semantic: normalised float32 vector
+            embedder TEXT,                  -- semantic: which embedder made it (vectors of two never mix)
+            completion_json TEXT NOT NULL,  -- text, model, stop_reason, usage, provider of the stored answer
+            cost_usd REAL,                  -- what the stored call cost: a hit saves this much
+            created_at TEXT NOT NULL,       -- UTC ISO 8601
+            expires_at REAL                 -- Unix time; NULL never expires
+        );
+        CREATE UNIQUE INDEX idx_gateway_cache_exact ON gateway_cache (namespace, key) WHERE kind = 'exact';
+        CREATE INDEX idx_gateway_cache_semantic ON gateway_cache (namespace, key, embedder) WHERE kind = 'semantic';
+        """
+    )
+
+
+@_step
+def m011_gateway_limits(db: Database) -> None:
+    # Only workbench/gateway/limits.py reads and writes these tables; every change is
+    # one BEGIN IMMEDIATE transaction, so limits hold across threads and processes.
+    db.executescript(
+        """
+        CREATE TABLE gateway_buckets (
+            scope TEXT NOT NULL,            -- 'user:alice', 'key:k1', 'feature:search'
+            name TEXT NOT NULL,             -- requests, tokens
+            level REAL NOT NULL,            -- what is left in the bucket at updated_at
+            updated_at REAL NOT NULL,       -- Unix time of the last change
+            PRIMARY KEY (scope, name)
+        );
+        CREATE TABLE gateway_spend (
+            scope TEXT NOT NULL,
+            period TEXT NOT NULL,           -- 'day:2026-12-02', 'month:2026-12' (UTC)
+            spent_usd REAL NOT NULL DEFAULT 0,
+            calls INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (scope, period)
+        );
+        CREATE TABLE gateway_reservations (
+            id TEXT PRIMARY KEY,            -- one per call in flight
+            scope TEXT NOT NULL,
+            period TEXT NOT NULL,
+            usd REAL NOT NULL,              -- worst case of the call, held until it settles
+            expires_at REAL NOT NULL        -- a crashed caller's hold lapses at this Unix time
+        );
+        CREATE INDEX idx_gateway_reservations ON gateway_reservations (scope, period);
         """
     )
 

@@ -190,15 +190,19 @@ class Pricer:
     def overrides(self) -> dict[str, Price]:
         return dict(self._overrides)
 
-    def cost(self, model: str | None, usage: Usage) -> tuple[float | None, str | None]:
-        """Return (cost in dollars or None, which price data priced it)."""
+    def cost(self, model: str | None, usage: Usage, provider_id: str | None = None) -> tuple[float | None, str | None]:
+        """Return (cost in dollars or None, which price data priced it).
+
+        ``provider_id`` is genai-prices' (``openai`` for a call an OpenAI-compatible
+        provider answered); None means this pricer's own.
+        """
         if not model:
             return None, None
         override = self._overrides.get(model)
         if override is not None:
             return override.cost(usage), "override"
         try:
-            return self._genai(model, usage), self._source
+            return self._genai(model, usage, provider_id), self._source
         except LookupError:
             with self._lock:
                 first = model not in self._warned
@@ -213,20 +217,22 @@ class Pricer:
                 )
             return None, None
 
-    def estimate(self, model: str, usage: Usage) -> float | None:
+    def estimate(self, model: str, usage: Usage, provider_id: str | None = None) -> float | None:
         """Cost without warnings, for budgets and estimates."""
         override = self._overrides.get(model)
         if override is not None:
             return override.cost(usage)
         try:
-            return self._genai(model, usage)
+            return self._genai(model, usage, provider_id)
         except LookupError:
             return None
 
-    def _genai(self, model: str, usage: Usage) -> float:
-        if model not in self._flat:
-            self._flat[model] = flat_price(model, self.provider_id)
-        flat = self._flat[model]
+    def _genai(self, model: str, usage: Usage, provider_id: str | None = None) -> float:
+        provider_id = provider_id or self.provider_id
+        key = model if provider_id == self.provider_id else f"{provider_id}/{model}"
+        if key not in self._flat:
+            self._flat[key] = flat_price(model, provider_id)
+        flat = self._flat[key]
         if flat is not None:
             return flat.cost(usage)
-        return price_from_genai_prices(model, usage, self.provider_id)
+        return price_from_genai_prices(model, usage, provider_id)

@@ -382,6 +382,50 @@ def traces_report(bench: Workbench, every: str | None = None, **filters: Any) ->
     return page.render()
 
 
+def gateway_report(bench: Workbench, **filters: Any) -> str:
+    """The HTML of the gateway section: savings, hit rates, fallbacks and breakers, top users."""
+    import polars as pl
+
+    from . import charts, frames
+
+    page = _Page("workbench · gateway")
+    page.add("<h1>Gateway</h1>")
+    calls = frames.gateway_calls(bench.store, **filters)
+    if not calls.height or not calls["via_gateway"].any():
+        page.add('<p class="meta">No calls went through a gateway yet.</p>')
+        return page.render()
+    page.add(f'<div class="meta">{calls.height:,} model calls · file {esc(bench.path)}</div>')
+    from ._format import money, pct
+
+    by_day = frames.savings(bench.store, by="day", **filters)
+    totals = (
+        by_day.group_by("source").agg(pl.col("requests").sum(), pl.col("events").sum(), pl.col("saved_usd").sum())
+        .sort("saved_usd", descending=True)
+    )
+    totals = totals.select(
+        "source", "events",
+        (pl.col("events") / pl.col("requests")).map_elements(pct, return_dtype=pl.String).alias("share of requests"),
+        pl.col("saved_usd").map_elements(money, return_dtype=pl.String).alias("saved"),
+    )
+    page.add("<h2>Savings</h2>" + frame_table(totals))
+    page.add(
+        '<p class="note">Prompt caching: cache reads priced as plain input minus their read price, less the '
+        "cache-write premium. Caches: each hit saves what the stored call cost. Routing: the routed call's tokens "
+        "priced at the requested model, minus what the call cost (same token counts assumed).</p>"
+    )
+    page.add('<div class="charts">')
+    page.chart("Dollars saved per day", lambda: charts.savings(by_day))
+    page.chart("Dollars saved per prompt", lambda: charts.savings(frames.savings(bench.store, by="prompt", **filters)))
+    page.add("</div>")
+    events = frames.gateway_events(bench.store, **filters)
+    events = events.with_columns(pl.col("started_at").dt.date().cast(pl.String).alias("started_at")).rename({"started_at": "day (UTC)"})
+    page.add("<h2>Cache hits, fallbacks, breakers and refusals per day</h2>" + frame_table(events))
+    users = frames.top_users(bench.store, **filters)
+    users = users.with_columns(pl.col("spend_usd").map_elements(money, return_dtype=pl.String).alias("spend_usd"))
+    page.add("<h2>Top users by spend</h2>" + frame_table(users.rename({"spend_usd": "spend"})))
+    return page.render()
+
+
 def write_report(bench: Workbench, obj: Any, path: str | Path, **kwargs: Any) -> Path:
     """Write ``obj`` (an Experiment, or ``"traces"``) as one HTML file; returns its path."""
     from .errors import ConfigError
@@ -391,8 +435,10 @@ def write_report(bench: Workbench, obj: Any, path: str | Path, **kwargs: Any) ->
         html = experiment_report(obj)
     elif obj == "traces":
         html = traces_report(bench, **kwargs)
+    elif obj == "gateway":
+        html = gateway_report(bench, **kwargs)
     else:
-        raise ConfigError(f"cannot report on {type(obj).__name__}; pass an experiment or \"traces\"")
+        raise ConfigError(f"cannot report on {type(obj).__name__}; pass an experiment, \"traces\" or \"gateway\"")
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")

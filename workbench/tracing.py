@@ -64,7 +64,7 @@ class CallResult:
     trace_id: str
     """Id of the trace row."""
     status: str
-    """``ok`` or ``error``."""
+    """``ok``, ``error``, ``cached`` (a gateway cache answered) or ``guardrail_triggered``."""
     cost_usd: float | None
     """None when the price is unknown (or the call failed before usage)."""
     attempts: int
@@ -265,8 +265,17 @@ class Tracer:
         """Write the trace row of one model call that already happened."""
         sid = sid or new_id()
         ctx = dict(context or {})
+        # A gateway (workbench.gateway) notes what it decided and what it really sent.
+        note = completion.note if completion is not None else getattr(error, "note", None)
+        if note is not None:
+            request = note.request or request
+            provider = note.provider or provider
+            completion = completion or note.completion
+            attempts = note.attempts or attempts
         meta = {k: v for k, v in request.metadata.items() if k not in ("prompt_name", "prompt_version")}
         meta.update(ctx.pop("metadata", None) or {})
+        if note is not None and note.decisions:
+            meta["gateway"] = note.decisions
         if waited_s:
             meta["retry_wait_s"] = round(waited_s, 3)
         provider_name = provider if isinstance(provider, str) else provider.name
@@ -274,7 +283,7 @@ class Tracer:
         cost = source = None
         status = "ok"
         if completion is not None:
-            cost, source = self.pricer.cost(request.model, completion.usage)
+            cost, source = self.pricer.cost(request.model, completion.usage, note and note.price_provider)
             usage = completion.usage
             # The answering attempt's latency; time lost to retries is in metadata.retry_wait_s.
             latency = completion.latency_ms
@@ -284,7 +293,10 @@ class Tracer:
             # (never the SDK's import and client set-up); else the call's wall time.
             latency = getattr(error, "latency_ms", None)
             latency = wall_ms if latency is None else latency
+        if error is not None or completion is None:
             status = "error"
+        if note is not None and note.status:
+            status = note.status
         tags = ctx.pop("tags", None)
         values = dict(
             id=sid,
@@ -329,7 +341,7 @@ class Tracer:
         if self.sinks:
             _tee(self.sinks, traces.INSERT_SQL, row)
         return CallResult(
-            text="" if completion is None else completion.text,
+            text="" if completion is None or error is not None else completion.text,
             trace_id=sid,
             status=status,
             cost_usd=cost,

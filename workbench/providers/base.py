@@ -132,6 +132,32 @@ class Completion:
     """The provider's id for the response (``msg_...``)."""
     provider: str = ""
     """Name of the provider that produced it (``anthropic``, ``simulated``)."""
+    note: CallNote | None = field(default=None, compare=False, repr=False)
+    """What a wrapping provider (a gateway) tells the tracer about this call."""
+
+
+@dataclass(frozen=True)
+class CallNote:
+    """What a provider that wraps others (``workbench.gateway``) tells the tracer about one call.
+
+    Carried on a ``Completion`` or a ``ProviderError`` (``.note``); every field is
+    optional and None leaves the tracer's own value.
+    """
+
+    status: str | None = None
+    """Trace status instead of ok/error: ``cached``, ``guardrail_triggered``."""
+    decisions: dict[str, Any] | None = None
+    """Cache, route, fallback, limit and guardrail decisions: ``metadata.gateway`` of the trace."""
+    request: Request | None = None
+    """The request actually sent (the routed model, redacted input)."""
+    provider: Any = None
+    """The provider (or its name) that answered, when a fallback did."""
+    price_provider: str | None = None
+    """genai-prices provider id to price the call with (``openai``); None: the tracer's."""
+    completion: Completion | None = None
+    """A paid answer behind an error (an output guardrail blocked it): its usage is still cost."""
+    attempts: int | None = None
+    """Provider attempts made inside the wrapper, fallbacks and retries included."""
 
 
 def cache_ttl(cache_system: bool | str) -> str | None:

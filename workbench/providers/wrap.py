@@ -35,16 +35,19 @@ from ._wrapstreams import (
 
 if TYPE_CHECKING:
     from ..tracing import Tracer
+    from .base import Completion
 
 __all__ = ["IncompleteStream", "TraceNotWritten", "wrap_client"]
 
 
-def wrap_client(client: Any, tracer: Tracer) -> Any:
+def wrap_client(client: Any, tracer: Tracer, gateway: Any = None) -> Any:
     """A traced stand-in for an ``anthropic.Anthropic`` or ``AsyncAnthropic`` client.
 
     Args:
         client: the app's client, used as configured (retries, timeouts, base URL).
         tracer: where the rows go (``bench.tracer``).
+        gateway: a bound ``wb.gateway.Gateway`` whose caches, routes, guardrails and
+            limits every non-streamed ``messages.create`` goes through.
 
     Raises:
         ConfigError: ``client`` has no ``messages.create``.
@@ -57,7 +60,9 @@ def wrap_client(client: Any, tracer: Tracer) -> Any:
             f"bench.wrap needs an anthropic.Anthropic or anthropic.AsyncAnthropic client; got {type(client).__name__}"
         )
     cls = AsyncTracedClient if _is_async(client) else TracedClient
-    return cls(client, tracer)
+    wrapped = cls(client, tracer)
+    wrapped._gateway = gateway
+    return wrapped
 
 
 def _is_async(client: Any) -> bool:
@@ -72,8 +77,8 @@ def _is_async(client: Any) -> bool:
 class TracedClient(_Delegate):
     """An ``anthropic.Anthropic`` whose ``messages.create`` and ``messages.stream`` are traced."""
 
-    __slots__ = ("_tracer", "_redact", "_counts", "messages")
-    _own = frozenset({"_target", "_tracer", "_redact", "_counts", "messages"})
+    __slots__ = ("_tracer", "_redact", "_counts", "messages", "_gateway")
+    _own = frozenset({"_target", "_tracer", "_redact", "_counts", "messages", "_gateway"})
     _async = False
 
     def __init__(self, client: Any, tracer: Tracer) -> None:
@@ -81,6 +86,7 @@ class TracedClient(_Delegate):
         self._tracer = tracer
         self._redact = Redactor(keys_of(client))
         self._counts = count_attempts(client, self._async)
+        self._gateway: Any = None
         self.messages = self._messages_class()(client.messages, self)
 
     def _messages_class(self) -> type:
@@ -93,11 +99,11 @@ class TracedClient(_Delegate):
 
     def with_options(self, **kwargs: Any) -> Any:
         """The client's ``with_options``, still traced."""
-        return type(self)(self._target.with_options(**kwargs), self._tracer)
+        return wrap_client(self._target.with_options(**kwargs), self._tracer, self._gateway)
 
     def copy(self, **kwargs: Any) -> Any:
         """The client's ``copy``, still traced."""
-        return type(self)(self._target.copy(**kwargs), self._tracer)
+        return wrap_client(self._target.copy(**kwargs), self._tracer, self._gateway)
 
     def __enter__(self) -> TracedClient:
         self._target.__enter__()
@@ -147,6 +153,8 @@ class TracedMessages(_Delegate):
         """``messages.create``; with ``stream=True`` the stream is traced as it is read."""
         stream = bool(kwargs.get("stream", False))
         call = self._call(kwargs, "messages.create")
+        if self._owner._gateway is not None and not stream and not args:
+            return _gated(call, self._owner._gateway, self._target.create, kwargs, False)
         try:
             with sending(call):
                 result = self._target.create(*args, **kwargs)
@@ -178,6 +186,8 @@ class AsyncTracedMessages(TracedMessages):
         """``await messages.create``; with ``stream=True`` the stream is traced as it is read."""
         stream = bool(kwargs.get("stream", False))
         call = self._call(kwargs, "messages.create")
+        if self._owner._gateway is not None and not stream and not args:
+            return await _gated(call, self._owner._gateway, self._target.create, kwargs, True)
         try:
             with sending(call):
                 result = await self._target.create(*args, **kwargs)
@@ -200,3 +210,32 @@ class AsyncTracedMessages(TracedMessages):
         return AsyncTracedStreamManager(manager, call)
 
 
+def _gated(call: _Call, gateway: Any, create: Any, kwargs: dict[str, Any], is_async: bool) -> Any:
+    """A non-streamed create through ``gateway`` (its caches, routes, guardrails, limits), traced.
+
+    The gateway hook of ``bench.wrap(client, gateway=...)``: the gateway runs its
+    layers around the client's own ``create`` and notes its decisions for the row.
+    """
+
+    def done(result: tuple[Any, Completion]) -> Any:
+        call._write(result[1], None)
+        return result[0]
+
+    if is_async:
+        async def run() -> Any:
+            try:
+                with sending(call):
+                    result = await gateway.wrapped_create(call.request, create, kwargs, True)
+            except BaseException as exc:
+                call.fail(exc)
+                raise
+            return done(result)
+
+        return run()
+    try:
+        with sending(call):
+            result = gateway.wrapped_create(call.request, create, kwargs, False)
+    except BaseException as exc:
+        call.fail(exc)
+        raise
+    return done(result)

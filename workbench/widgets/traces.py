@@ -29,7 +29,7 @@ from ._common import HTMLView, attrs, button, error_html, select
 
 __all__ = ["TracesWidget", "parse_prompt", "parse_time"]
 
-STATUSES = ("ok", "error", "cached", "guardrail")
+STATUSES = ("ok", "error", "cached", "guardrail_triggered")
 KINDS = ("llm", "span")
 MAX_TREE_SPANS = 500
 """Spans drawn in the waterfall; a bigger trace is cut with a note."""

@@ -1,0 +1,575 @@
+"""The ``Gateway``: caches, routing, limits, fallbacks and guardrails around a provider.
+
+A gateway is itself a ``Provider``, so ``wb.open(path, provider=gateway)``,
+``bench.complete(..., gateway=gateway)``, an experiment variant and a wrapped
+client all take it unchanged. For each call, in order:
+
+1. input guardrails (block, redact, flag) on the last user turn;
+2. the router picks the model (rule, classifier or default);
+3. limits admit the call: a request and its estimated tokens from each bucket,
+   its worst-case cost reserved against each budget;
+4. the exact cache, then the semantic cache, may answer (status ``cached``);
+5. otherwise the fallback chain calls providers in order, skipping those whose
+   breaker is open, retrying and moving on as configured;
+6. output guardrails check the answer;
+7. limits settle with the real tokens and cost; a complete, unflagged answer is cached.
+
+Every decision goes on the trace (``metadata.gateway``) through the ``CallNote``
+the completion or the error carries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .._retry import DEFAULT_POLICY
+from ..errors import ConfigError, GatewayRefused, GuardrailTriggered, ProviderError, ProviderUnavailable
+from ..providers.base import CallNote, Completion, Message, Request, Usage
+from .cache import ExactCache, SemanticCache, request_key
+from .fallback import Fallbacks, Target
+from .guardrails import Guardrails
+from .limits import Admission, Limits
+from .routing import Router, input_tokens
+
+if TYPE_CHECKING:
+    from ..pricing import Pricer
+    from ..store import Store
+
+__all__ = ["Caller", "Gateway"]
+
+CALLER_KEY = "caller"
+"""Request metadata key under which ``bench.complete`` hands the gateway its caller (user, tags, metadata)."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: what limits and routes look at."""
+
+    user_id: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    """``tier``, ``key``, ``feature``, ``no_cache`` and anything else the caller passed."""
+
+
+def _caller_of(request: Request) -> tuple[Caller, Request]:
+    """The caller, and the request without the caller's entry in its metadata."""
+    meta = request.metadata
+    given = meta.get(CALLER_KEY)
+    if given is None:
+        return Caller(meta.get("user_id"), meta), request
+    rest = {k: v for k, v in meta.items() if k != CALLER_KEY}
+    caller_meta = {**rest, **(given.get("metadata") or {})}
+    return Caller(given.get("user_id"), caller_meta), dataclasses.replace(request, metadata=rest)
+
+
+class Gateway:
+    """Caches, routing, limits, fallbacks and guardrails around a provider; itself a Provider.
+
+    Args:
+        provider: the primary provider (None: the first fallback target, or, per
+            call and in experiments, the workbench's own provider).
+        cache: an ``ExactCache`` (or True for one with defaults).
+        semantic_cache: a ``SemanticCache``.
+        router: a ``Router`` of rules and a classifier.
+        fallbacks: a ``Fallbacks`` chain (its first target is the primary when
+            ``provider`` is None).
+        guardrails: ``Guardrails(input=[...], output=[...])``.
+        limits: ``Limits(RateLimit(...), Budget(...))``.
+        retries: extra tries of a target on a retryable error when no
+            ``Fallbacks`` says otherwise (2, as the SDK).
+        name: the policy's name on traces and experiment configs.
+
+    Raises:
+        ConfigError: a part of the wrong type.
+    """
+
+    reads_caller = True
+    """``bench.complete`` passes user_id, tags and metadata in the request for limits and routes."""
+
+    def __init__(
+        self,
+        provider: Any = None,
+        *,
+        cache: ExactCache | bool | None = None,
+        semantic_cache: SemanticCache | None = None,
+        router: Router | None = None,
+        fallbacks: Fallbacks | None = None,
+        guardrails: Guardrails | None = None,
+        limits: Limits | None = None,
+        retries: int = 2,
+        name: str = "gateway",
+    ) -> None:
+        if cache is True:
+            cache = ExactCache()
+        for value, cls, arg in (
+            (cache or None, ExactCache, "cache"), (semantic_cache, SemanticCache, "semantic_cache"),
+            (router, Router, "router"), (fallbacks, Fallbacks, "fallbacks"),
+            (guardrails, Guardrails, "guardrails"), (limits, Limits, "limits"),
+        ):
+            if value is not None and not isinstance(value, cls):
+                raise ConfigError(f"Gateway {arg}= takes a wb.gateway.{cls.__name__}, got {type(value).__name__}")
+        if provider is not None and not hasattr(provider, "complete"):
+            raise ConfigError(f"Gateway provider must be a Provider (with async complete), got {provider!r}")
+        if not isinstance(retries, int) or retries < 0:
+            raise ConfigError(f"Gateway retries must be an integer >= 0, got {retries!r}")
+        self.provider = provider if provider is not None else (fallbacks.targets[0].provider if fallbacks else None)
+        self.cache = cache or None
+        self.semantic_cache = semantic_cache
+        self.router = router
+        self.fallbacks = fallbacks
+        self.guardrails = guardrails
+        self.limits = limits
+        self.retries = retries
+        self.policy = name
+        self.store: Store | None = None
+        self.pricer: Pricer | None = None
+        self._rng = random.Random()
+        self._below_tiers: dict[tuple[str, str | None], Any] = {}
+        """(model, price provider) -> (first tier's input tokens, base Price), or False."""
+
+    # -- the Provider protocol ---------------------------------------------------------------
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        """The primary provider's name: traces and experiments see who answers, not the wrapper."""
+        return self.provider.name if self.provider is not None else "gateway"
+
+    @property
+    def simulated(self) -> bool:  # type: ignore[override]
+        return bool(getattr(self.provider, "simulated", False))
+
+    async def sleep(self, seconds: float) -> None:
+        if self.provider is not None:
+            await self.provider.sleep(seconds)
+
+    def bind(self, bench: Any) -> Gateway:
+        """Attach to a workbench: its file keeps caches and limits, its pricer prices savings.
+
+        ``wb.open(path, provider=gateway)`` and ``bench.complete(..., gateway=...)`` do this.
+        A gateway without a provider of its own calls the workbench's.
+        """
+        if self.store is bench.store:
+            return self
+        if self.store is not None and not _same_file(self.store.path, bench.store.path):
+            raise ConfigError(
+                f"this gateway is bound to {self.store.path}; build another for {bench.store.path} "
+                "(caches and limits live in one file)"
+            )
+        if self.provider is None or (self.store is not None and self.provider is getattr(self, "_borrowed", None)):
+            if bench.provider is self or isinstance(bench.provider, Gateway):
+                raise ConfigError("Gateway(provider=...) is needed when the gateway is the workbench's provider")
+            self.provider = self._borrowed = bench.provider
+        self.store = bench.store
+        self.pricer = bench.pricing
+        bench.gateways.append(self)
+        if self.limits is not None:
+            self.limits.bind(bench.store)
+        # With limits, cache rows ride in the limits' admit transactions: one writer per file.
+        sink = None if self.limits is None else self.limits.defer
+        for cache in (self.cache, self.semantic_cache):
+            if cache is not None:
+                cache.bind(bench.store, sink)
+        return self
+
+    def flush(self) -> None:
+        """Write settled limits and cached answers still held in memory to the file."""
+        for cache in (self.cache, self.semantic_cache):
+            if cache is not None:
+                cache.flush()
+        if self.limits is not None:
+            self.limits.flush()
+
+    def close(self) -> None:
+        """Flush, and close the limits' connection (``bench.close()`` does this)."""
+        for cache in (self.cache, self.semantic_cache):
+            if cache is not None:
+                cache.flush()
+        if self.limits is not None:
+            self.limits.close()
+
+    def spec(self) -> dict[str, Any]:
+        """The policy as plain data: pinned in experiment configs so a run stays reproducible."""
+        return {
+            "name": self.policy,
+            "provider": None if self.provider is None else self.provider.name,
+            "cache": None if self.cache is None else self.cache.spec(),
+            "semantic_cache": None if self.semantic_cache is None else self.semantic_cache.spec(),
+            "router": None if self.router is None else self.router.spec(),
+            "fallbacks": None if self.fallbacks is None else self.fallbacks.spec(),
+            "guardrails": None if self.guardrails is None else self.guardrails.spec(),
+            "limits": None if self.limits is None else self.limits.spec(),
+            "retries": self.retries,
+        }
+
+    async def complete(self, request: Request) -> Completion:
+        """Complete ``request`` through every layer (see the module docstring).
+
+        Raises:
+            GuardrailTriggered, UserRateLimited, SpendLimitReached: refused here.
+            ProviderError: every target failed; never retried again by the caller.
+        """
+        if self.provider is None:
+            raise ConfigError("this gateway has no provider: Gateway(provider=...) or bind it to a workbench")
+        return await self._run(request, self._call_chain)
+
+    async def _run(self, request: Request, call: Any) -> Completion:
+        """Every layer around ``call(request, decisions) -> (completion, provider, sent request, attempts)``."""
+        started = time.perf_counter()
+        caller, request = _caller_of(request)
+        d: dict[str, Any] = {"policy": self.policy}
+        if caller.user_id is not None:
+            d["user_id"] = caller.user_id
+        guard = self.guardrails
+        if guard is not None and guard.input and request.messages:
+            text, fired, blocked = Guardrails.apply(guard.input, request.messages[-1].content, "input")
+            if fired:
+                d["guardrails"] = fired
+            if blocked is not None:
+                raise self._refused(GuardrailTriggered(
+                    f"input guardrail {blocked.name!r} blocked the call: {fired[-1]['detail']}", rule=blocked.name,
+                ), d, request)
+            if text != request.messages[-1].content:
+                last = request.messages[-1]
+                request = dataclasses.replace(request, messages=(*request.messages[:-1], Message(last.role, text)))
+        if self.router is not None:
+            model, route = await self.router.choose(request, caller, self.provider)
+            spent = route["inputs"].get("classifier_usage")
+            if spent is not None:
+                # Not in the trace's cost_usd (that is the answering call's): the decision carries it.
+                route["classifier_cost_usd"] = self._cost(route["inputs"]["classifier_model"], Usage(*spent), None)
+            if model != request.model:
+                route["requested"] = request.model
+                request = dataclasses.replace(request, model=model)
+            d["route"] = route
+        admission: Admission | None = None
+        if self.limits is not None:
+            tokens = input_tokens(request) + request.max_tokens
+            reserve = self.worst_cost(request, routed=True) if self.limits.budgets else 0.0
+            try:
+                admission = self.limits.admit(caller, tokens, reserve)
+            except GatewayRefused as exc:
+                d["limits"] = {"refused": exc.rule, "retry_after_s": None if exc.retry_after is None else round(exc.retry_after, 3)}
+                raise self._refused(exc, d, request) from None
+            d["limits"] = admission.decisions
+        try:
+            hit = self._lookup(request, caller, d, started)
+            if hit is not None:
+                if admission is not None:
+                    self.limits.settle(admission, 0, 0.0)  # type: ignore[union-attr]
+                return hit
+            completion, answered_by, sent, attempts = await call(request, d)
+        except BaseException:
+            if admission is not None:
+                self.limits.settle(admission, 0, 0.0)  # type: ignore[union-attr]
+            raise
+        price_provider = getattr(answered_by, "price_provider", None)
+        cost = self._cost(sent.model, completion.usage, price_provider)
+        if "route" in d and d["route"].get("requested"):
+            baseline = self._cost(d["route"]["requested"], completion.usage, None)
+            d["route"]["baseline_cost_usd"] = baseline
+            d["route"]["saved_usd"] = None if baseline is None or cost is None else round(baseline - cost, 10)
+        out_fired: list[dict[str, Any]] = []
+        if guard is not None and guard.output:
+            text, out_fired, blocked = Guardrails.apply(guard.output, completion.text, "output")
+            if out_fired:
+                d.setdefault("guardrails", []).extend(out_fired)
+            if blocked is not None:
+                if admission is not None:
+                    self.limits.settle(admission, _tokens(completion.usage), cost)  # type: ignore[union-attr]
+                paid = dataclasses.replace(completion, text="")
+                raise self._refused(GuardrailTriggered(
+                    f"output guardrail {blocked.name!r} blocked the answer: {out_fired[-1]['detail']}", rule=blocked.name,
+                ), d, sent, paid=paid, provider=answered_by, price_provider=price_provider, attempts=attempts)
+            if text != completion.text:
+                completion = dataclasses.replace(completion, text=text)
+        if admission is not None:
+            self.limits.settle(admission, _tokens(completion.usage), cost)  # type: ignore[union-attr]
+        if not out_fired and not caller.metadata.get("no_cache"):
+            self._store(request, completion, cost, d)
+        d["gateway_ms"] = round((time.perf_counter() - started) * 1000 - completion.latency_ms, 3)
+        return dataclasses.replace(completion, note=CallNote(
+            decisions=d, request=sent, provider=answered_by, price_provider=price_provider, attempts=attempts,
+        ))
+
+    # -- the layers --------------------------------------------------------------------------
+
+    # -- a wrapped anthropic client (bench.wrap(client, gateway=...)) ---------------------------
+
+    def wrapped_create(self, request: Request, create: Any, kwargs: dict[str, Any], is_async: bool) -> Any:
+        """Run a wrapped client's non-streamed ``messages.create`` through the layers.
+
+        Returns ``(coroutine or result)``: for an async client a coroutine giving
+        ``(message, completion)``, else that pair. ``create`` is the client's own
+        method: its retries, timeouts and headers apply; a routed model or a redacted
+        last turn is passed to it in ``kwargs``. A cache hit returns an SDK
+        ``Message`` built from the stored answer.
+        """
+        from .._loop import run_sync
+        from ..providers._wrapcall import _completion
+
+        holder: dict[str, Any] = {}
+        user = (kwargs.get("metadata") or {}).get("user_id") if isinstance(kwargs.get("metadata"), dict) else None
+        if user is not None:
+            # The Messages API's own metadata.user_id is who limits count.
+            request = dataclasses.replace(request, metadata={**request.metadata, CALLER_KEY: {"user_id": user}})
+
+        async def call(sent: Request, d: dict[str, Any]) -> tuple[Completion, Any, Request, int]:
+            args = dict(kwargs, model=sent.model)
+            messages = list(args.get("messages") or ())
+            if messages and sent.messages and messages[-1].get("content") != sent.messages[-1].content:
+                messages[-1] = {**messages[-1], "content": sent.messages[-1].content}
+                args["messages"] = messages
+            t0 = time.perf_counter()
+            if is_async:
+                message = await create(**args)
+            else:
+                import asyncio
+
+                message = await asyncio.to_thread(create, **args)
+            holder["message"] = message
+            d["attempts"] = [{"target": f"anthropic:{sent.model}", "ok": True, "client": "wrapped"}]
+            return _completion(message, (time.perf_counter() - t0) * 1000, None), "anthropic", sent, 1
+
+        async def run() -> tuple[Any, Completion]:
+            completion = await self._run(request, call)
+            message = holder.get("message")
+            if message is None or completion.note is not None and completion.note.status == "cached":
+                message = _sdk_message(completion)
+            elif completion.text != _completion(message, 0.0, None).text:
+                message = _sdk_message(completion, message)  # an output guardrail redacted it
+            return message, completion
+
+        return run() if is_async else run_sync(run())
+
+    def _lookup(self, request: Request, caller: Caller, d: dict[str, Any], started: float) -> Completion | None:
+        if self.cache is None and self.semantic_cache is None:
+            return None
+        if caller.metadata.get("no_cache"):
+            d["cache"] = {"result": "skipped", "reason": "no_cache"}
+            return None
+        cache_d: dict[str, Any] = {}
+        d["cache"] = cache_d
+        hit = None
+        if self.cache is not None:
+            key = request_key(request)
+            d["_key"] = key
+            hit = self.cache.lookup(request, key)
+            cache_d["exact"] = "hit" if hit is not None else "miss"
+        if hit is None and self.semantic_cache is not None:
+            vector = None
+            question = self.semantic_cache.question(request)
+            if question is not None:
+                vector = self.semantic_cache.embed([question])[0]
+                d["_vector"] = vector
+            hit, info = self.semantic_cache.lookup(request, vector=vector)
+            cache_d["semantic"] = info
+        if hit is None:
+            cache_d["result"] = "miss"
+            return None
+        original = hit.completion
+        cache_d.update({
+            "result": "hit", "kind": hit.kind, "saved_usd": hit.cost_usd, "age_s": round(hit.age_s, 3),
+            "original_usage": dataclasses.asdict(original.usage), "original_model": original.model,
+        })
+        if hit.similarity is not None:
+            cache_d["similarity"] = round(hit.similarity, 4)
+        d.pop("_key", None)
+        d.pop("_vector", None)
+        elapsed = (time.perf_counter() - started) * 1000
+        return Completion(
+            text=original.text, model=original.model, stop_reason=original.stop_reason, usage=Usage(),
+            latency_ms=elapsed, ttft_ms=elapsed, request_id=original.request_id, provider=original.provider,
+            note=CallNote(status="cached", decisions=d, request=request, provider=self.provider, attempts=0),
+        )
+
+    def _store(self, request: Request, completion: Completion, cost: float | None, d: dict[str, Any]) -> None:
+        key = d.pop("_key", None)
+        vector = d.pop("_vector", None)
+        stored = []
+        if self.cache is not None and self.cache.store_answer(request, completion, cost, key):
+            stored.append("exact")
+        if self.semantic_cache is not None and self.semantic_cache.store_answer(request, completion, cost, vector=vector):
+            stored.append("semantic")
+        if "cache" in d:
+            d["cache"]["stored"] = stored
+
+    async def _call_chain(self, request: Request, d: dict[str, Any]) -> tuple[Completion, Any, Request, int]:
+        """(answer, the provider that gave it, the request it was sent, attempts)."""
+        chain = self.fallbacks
+        targets = chain.targets if chain is not None else (Target(self.provider),)
+        retries = chain.retries if chain is not None else self.retries
+        breaker = chain.breaker if chain is not None else None
+        attempts: list[dict[str, Any]] = []
+        d["attempts"] = attempts
+        last: ProviderError | None = None
+        for target in targets:
+            sent = request if target.model is None or target.model == request.model else dataclasses.replace(request, model=target.model)
+            label = f"{target.provider.name}:{sent.model}"
+            state = None
+            if breaker is not None:
+                allowed, state = breaker.allow(label)
+                if not allowed:
+                    attempts.append({"target": label, "skipped": f"breaker {state}"})
+                    continue
+            for attempt in range(1, retries + 2):
+                t0 = time.perf_counter()
+                try:
+                    completion = await target.provider.complete(sent)
+                except ProviderError as exc:
+                    attempts.append(_attempt(
+                        label, state, breaker, False, error_type=type(exc).__name__, status=exc.status_code,
+                        error=str(exc)[:300], latency_ms=round((time.perf_counter() - t0) * 1000, 3),
+                    ))
+                    last = exc
+                    if chain is not None and not chain.falls_back_on(exc) and not exc.retryable:
+                        raise self._failed(exc, d, sent, len(attempts)) from None
+                    if attempt <= retries and exc.retryable:
+                        delay = DEFAULT_POLICY.delay(attempt, exc, self._rng)
+                        if delay is not None:
+                            await target.provider.sleep(delay)
+                            continue
+                    if chain is None or not chain.falls_back_on(exc):
+                        raise self._failed(exc, d, sent, len(attempts)) from None
+                    break
+                attempts.append(_attempt(label, state, breaker, True, latency_ms=round(completion.latency_ms, 3)))
+                if target is not targets[0]:
+                    d["fallback"] = {"used": label, "after": [a["target"] for a in attempts[:-1]]}
+                return completion, target.provider, sent, sum(1 for a in attempts if "skipped" not in a)
+        if last is None:
+            last = ProviderUnavailable(
+                "every fallback target is skipped: their circuit breakers are open; "
+                f"the first probe is allowed {breaker.cooldown_s:g} s after opening" if breaker else "no target",
+            )
+        raise self._failed(last, d, request, sum(1 for a in attempts if "skipped" not in a))
+
+    def _failed(self, exc: ProviderError, d: dict[str, Any], sent: Request, attempts: int) -> ProviderError:
+        # The gateway has retried and fallen back already: the caller's loop must not redo it all.
+        exc.retryable = False
+        exc.note = CallNote(decisions=d, request=sent, attempts=attempts)
+        d.pop("_key", None)
+        d.pop("_vector", None)
+        return exc
+
+    def _refused(self, exc: GatewayRefused, d: dict[str, Any], request: Request, **note: Any) -> GatewayRefused:
+        status = "guardrail_triggered" if isinstance(exc, GuardrailTriggered) else "error"
+        d["refused"] = {"error_type": type(exc).__name__, "rule": exc.rule}
+        d.pop("_key", None)
+        d.pop("_vector", None)
+        exc.note = CallNote(
+            status=status, decisions=d, request=request, provider=note.get("provider"),
+            price_provider=note.get("price_provider"), completion=note.get("paid"), attempts=note.get("attempts", 0),
+        )
+        return exc
+
+    def _cost(self, model: str, usage: Usage, price_provider: str | None) -> float | None:
+        if self.pricer is None:
+            return None
+        if model not in self.pricer.overrides():
+            below = self._below_tiers.get((model, price_provider))
+            if below is None:
+                below = self._below_tiers[(model, price_provider)] = _base_prices(model, price_provider)
+            if below is not False and usage.total_input_tokens < below[0]:
+                return below[1].cost(usage)
+        return self.pricer.estimate(model, usage, price_provider)
+
+    def worst_cost(self, request: Request, usage: Usage | None = None, *, routed: bool = False) -> float | None:
+        """The most this call can cost on any model it may be routed (unless ``routed``) or fall back to.
+
+        ``usage`` defaults to input at 2 characters a token (more than any tokenizer
+        gives for prose) and all of ``max_tokens`` out. None when a model has no price.
+        """
+        usage = usage or Usage(input_tokens=2 * input_tokens(request) + 16, output_tokens=request.max_tokens)
+        models = {request.model}
+        if self.router is not None and not routed:
+            models |= {r.model for r in self.router.routes} | set(self.router.labels.values())
+            if self.router.default:
+                models.add(self.router.default)
+        targets = self.fallbacks.targets if self.fallbacks is not None else (Target(self.provider),)
+        worst = 0.0
+        for t in targets:
+            for model in ({t.model} if t.model else models):
+                cost = self._cost(model, usage, getattr(t.provider, "price_provider", None))
+                if cost is None:
+                    return None
+                worst = max(worst, cost)
+        return worst
+
+    def __repr__(self) -> str:
+        parts = [p for p in ("cache", "semantic_cache", "router", "fallbacks", "guardrails", "limits") if getattr(self, p) is not None]
+        return f"<Gateway {self.policy!r} over {self.name}: {', '.join(parts) or 'no layers'}>"
+
+
+def _base_prices(model: str, provider_id: str | None) -> Any:
+    """(input tokens where the first price tier starts, the base ``Price``), or False.
+
+    genai-prices prices a tiered model (long-context prices) in Decimal at about
+    100 µs a call; below its first tier the base prices give the same dollars in
+    about 1 µs. Flat models get an infinite start. False: no price known.
+    """
+    import math
+    from decimal import Decimal
+
+    from genai_prices import Usage as GPUsage
+    from genai_prices import calc_price
+
+    from ..pricing import Price
+
+    try:
+        mp = calc_price(GPUsage(input_tokens=1, output_tokens=1), model, provider_id=provider_id or "anthropic").model_price
+    except LookupError:
+        return False
+    fields = (mp.input_mtok, mp.output_mtok, mp.cache_read_mtok, mp.cache_write_mtok)
+    start, base = math.inf, []
+    for f in fields:
+        if f is None or isinstance(f, Decimal):
+            base.append(None if f is None else float(f))
+        else:  # TieredPrices: base price and the tiers above it
+            base.append(float(f.base))
+            start = min([start, *(t.start for t in f.tiers)])
+    if base[0] is None or base[1] is None:
+        return False
+    return start, Price(base[0], base[1], base[2], base[3])
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two store paths are one file (a notebook cell run again opens it anew)."""
+    import os
+
+    if ":memory:" in (a, b):
+        return False
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _attempt(label: str, state: str | None, breaker: Any, ok: bool, **fields: Any) -> dict[str, Any]:
+    """One fallback attempt for the trace; counts it on the breaker and notes a transition."""
+    record: dict[str, Any] = {"target": label, "ok": ok, **fields}
+    if state is not None:
+        record["breaker"] = state
+    if breaker is not None:
+        transition = breaker.record(label, ok)
+        if transition:
+            record["breaker_transition"] = transition
+    return record
+
+
+def _sdk_message(completion: Completion, like: Any = None) -> Any:
+    """An anthropic SDK ``Message`` carrying ``completion`` (a cached or redacted answer)."""
+    from anthropic.types import Message, TextBlock
+    from anthropic.types import Usage as SDKUsage
+
+    u = completion.usage
+    return Message(
+        id=(getattr(like, "id", None) or completion.request_id or "msg_cached"), type="message", role="assistant",
+        model=completion.model, content=[TextBlock(type="text", text=completion.text)],
+        stop_reason=completion.stop_reason, stop_sequence=None,
+        usage=SDKUsage(input_tokens=u.input_tokens, output_tokens=u.output_tokens,
+                       cache_read_input_tokens=u.cache_read_tokens, cache_creation_input_tokens=u.cache_write_tokens),
+    )
+
+
+def _tokens(usage: Usage) -> int:
+    return usage.total_input_tokens + usage.output_tokens
