@@ -19,7 +19,7 @@ from . import traces
 from ._canonical import dumps
 from ._ids import new_id
 from ._retry import DEFAULT_POLICY, RetryPolicy, complete_with_retries
-from .errors import ProviderError
+from .errors import ProviderError, UnexpectedProviderError
 
 if TYPE_CHECKING:
     from .pricing import Pricer
@@ -99,10 +99,15 @@ class Tracer:
     def __init__(self, writer_factory: Callable[[], BatchWriter], pricer: Pricer) -> None:
         self._writer_factory = writer_factory
         self.pricer = pricer
+        self._writer: BatchWriter | None = None
 
     @property
     def writer(self) -> BatchWriter:
-        return self._writer_factory()
+        """The store's current writer, looked up again once the last one was closed."""
+        writer = self._writer
+        if writer is None or writer._closed:
+            writer = self._writer = self._writer_factory()
+        return writer
 
     # -- user spans --------------------------------------------------------------------------
 
@@ -113,9 +118,10 @@ class Tracer:
         ``capture=False`` keeps arguments and results out of the database.
         """
 
+        tracer = self
+
         def decorate(func: F) -> F:
             span_name = name or getattr(func, "__qualname__", repr(func))
-            put = self.writer.put
             sql = traces.SPAN_SQL
             iso = traces.iso_utc
             perf = time.perf_counter
@@ -149,11 +155,11 @@ class Tracer:
                     try:
                         result = await func(*args, **kwargs)
                     except BaseException as exc:
-                        put(sql, span_row(sid, tid, parent, wall, t0, args, kwargs, None, exc))
+                        tracer.writer.put(sql, span_row(sid, tid, parent, wall, t0, args, kwargs, None, exc))
                         raise
                     finally:
                         current.reset(token)
-                    put(sql, span_row(sid, tid, parent, wall, t0, args, kwargs, result, None))
+                    tracer.writer.put(sql, span_row(sid, tid, parent, wall, t0, args, kwargs, result, None))
                     return result
 
                 return async_wrapper  # type: ignore[return-value]
@@ -169,11 +175,12 @@ class Tracer:
                 try:
                     result = func(*args, **kwargs)
                 except BaseException as exc:
-                    put(sql, span_row(sid, tid, parent, wall, t0, args, kwargs, None, exc))
+                    tracer.writer.put(sql, span_row(sid, tid, parent, wall, t0, args, kwargs, None, exc))
                     raise
                 finally:
                     current.reset(token)
-                put(sql, span_row(sid, tid, parent, wall, t0, args, kwargs, result, None))
+                # Looked up per call, not at decoration: the file may have been closed and opened again.
+                tracer.writer.put(sql, span_row(sid, tid, parent, wall, t0, args, kwargs, result, None))
                 return result
 
             return wrapper  # type: ignore[return-value]
@@ -204,6 +211,8 @@ class Tracer:
         that commits it itself, together with rows of its own).
         """
         sid = new_id()
+        # Where the row goes is settled before the call is paid for (a read-only file refuses here).
+        emit = emit or self.writer.put
         backdated = started is not None
         started = time.time() if started is None else started
         attempted = await complete_with_retries(provider, request, policy)
@@ -274,7 +283,7 @@ class Tracer:
             cost_usd=cost,
             price_source=source,
             status=status,
-            error_type=None if error is None else type(error).__name__,
+            error_type=None if error is None else _error_type(error),
             error=None if error is None else str(error),
             attempts=attempts,
             stop_reason=None if completion is None else completion.stop_reason,
@@ -297,6 +306,13 @@ class Tracer:
             completion=completion,
             error=error if isinstance(error, ProviderError) else None,
         )
+
+
+def _error_type(error: BaseException) -> str:
+    """The class name a trace records: a custom provider's own exception, not our wrapper."""
+    if isinstance(error, UnexpectedProviderError):
+        return type(error.original).__name__
+    return type(error).__name__
 
 
 class Span:
