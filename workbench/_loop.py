@@ -54,6 +54,7 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         raise RuntimeError("run_sync called from the workbench loop itself; await the async API instead")
     lp = loop()
     done: concurrent.futures.Future[T] = concurrent.futures.Future()
+    ended = threading.Event()
     tasks: list[asyncio.Task[T]] = []
 
     def finish(task: asyncio.Task[T]) -> None:
@@ -64,6 +65,7 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
             done.set_exception(task.exception())  # type: ignore[arg-type]
         else:
             done.set_result(task.result())
+        ended.set()
 
     def start() -> None:
         task = lp.create_task(coro)
@@ -77,7 +79,7 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         if not done.done():
             # Callbacks run in order, so start() has made the task by the time this runs.
             lp.call_soon_threadsafe(lambda: tasks[0].cancel())
-            concurrent.futures.wait([done], timeout=CLEANUP_WAIT_S)
+            ended.wait(CLEANUP_WAIT_S)
         raise
 
 

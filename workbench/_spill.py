@@ -15,7 +15,8 @@ temporary folder, named after the database's path; readers merge both. Lines::
     {"kind":"failed","sql_id":"3f2a...","row":[...],"error":"Error binding parameter 5 ...","at":"..."}
 
 Statements are written once per append, not once per row. Processes that share
-a database share its spill file under an exclusive lock (``<spill>.lock``).
+a database share its spill files under one exclusive lock, kept in the temporary
+folder beside the fallback file.
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ class Spill:
     def __init__(self, db_path: str) -> None:
         self.db_path = db_path
         self.paths = (primary_path(db_path), fallback_path(db_path))
+        self.lock_path = self.paths[1][: -len(SUFFIX)] + ".spill.lock"
 
     def append(self, entries: Sequence[tuple[str, str, Sequence[Any], str | None]]) -> str:
         """Append ``(kind, sql, row, error)`` entries durably; returns the file used.
@@ -138,37 +140,30 @@ class Spill:
         """
         data = _lines(entries)
         last: OSError | None = None
-        for path in self.paths:
-            try:
-                with self._locked(path):
-                    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                    try:
-                        view = memoryview(data)
-                        while view:
-                            view = view[os.write(fd, view):]
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-                return path
-            except OSError as exc:
-                last = exc
-                with contextlib.suppress(OSError):
-                    self._drop_partial(path, len(data))
+        with self._locked():
+            for path in self.paths:
+                try:
+                    if path == self.paths[1]:
+                        os.makedirs(os.path.dirname(path), exist_ok=True)
+                    _append(path, data)
+                    return path
+                except OSError as exc:
+                    last = exc
         assert last is not None
         raise last
-
-    def _drop_partial(self, path: str, size: int) -> None:
-        """After a failed append, cut the half-written tail so every line stays whole."""
-        with open(path, "rb+") as fh:
-            content = fh.read()
-            end = content.rfind(b"\n") + 1
-            if end != len(content):
-                fh.truncate(end)
 
     def counts(self) -> tuple[int, int]:
         """(pending, failed) rows over both files, without parsing the JSON."""
         pending = failed = 0
+        for counted in self._counts().values():
+            pending += counted[0]
+            failed += counted[1]
+        return pending, failed
+
+    def _counts(self) -> dict[str, tuple[int, int]]:
+        found = {}
         for path in self.paths:
+            pending = failed = 0
             try:
                 with open(path, "rb") as fh:
                     for line in fh:
@@ -176,19 +171,19 @@ class Spill:
                             pending += 1
                         elif line.startswith(_FAILED_PREFIX):
                             failed += 1
-            except FileNotFoundError:
-                continue
             except OSError:
-                continue  # unreadable: health says what it can
-        return pending, failed
+                continue  # missing, or unreadable: health says what it can
+            if pending or failed:
+                found[path] = (pending, failed)
+        return found
 
     def existing(self) -> list[str]:
         return [p for p in self.paths if os.path.exists(p)]
 
     def where(self) -> str | None:
-        """The spill file that holds rows (the first that exists), for messages."""
-        found = self.existing()
-        return found[0] if found else None
+        """The spill file(s) holding rows, for messages (``a and b`` when both do), or None."""
+        found = list(self._counts())
+        return " and ".join(found) if found else None
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -196,10 +191,7 @@ class Spill:
         ``entries`` are written back (to the primary file when it can be written), and
         an empty list removes the files.
         """
-        with contextlib.ExitStack() as stack:
-            for path in self.paths:
-                with contextlib.suppress(OSError):
-                    stack.enter_context(self._locked(path, create=False))
+        with self._locked():
             session = Session([e for path in self.paths for e in _read(path)])
             yield session
             if session.changed:
@@ -207,9 +199,9 @@ class Spill:
 
     def _rewrite(self, entries: list[Entry]) -> None:
         if not entries:
-            for path in self.paths:
+            for name in (*self.paths, self.lock_path):
                 with contextlib.suppress(FileNotFoundError):
-                    os.remove(path)
+                    os.remove(name)
             return
         data = _lines([(e.kind, e.sql, e.row, e.error) for e in entries])
         for i, path in enumerate(self.paths):
@@ -225,26 +217,51 @@ class Spill:
         # written again by the next replay, where a duplicate id counts as written.
 
     @contextlib.contextmanager
-    def _locked(self, path: str, *, create: bool = True) -> Iterator[None]:
-        folder = os.path.dirname(path)
-        if create:
-            os.makedirs(folder, exist_ok=True)
+    def _locked(self) -> Iterator[None]:
+        """One lock for both files, kept in the temporary folder so none is left beside the database."""
         if fcntl is None:
             yield
             return
-        lock_path = path + ".lock"
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
-            if create and not os.path.exists(path):
-                raise
-            yield  # a read-only folder: nobody else can change the file either
-            return
-        try:
+        while True:
+            try:
+                os.makedirs(os.path.dirname(self.lock_path), exist_ok=True)
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:
+                yield  # no temporary folder to lock in: one process per file is the common case
+                return
             fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(self.lock_path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the holder before us removed it with an emptied spill: lock the new one
+        try:
             yield
         finally:
             os.close(fd)
+
+
+def _append(path: str, data: bytes) -> None:
+    """Append whole lines durably; on failure leave the file as it was (or absent)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    size = os.fstat(fd).st_size
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except OSError:
+        # A full disk takes half a line: cut back so every line stays whole.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+        os.close(fd)
+        if size == 0:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        raise
+    os.close(fd)
 
 
 def _replace(path: str, data: bytes) -> None:

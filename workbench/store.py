@@ -313,6 +313,7 @@ class Store:
         self._thread_conns: list[sqlite3.Connection] = []
         self._writer: BatchWriter | None = None
         self._immutable = False
+        self._recovered = 0
         if self.path == ":memory:":
             if readonly:
                 raise ConfigError("readonly=True needs a file; an in-memory database starts empty")
@@ -343,7 +344,8 @@ class Store:
                     conn.close()
             if not isinstance(exc, (sqlite3.Error, StoreError)):
                 raise
-            error = _translate(exc, self.path, "opening", readonly=readonly, existed=self.path in existed)
+            doing = "opening" if self.path in existed else "creating"
+            error = _translate(exc, self.path, doing, readonly=readonly, existed=self.path in existed)
             if isinstance(error, (DiskFull, ReadOnlyDatabase)):
                 _remove_created(self.path, existed)  # a full disk or a read-only folder leaves no empty file
             if error is exc:
@@ -589,7 +591,7 @@ class Store:
         held = len(writer.held) if writer is not None else 0
         return Health(
             path=self.path,
-            written=0 if writer is None else writer.written,
+            written=self._recovered + (0 if writer is None else writer.written),
             pending=(0 if writer is None else writer.pending()),
             spilled=spilled,
             failed=failed,
@@ -618,6 +620,7 @@ class Store:
             raise self.error(exc, "recovering rows into") from None
         finally:
             conn.close()
+        self._recovered += result.written
         if result.error is not None:
             raise self.error(result.error, "recovering rows into")
         return self.health()
@@ -690,7 +693,7 @@ class Health:
     path: str
     """The database file."""
     written: int
-    """Rows this process's writer committed to the file."""
+    """Rows this process committed to the file (its writer's, and those ``recover()`` wrote)."""
     pending: int
     """Rows in memory, queued or waiting to be retried."""
     spilled: int
@@ -1083,13 +1086,22 @@ class BatchWriter:
         return not kept
 
     def _measure(self, n: int, seconds: float) -> None:
-        """Size batches and the queue so a queued row waits at most one batch, then is committed in one."""
+        """Size batches and the queue from the measured time per row.
+
+        A queued row waits for at most the batch being written, then is written in
+        the next: two batches. Each is sized to an eighth of the window, because a
+        commit sometimes takes several times its usual time (a checkpoint, a busy
+        machine, the caller's thread holding the GIL); the estimate rises at once
+        on a slow commit and comes down slowly.
+        """
         if n < WRITER_BATCH_MIN:
             return
         per_row = seconds / n
-        self._row_s = per_row if self._row_s is None else 0.7 * self._row_s + 0.3 * per_row
-        # A third of the window per batch: one waiting, one being written, and slack for the machine.
-        target = int(WRITER_WINDOW_S / 3 / max(self._row_s, 1e-7))
+        if self._row_s is None or per_row > self._row_s:
+            self._row_s = per_row
+        else:
+            self._row_s = 0.8 * self._row_s + 0.2 * per_row
+        target = int(WRITER_WINDOW_S / 8 / max(self._row_s, 1e-7))
         self._batch = max(WRITER_BATCH_MIN, min(target, WRITER_BATCH_MAX, self.maxsize))
 
     def _retry_kept(self, conn: sqlite3.Connection) -> None:
