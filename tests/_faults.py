@@ -161,12 +161,17 @@ def run_on_small_disk(mode: str, folder: Path, code: str, *args: str, size_kb: i
 
 
 def damage_a_data_page(path: Path) -> None:
-    """Overwrite one page in the middle of the traces with garbage, keeping the header intact."""
+    """Overwrite a page of the traces table with garbage, keeping the header and schema intact."""
     conn = sqlite3.connect(path)
-    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    pages = conn.execute("PRAGMA page_count").fetchone()[0]
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    try:  # SQLite's page map, where it is compiled in
+        leaves = [r[0] for r in conn.execute("SELECT pageno FROM dbstat WHERE name = 'traces' AND pagetype = 'leaf'")]
+    except sqlite3.OperationalError:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        leaves = list(range(pages // 2, pages))  # the later half holds the traces written last
     conn.close()
     with open(path, "r+b") as fh:
-        fh.seek(page_size * (pages // 2))
-        fh.write(bytes((i * 37 + 11) % 256 for i in range(page_size)))
+        for page in leaves[len(leaves) // 2: len(leaves) // 2 + 3]:
+            fh.seek(page_size * (page - 1))
+            fh.write(bytes((i * 37 + 11) % 256 for i in range(page_size)))

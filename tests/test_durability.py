@@ -8,7 +8,6 @@ a garbled page for a damaged one.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sqlite3
 import subprocess
@@ -23,10 +22,8 @@ from workbench import _spill, store as store_module, traces
 from workbench.errors import (
     CorruptDatabase,
     DatabaseLocked,
-    ReadOnlyDatabase,
     RowsNotWritten,
     StoreError,
-    WorkbenchError,
 )
 from workbench.providers.simulated import SimulatedProvider
 
@@ -66,17 +63,6 @@ def make_workbench(path: Path, traces_n: int = 200) -> Path:
         for i in range(traces_n):
             step(i)
     return path
-
-
-@pytest.fixture(autouse=True)
-def _no_stray_fallback_spill(tmp_path):
-    """Rows may be kept in the temporary folder when a test's own folder is full: remove them after."""
-    yield
-    folder = Path(_spill.fallback_path(str(tmp_path / "x"))).parent
-    if folder.exists():
-        for p in folder.iterdir():
-            if str(abs(hash(str(tmp_path)))) and p.name.startswith(("wb.db-", "x.db-")):
-                pass
 
 
 # -- full disks ------------------------------------------------------------------------------
@@ -286,7 +272,7 @@ def test_a_read_only_file_is_refused_at_open_and_can_be_viewed_with_readonly(tmp
     assert cls == "workbench.errors.ReadOnlyDatabase"
     assert str(path) in message and "chmod u+w" in message and "readonly=True" in message
     # readonly=True: every read works ...
-    assert seen["traces"] == ["ok", 211] and seen["metrics"][0] == "ok" and seen["traces_df"] == ["ok", 211]
+    assert seen["traces"] == ["ok", count(workbench_file)] and seen["metrics"][0] == "ok" and seen["traces_df"] == ["ok", count(workbench_file)]
     assert seen["summary"] == ["ok", 1] and seen["prompt"] == ["ok", 1]
     # ... and every write is refused with a sentence, before any paid call.
     for key in ("register", "dataset", "traced", "complete", "run"):
@@ -295,7 +281,8 @@ def test_a_read_only_file_is_refused_at_open_and_can_be_viewed_with_readonly(tmp
         assert "opened with readonly=True" in message, (key, message)
     assert seen["calls_paid"] == 0
     assert sha256(path) == before
-    assert seen["files"] == ["wb.db"]
+    # Nothing but SQLite's own WAL index, which readers of a WAL file make in a writable folder.
+    assert set(seen["files"]) <= {"wb.db", "wb.db-wal", "wb.db-shm"}
 
 
 def test_a_valid_file_in_a_read_only_folder_is_not_called_corrupt(tmp_path, workbench_file):
@@ -308,10 +295,10 @@ def test_a_valid_file_in_a_read_only_folder_is_not_called_corrupt(tmp_path, work
         folder.chmod(0o755)
     cls, _, message = seen["open"]
     assert cls == "workbench.errors.ReadOnlyDatabase"
-    assert "corrupt" not in message and "damaged" not in message
+    assert "corrupt" not in message and "the file itself is not damaged" in message
     assert f"folder {folder}" in message and "wb.db-wal" in message and "readonly=True" in message
     # Viewing works even though SQLite cannot create its WAL index beside the file.
-    assert seen["traces"] == ["ok", 211] and seen["summary"] == ["ok", 1]
+    assert seen["traces"] == ["ok", count(workbench_file)] and seen["summary"] == ["ok", 1]
     assert seen["register"][0] == "workbench.errors.ReadOnlyDatabase"
     assert seen["files"] == ["wb.db"]
 
@@ -566,34 +553,31 @@ def _broken_file(kind: str, tmp_path: Path, made: Path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", BROKEN)
-def test_every_failure_of_the_file_reaches_the_user_as_a_workbench_error(tmp_path, kind, workbench_file):
+def test_every_failure_of_the_file_reaches_the_user_as_a_workbench_error(tmp_path, kind, workbench_file, monkeypatch):
     path = _broken_file(kind, tmp_path, workbench_file)
     out = tmp_path / "out"
     out.mkdir()
-    os.environ["WB_OUT"] = str(out)
-    try:
-        if kind == "full":
-            modes = disk_modes()
-            if "tmpfs" not in modes:
-                pytest.skip("a full disk for the whole API needs a tmpfs (mounting is not allowed here)")
-            disk = tmp_path / "disk"
-            seen = run_on_small_disk("tmpfs", disk, f"""
+    monkeypatch.setenv("WB_OUT", str(out))
+    if kind == "full":
+        modes = disk_modes()
+        if "tmpfs" not in modes:
+            pytest.skip("a full disk for the whole API needs a tmpfs (mounting is not allowed here)")
+        disk = tmp_path / "disk"
+        seen = run_on_small_disk("tmpfs", disk, f"""
 import shutil
 shutil.copy({str(path)!r}, os.path.join(DISK, "wb.db"))
 sys.argv[1:] = [os.path.join(DISK, "wb.db"), "full"]
 """ + WALK, size_kb=4096)
-        elif kind == "read-only-folder":
-            path.parent.chmod(0o555)
-            try:
-                seen = run_unprivileged(WALK, str(path), kind)
-            finally:
-                path.parent.chmod(0o755)
-        elif kind == "read-only-file":
+    elif kind == "read-only-folder":
+        path.parent.chmod(0o555)
+        try:
             seen = run_unprivileged(WALK, str(path), kind)
-        else:
-            seen = run(WALK, str(path), kind)
-    finally:
-        del os.environ["WB_OUT"]
+        finally:
+            path.parent.chmod(0o755)
+    elif kind == "read-only-file":
+        seen = run_unprivileged(WALK, str(path), kind)
+    else:
+        seen = run(WALK, str(path), kind)
     raw = {name: cls for name, (cls, ours) in seen.items() if cls != "ok" and not ours}
     assert raw == {}, f"raw exceptions left the public API for a {kind} file: {raw}"
     expected = {

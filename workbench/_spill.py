@@ -89,11 +89,14 @@ def _decode(value: Any) -> Any:
     return value
 
 
-class _Unreplayable(str):
-    """A value kept only as its ``repr``; binding it fails on purpose, so the row stays ``failed``."""
+class _Unreplayable:
+    """A value kept only as its ``repr``: SQLite cannot bind it, so its row stays ``failed``."""
 
-    def __conform__(self, protocol: Any) -> Any:
-        raise TypeError(f"value kept only as its repr, cannot be written: {str(self)[:200]}")
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text  # written back as the same {"$repr": ...}
 
 
 def _now() -> str:
