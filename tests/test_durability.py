@@ -49,6 +49,18 @@ def span_row(i: int) -> tuple:
             str(i), None, 0.1, "ok", None, None)
 
 
+@pytest.fixture
+def forget_kept_rows():
+    """Remove the fallback spill files (temporary folder) of the databases a test names."""
+    paths: list[Path] = []
+    yield paths.append
+    for path in paths:
+        keeper = _spill.Spill(str(path))
+        for name in (keeper.paths[1], keeper.lock_path):
+            if os.path.exists(name):
+                os.remove(name)
+
+
 def make_workbench(path: Path, traces_n: int = 200) -> Path:
     """A small workbench file with prompts, a dataset, an experiment and spans."""
     with wb.open(path, provider=SimulatedProvider(seed=0, time_scale=0)) as bench:
@@ -104,8 +116,8 @@ except RowsNotWritten as exc:
 health = bench.health()
 write_now = outcome(lambda: bench.store.write_now([("INSERT INTO traces (id, trace_id, kind, name, started_at, status, simulated) VALUES (?, ?, 'span', 'direct', '2026-01-01', 'ok', 0)", ("direct-1", "direct-1"))]))
 closed = outcome(bench.close)
-stored = in_file()
 free()
+stored = in_file()  # what the file took while the disk was full (counted once it may be opened again)
 cli = __import__("subprocess").run([sys.argv[1], "db", "recover", "--db", path], capture_output=True, text=True)
 report({
     "flushed": flushed, "raised": raised, "closed": closed, "write_now": write_now,
@@ -119,7 +131,8 @@ report({
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", disk_modes())
-def test_a_disk_that_fills_while_tracing_keeps_every_row(tmp_path, mode):
+def test_a_disk_that_fills_while_tracing_keeps_every_row(tmp_path, mode, forget_kept_rows):
+    forget_kept_rows(tmp_path / "disk" / "wb.db")
     seen = run_on_small_disk(mode, tmp_path / "disk", FILL_WHILE_TRACING, WORKBENCH, size_kb=16_384)
     n, stored = seen["N"], seen["stored_while_full"]
     assert stored < n  # the disk really filled up
@@ -206,7 +219,8 @@ report({"first": first, "second": second[0], "status": exp.status, "answered": C
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", [m for m in disk_modes() if m == "tmpfs"] or ["tmpfs"])
-def test_an_experiment_on_a_full_disk_says_so_and_resumes_without_paying_twice(tmp_path, mode):
+def test_an_experiment_on_a_full_disk_says_so_and_resumes_without_paying_twice(tmp_path, mode, forget_kept_rows):
+    forget_kept_rows(tmp_path / "disk" / "wb.db")
     if mode not in disk_modes():
         pytest.skip("needs a tmpfs (mounting is not allowed here): the spill file must find room elsewhere")
     seen = run_on_small_disk(mode, tmp_path / "disk", EXPERIMENT_ON_FULL_DISK, size_kb=8_192)
@@ -480,7 +494,10 @@ from workbench.providers.simulated import SimulatedProvider
 warnings.simplefilter("ignore")
 st.BUSY_TIMEOUT_MS = 300
 path, kind = sys.argv[1], sys.argv[2]
+provider = SimulatedProvider(seed=0, time_scale=0)
+opened_before = []
 if kind == "full":
+    opened_before.append(wb.open(path, provider=provider))  # the disk fills under an open workbench
     fill()
 if kind == "locked":
     blocker = sqlite3.connect(path, isolation_level=None)
@@ -488,17 +505,9 @@ if kind == "locked":
 
 results = {}
 def check(name, fn):
-    results[name] = outcome(fn)[:2]
+    results[name] = [*outcome(lambda: (fn(), None)[1]), ""][:3]  # the class of what it raised, not the value
 
-provider = SimulatedProvider(seed=0, time_scale=0)
-check("open", lambda: wb.open(path, provider=provider))
-check("open_readonly", lambda: wb.open(path, provider=provider, readonly=True))
-for readonly in (False, True):
-    try:
-        bench = wb.open(path, provider=provider, readonly=readonly)
-    except Exception:
-        continue
-    p = f"{'ro' if readonly else 'rw'}."
+def walk(p, bench):
     check(p + "prompts.list", lambda: bench.prompts.list())
     check(p + "prompts.register", lambda: bench.prompts.register("walk", "Q: {q}", "claude-haiku-4-5"))
     check(p + "prompts.set_label", lambda: bench.prompts.set_label("p", "prod", 1))
@@ -521,12 +530,23 @@ for readonly in (False, True):
     check(p + "health", bench.health)
     check(p + "recover", bench.recover)
     check(p + "close", bench.close)
+
+for bench in opened_before:
+    walk("opened-before.", bench)
+check("open", lambda: wb.open(path, provider=provider))
+check("open_readonly", lambda: wb.open(path, provider=provider, readonly=True))
+for readonly in (False, True):
+    try:
+        bench = wb.open(path, provider=provider, readonly=readonly)
+    except Exception:
+        continue
+    walk(f"{'ro' if readonly else 'rw'}.", bench)
 runner = CliRunner()
 for args in (["traces", "list"], ["prompts", "list"], ["experiments", "list"], ["db", "health"], ["db", "recover"], ["db", "migrate"]):
     res = runner.invoke(cli, [*args, "--db", path] if args[0] == "db" else [args[0], "--db", path, *args[1:]])
     exc = res.exception
     raw = exc is not None and not isinstance(exc, SystemExit)
-    results["cli " + " ".join(args)] = [type(exc).__name__ if raw else "exit %s" % res.exit_code, not raw]
+    results["cli " + " ".join(args)] = [type(exc).__name__ if raw else "exit %s" % res.exit_code, not raw, res.output[-300:]]
 report(results)
 """
 
@@ -553,8 +573,11 @@ def _broken_file(kind: str, tmp_path: Path, made: Path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", BROKEN)
-def test_every_failure_of_the_file_reaches_the_user_as_a_workbench_error(tmp_path, kind, workbench_file, monkeypatch):
+def test_every_failure_of_the_file_reaches_the_user_as_a_workbench_error(
+    tmp_path, kind, workbench_file, monkeypatch, forget_kept_rows
+):
     path = _broken_file(kind, tmp_path, workbench_file)
+    forget_kept_rows(tmp_path / "disk" / "wb.db")
     out = tmp_path / "out"
     out.mkdir()
     monkeypatch.setenv("WB_OUT", str(out))
@@ -567,7 +590,7 @@ def test_every_failure_of_the_file_reaches_the_user_as_a_workbench_error(tmp_pat
 import shutil
 shutil.copy({str(path)!r}, os.path.join(DISK, "wb.db"))
 sys.argv[1:] = [os.path.join(DISK, "wb.db"), "full"]
-""" + WALK, size_kb=4096)
+""" + WALK, size_kb=8192)
     elif kind == "read-only-folder":
         path.parent.chmod(0o555)
         try:
@@ -578,12 +601,12 @@ sys.argv[1:] = [os.path.join(DISK, "wb.db"), "full"]
         seen = run_unprivileged(WALK, str(path), kind)
     else:
         seen = run(WALK, str(path), kind)
-    raw = {name: cls for name, (cls, ours) in seen.items() if cls != "ok" and not ours}
+    raw = {name: cls for name, (cls, ours, _) in seen.items() if cls != "ok" and not ours}
     assert raw == {}, f"raw exceptions left the public API for a {kind} file: {raw}"
     expected = {
         "not-sqlite": "NotAWorkbenchDatabase", "foreign": "NotAWorkbenchDatabase", "damaged": "CorruptDatabase",
         "locked": "DatabaseLocked", "read-only-file": "ReadOnlyDatabase", "read-only-folder": "ReadOnlyDatabase",
         "full": "DiskFull",
     }[kind]
-    classes = {cls.rsplit(".", 1)[-1] for cls, _ in seen.values()}
+    classes = {cls.rsplit(".", 1)[-1] for cls, _, _ in seen.values()}
     assert expected in classes, seen

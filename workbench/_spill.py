@@ -239,10 +239,15 @@ class Spill:
                 same = False
             if same:
                 break
-            os.close(fd)  # the holder before us removed it with an emptied spill: lock the new one
+            os.close(fd)  # the holder before us removed it: lock the new one
         try:
             yield
         finally:
+            # Leave no lock file behind when the temporary folder holds no rows of ours
+            # (a waiter on the removed file sees it is gone and locks afresh).
+            if not os.path.exists(self.paths[1]):
+                with contextlib.suppress(OSError):
+                    os.remove(self.lock_path)
             os.close(fd)
 
 

@@ -178,13 +178,18 @@ def _remove_created(path: str, existed: set[str]) -> None:
 # -- errors ----------------------------------------------------------------------------------
 
 
+def _free_bytes(folder: str) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
 def _free(folder: str) -> str:
     from ._format import count
 
-    try:
-        return f"{count(shutil.disk_usage(folder).free)} bytes free"
-    except OSError:
-        return "free space unknown"
+    free = _free_bytes(folder)
+    return "free space unknown" if free is None else f"{count(free)} bytes free"
 
 
 def _size_limit() -> int | None:
@@ -235,8 +240,14 @@ def _translate(exc: BaseException, path: str, doing: str, *, readonly: bool = Fa
         )
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "is locked" in text:
         return DatabaseLocked(
-            f"{path} is locked by another process (waited {BUSY_TIMEOUT_MS // 1000} s while {doing} it). "
+            f"{path} is locked by another process (waited {BUSY_TIMEOUT_MS / 1000:g} s while {doing} it). "
             "Close the program holding a write transaction on it (a database browser, another kernel) and try again."
+        )
+    if name.startswith("SQLITE_IOERR") and _free_bytes(folder) == 0:
+        # SQLite says "disk I/O error" when even its small WAL index (-shm) finds no room.
+        return DiskFull(
+            f"{doing} {path} failed: the disk is full ({_free(folder)} in {folder}; SQLite: {text}, {name}). "
+            "Free space on that disk, or move the file to a disk with room."
         )
     if name.startswith("SQLITE_IOERR"):
         limit = _size_limit()
@@ -375,6 +386,13 @@ class Store:
                     raise
                 continue
             self._immutable = immutable
+            if immutable and os.path.exists(self.path + "-wal") and os.path.getsize(self.path + "-wal") > 0:
+                warnings.warn(
+                    f"{self.path} is opened without its write-ahead log ({self.path}-wal): its folder is not "
+                    "writable, so SQLite cannot read the log, and the changes still in it are not shown. "
+                    "Open it from a writable folder to see them.",
+                    RuntimeWarning, stacklevel=3,
+                )
             return conn
         raise AssertionError("unreachable")
 
@@ -818,6 +836,7 @@ class BatchWriter:
         self.held: list[tuple[str, str, Sequence[Any], str | None]] = []
         """Kept rows no spill file took: (kind, sql, row, error)."""
         self.last_error: StoreError | None = None
+        self.spill_error: str | None = None
         self.spill = _spill.Spill(path)
         self._closed = False
         self._batch = min(maxsize, WRITER_BATCH)
@@ -910,23 +929,21 @@ class BatchWriter:
         )
 
     def _outside_message(self, pending: int, failed: int, held: int) -> str:
-        from ._format import count
-
         total = pending + failed + held
         where = self.spill.where() or self.spill.paths[0]
         parts = []
         if pending:
-            cause = f" ({self.last_error})" if self.last_error is not None else ""
-            parts.append(f"{count(pending)} wait in {where}, because the file refused them{cause}")
+            parts.append(f"{_rows(pending, 'waits', 'wait')} in {where}")
         if held:
             parts.append(
-                f"{count(held)} are only in this process's memory: no spill file could be written "
-                f"({' or '.join(self.spill.paths)}); they are lost if the process ends before the file takes them"
+                f"{_rows(held)} only in this process's memory, because no spill file could be written "
+                f"({self.spill_error}); they are lost if the process ends before the file takes them"
             )
         if failed:
-            parts.append(f"{count(failed)} can never be written (SQLite refuses a value); each is kept in {where} with its error")
+            parts.append(f"{_rows(failed, 'can', 'can')} never be written (SQLite refuses a value; each is kept in {where} with its error)")
+        cause = f" The file refused them: {self.last_error}" if (pending or held) and self.last_error is not None else ""
         return (
-            f"{_rows(total)} not in {self.path}: " + "; ".join(parts) + ". "
+            f"{_rows(total)} not in {self.path}: " + "; ".join(parts) + "." + cause + " "
             f"Fix the cause, then call flush() again or run `workbench db recover --db {self.path}`."
         )
 
@@ -940,6 +957,7 @@ class BatchWriter:
             where = self.spill.append(entries)
         except OSError as exc:
             self.held.extend(entries)
+            self.spill_error = exc.strerror or str(exc)
             sentence = (
                 f"{_rows(len(entries))} kept in memory only: no spill file could be written "
                 f"({exc.strerror}); they are lost if this process ends before the file takes them."
@@ -1062,9 +1080,10 @@ class BatchWriter:
         committed = self._commit(conn, items) if items else True
         if force and not self._replay_due:
             self._replay_due = bool(self.spill.existing())  # another process may have kept rows
-        # Kept rows go in with the next commit that works, on flush(), and at most every
-        # REPLAY_EVERY_S while the file refuses them (not after every failing batch).
-        if self._replay_due and (force or (committed and time.monotonic() >= self._replay_after)):
+        # Kept rows go in before anyone waiting on this batch reads (an experiment must see
+        # its kept calls, or it would pay for them again), with the next commit that works,
+        # and otherwise at most every REPLAY_EVERY_S while the file refuses them.
+        if self._replay_due and (events or force or (committed and time.monotonic() >= self._replay_after)):
             self._retry_kept(conn)
         for ev in events:
             _signal(ev)
