@@ -1164,7 +1164,7 @@ def _transaction(conn: sqlite3.Connection, items: Sequence[tuple[str, Sequence[A
         try:
             conn.execute("BEGIN IMMEDIATE")
             for sql, rows in groups.items():
-                conn.executemany(sql, rows)
+                _insert_many(conn, sql, rows)
             conn.execute("COMMIT")
             return None
         except Exception as exc:  # noqa: BLE001 - any bad row or file error is reported, not raised
@@ -1175,6 +1175,54 @@ def _transaction(conn: sqlite3.Connection, items: Sequence[tuple[str, Sequence[A
                 continue
             return exc
     return error
+
+
+_MULTI_ROWS = (512, 64, 8)
+"""Rows per multi-row INSERT: a few sizes only, so SQLite's statement cache keeps each."""
+_multi_cache: dict[str, tuple[str, str, str] | None] = {}
+
+
+def _split_values(sql: str) -> tuple[str, str, str] | None:
+    """``INSERT ... VALUES (?, ...) [ON CONFLICT ...]`` as (head, one row's tuple, tail), or None."""
+    found = _multi_cache.get(sql, False)
+    if found is not False:
+        return found  # type: ignore[return-value]
+    parts = None
+    upper = sql.upper()
+    at = upper.find(" VALUES ")
+    if upper.lstrip().startswith("INSERT") and at > 0 and "RETURNING" not in upper:
+        start = sql.find("(", at)
+        depth = 0
+        for end in range(start, len(sql)):
+            depth += {"(": 1, ")": -1}.get(sql[end], 0)
+            if depth == 0:
+                parts = (sql[:start], sql[start:end + 1], sql[end + 1:])
+                break
+    _multi_cache[sql] = parts
+    return parts
+
+
+def _insert_many(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Insert ``rows`` with few statements: one multi-row INSERT steps SQLite once, where
+    ``executemany`` steps (and hands the GIL back and forth) once per row; under a busy
+    caller thread that is about half the time a row, and far steadier."""
+    parts = _split_values(sql) if len(rows) > 1 else None
+    if parts is None:
+        conn.executemany(sql, rows)
+        return
+    head, one, tail = parts
+    width = len(rows[0])
+    limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    i = 0
+    for size in _MULTI_ROWS:
+        if size * width > limit:
+            continue
+        statement = f"{head}{','.join([one] * size)}{tail}"
+        while len(rows) - i >= size:
+            conn.execute(statement, [v for row in rows[i:i + size] for v in row])
+            i += size
+    if i < len(rows):
+        conn.executemany(sql, rows[i:])
 
 
 def _write_rows(
