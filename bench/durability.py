@@ -126,7 +126,7 @@ def insert_path(rows: int = 60_000, batch: int = 2_000) -> None:
     caller's thread busy in Python (it competes for the GIL, as a traced hot loop does)."""
     import workbench as wb
     from workbench import traces
-    from workbench.store import _insert_many
+    from workbench._sqlite import insert_many
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "insert.db"
@@ -152,7 +152,7 @@ def insert_path(rows: int = 60_000, batch: int = 2_000) -> None:
                 if name == "executemany":
                     conn.executemany(traces.SPAN_SQL, chunk)
                 else:
-                    _insert_many(conn, traces.SPAN_SQL, chunk)
+                    insert_many(conn, traces.SPAN_SQL, chunk)
                 conn.execute("COMMIT")
                 timings[name].append((time.perf_counter() - t0) / batch * 1e6)
         stop.set()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import workbench as wb
-from workbench import _spill, store as store_module, traces
+from workbench import _spill, _sqlite, traces
 from workbench.errors import (
     CorruptDatabase,
     DatabaseLocked,
@@ -376,7 +376,7 @@ def test_a_damaged_page_under_an_intact_header_is_corrupt_database_on_every_read
 
 
 def test_rows_a_locked_file_refuses_are_kept_and_written_once_it_is_free(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 300)
+    monkeypatch.setattr(_sqlite, "BUSY_TIMEOUT_MS", 300)
     path = tmp_path / "wb.db"
     bench = wb.open(path, provider="simulated")
     blocker = sqlite3.connect(path, isolation_level=None)
@@ -406,7 +406,7 @@ def test_rows_a_locked_file_refuses_are_kept_and_written_once_it_is_free(tmp_pat
 
 
 def test_kept_rows_go_in_with_the_next_processs_first_commit(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 300)
+    monkeypatch.setattr(_sqlite, "BUSY_TIMEOUT_MS", 300)
     path = tmp_path / "wb.db"
     bench = wb.open(path, provider="simulated")
     blocker = sqlite3.connect(path, isolation_level=None)
@@ -487,7 +487,7 @@ def test_a_function_traced_before_close_keeps_tracing_after_the_file_is_opened_a
 WALK = """
 import sqlite3, warnings
 import workbench as wb
-import workbench.store as st
+import workbench._sqlite as st
 from workbench.cli import cli
 from click.testing import CliRunner
 from workbench.providers.simulated import SimulatedProvider
