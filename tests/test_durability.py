@@ -135,6 +135,9 @@ def test_a_disk_that_fills_while_tracing_keeps_every_row(tmp_path, mode, forget_
     forget_kept_rows(tmp_path / "disk" / "wb.db")
     seen = run_on_small_disk(mode, tmp_path / "disk", FILL_WHILE_TRACING, WORKBENCH, size_kb=16_384)
     n, stored = seen["N"], seen["stored_while_full"]
+    print(f"\n{mode}: the disk filled after {stored:,} of {n:,} traced rows; {n - stored:,} kept "
+          f"({seen['health'][2]:,} in a spill file, {seen['health'][1]:,} in memory); "
+          f"after `workbench db recover`: {seen['after_recover']:,} in the file")
     assert stored < n  # the disk really filled up
     # flush() and close() raise, saying how many rows are outside the file, where, and why.
     cls, is_ours, message = seen["flushed"]
@@ -227,6 +230,8 @@ def test_an_experiment_on_a_full_disk_says_so_and_resumes_without_paying_twice(t
     cls, is_ours, message = seen["first"]
     assert cls == "workbench.errors.DiskFull" and is_ours, seen
     assert "cannot rollback" not in message and "disk is full" in message
+    print(f"\nexperiment on a full disk: {seen['answered_before']} calls answered before it stopped; "
+          f"after freeing space, {seen['answered']} answered in all for {seen['cells'][0]} cells")
     assert seen["second"] == "ok" and seen["status"] == "completed"
     # The calls answered before the disk filled were kept and written back: none was made again.
     assert seen["cells"] == [40, 40]
@@ -394,7 +399,10 @@ def test_rows_a_locked_file_refuses_are_kept_and_written_once_it_is_free(tmp_pat
         health = bench.health()
         assert (health.spilled, health.failed, health.ok) == (500, 0, False)
         assert health.spill_path == str(path) + ".spill.jsonl"
-        assert "spilled 500" in health._repr_html_().replace(",", "") or "500" in health._repr_html_()
+        html = health._repr_html_()
+        assert html.startswith('<div class="wb-out ') and "rows outside the file" in html
+        assert ">500</div><div" in html and f"<code>{path}.spill.jsonl</code>" in html
+        assert repr(health).endswith(f"spilled 500 · failed 0 in {path}.spill.jsonl>")
     finally:
         blocker.execute("COMMIT")
         blocker.close()

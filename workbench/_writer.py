@@ -97,7 +97,7 @@ class BatchWriter:
 
     ``put(sql, row)`` returns at once unless the writer is a window behind (then
     it waits: backpressure, never a drop). Rows with the same SQL are written
-    with one ``executemany`` per batch. Batches and the queue's bound follow the
+    with a few multi-row INSERTs per batch. Batches and the queue's bound follow the
     writer's measured speed, so a queued row is committed within
     ``WRITER_WINDOW_S``. Rows the file refuses are kept (``keep``) and retried.
     """
@@ -144,7 +144,8 @@ class BatchWriter:
 
     def pending(self) -> int:
         """Rows in memory: queued, being written, or held after a failed commit."""
-        return self.queue.qsize() + len(self._inflight) + len(self.held)
+        inflight = sum(1 for item in self._inflight if isinstance(item[0], str))
+        return self.queue.qsize() + inflight + len(self.held)
 
     def sync(self, timeout: float | None = None, *, retry: bool = False) -> None:
         """Wait until the rows queued so far are committed or kept aside (``retry``: kept rows are retried now)."""

@@ -555,19 +555,29 @@ class Health:
         from . import _html
         from ._format import count
 
-        state = "read-only" if self.readonly else "ok" if self.ok else "rows outside the file"
+        state = "read-only" if self.readonly else "all rows in the file" if self.ok else "rows outside the file"
         colour = "#1a7f37" if self.ok else "#b42318"
-        rows = [(count(self.written), count(self.pending), count(self.spilled), count(self.failed))]
+        tiles = "".join(
+            f'<div style="min-width:6em"><div style="font-size:1.4em;font-weight:600;'
+            f'{"color:" + colour if label in ("spilled", "failed") and value else ""}">{_html.esc(count(value))}</div>'
+            f'<div style="font-size:.85em;opacity:.75">{_html.esc(label)}</div></div>'
+            for label, value in (("written", self.written), ("pending", self.pending),
+                                 ("spilled", self.spilled), ("failed", self.failed))
+        )
         notes = []
         if self.spill_path:
-            notes.append(f"kept in <code>{_html.esc(self.spill_path)}</code>; `workbench db recover` writes them")
+            notes.append(f"kept in <code>{_html.esc(self.spill_path)}</code>; "
+                         f"<code>workbench db recover --db {_html.esc(self.path)}</code> writes them into the file")
         if self.in_memory_only:
-            notes.append(f"{_html.esc(count(self.in_memory_only))} only in memory: no spill file could be written")
+            notes.append(f"{_html.esc(count(self.in_memory_only))} of the pending rows are only in memory: "
+                         "no spill file could be written")
         if self.last_error:
             notes.append(f"last error: {_html.esc(self.last_error)}")
         body = (
-            f"<div><b>{_html.esc(self.path)}</b> <span style=\"color:{colour}\">{_html.esc(state)}</span></div>"
-            + _html.table(["written", "pending", "spilled", "failed"], rows)
-            + "".join(f"<div><small>{n}</small></div>" for n in notes)
+            f'<div><b>{_html.esc(os.path.basename(self.path))}</b> '
+            f'<span style="color:{colour}">● {_html.esc(state)}</span> '
+            f'<span style="font-size:.85em;opacity:.75">{_html.esc(self.path)}</span></div>'
+            f'<div style="display:flex;gap:1.2em;margin:.4em 0">{tiles}</div>'
+            + "".join(f'<div style="font-size:.85em">{n}</div>' for n in notes)
         )
         return _html.root(body, cls="wb-health")
