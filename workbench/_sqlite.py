@@ -24,6 +24,17 @@ BUSY_TIMEOUT_MS = 30_000
 """Concurrent writers (another process tracing into the same file) wait this long."""
 
 
+def connect(path: str) -> sqlite3.Connection:
+    """A configured connection in autocommit mode (usable from any thread); closed again if set-up fails."""
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        configure(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def configure(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     # Switching a new file to WAL needs an exclusive lock and can answer "locked"

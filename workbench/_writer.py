@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _spill
-from ._sqlite import configure, row_level, translate, write_rows
+from ._sqlite import connect, row_level, translate, write_rows
 from .errors import RowsNotWritten, StoreError
 
 WRITER_QUEUE_SIZE = 100_000
@@ -305,7 +305,7 @@ class BatchWriter:
                 self._inflight = batch
                 try:
                     if conn is None:
-                        conn = self._connect()
+                        conn = connect(self.path)
                     stop = self._write(conn, batch)
                 except Exception as exc:  # noqa: BLE001 - the writer must outlive any failure, keeping the rows
                     stop = self._write_failed(batch, exc)
@@ -320,15 +320,6 @@ class BatchWriter:
         finally:
             if conn is not None:
                 conn.close()
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None)
-        try:
-            configure(conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
 
     def _write_failed(self, batch: list[Any], exc: BaseException) -> bool:
         """The connection itself failed: keep the batch's rows and release its waiters."""

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _spill
-from ._sqlite import BUSY_TIMEOUT_MS, configure, needs_immutable, rollback, row_level, transaction, translate, uri
+from ._sqlite import BUSY_TIMEOUT_MS, connect, needs_immutable, rollback, row_level, transaction, translate, uri
 from ._writer import WRITER_BATCH, WRITER_QUEUE_SIZE, WRITER_WINDOW_S, BatchWriter, _install_signal_handlers, _replay
 from .errors import ConfigError, DiskFull, NotAWorkbenchDatabase, ReadOnlyDatabase, RowsNotWritten, StoreError
 
@@ -143,8 +143,7 @@ class Store:
         if self.path == ":memory:":
             if readonly:
                 raise ConfigError("readonly=True needs a file; an in-memory database starts empty")
-            self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            configure(self.conn)
+            self.conn = connect(self.path)
             if migrate:
                 self.migrate()
             return
@@ -182,13 +181,7 @@ class Store:
 
     def _connect(self) -> sqlite3.Connection:
         if not self.readonly:
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            try:
-                configure(conn)
-            except BaseException:
-                conn.close()
-                raise
-            return conn
+            return connect(self.path)
         for immutable in (False, True):
             conn = sqlite3.connect(self.read_uri(immutable), uri=True, check_same_thread=False, isolation_level=None)
             try:
@@ -353,8 +346,7 @@ class Store:
         try:
             conn = getattr(self._local, "conn", None)
             if conn is None:
-                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-                configure(conn)
+                conn = connect(self.path)
                 self._local.conn = conn
                 self._thread_conns.append(conn)
             error = transaction(conn, list(items))
@@ -437,12 +429,19 @@ class Store:
         if self._writer is not None:
             self._writer.sync()
             self._writer.retry_held_now()
-        conn = sqlite3.connect(self.path, isolation_level=None)
         try:
-            configure(conn)
+            conn = connect(self.path)
+        except sqlite3.Error as exc:
+            raise self.error(exc, "recovering rows into") from None
+        try:
             result = _replay(conn, _spill.Spill(self.path), retry_failed=True, discard_failed=discard_failed)
         except sqlite3.Error as exc:
             raise self.error(exc, "recovering rows into") from None
+        except OSError as exc:
+            raise StoreError(
+                f"the rows kept for {self.path} cannot be read or rewritten ({exc}); check the spill files "
+                f"{' and '.join(_spill.Spill(self.path).paths)}"
+            ) from None
         finally:
             conn.close()
         self._recovered += result.written
