@@ -36,6 +36,7 @@ def connect(path: str) -> sqlite3.Connection:
 
 
 def configure(conn: sqlite3.Connection) -> None:
+    """WAL, a busy timeout for concurrent writers, NORMAL sync and foreign keys."""
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     # Switching a new file to WAL needs an exclusive lock and can answer "locked"
     # at once, without the busy timeout, while another process creates the same file.
@@ -52,10 +53,10 @@ def configure(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA foreign_keys = ON")
 
 
-def uri(path: str, *, immutable: bool = False) -> str:
+def read_only_uri(path: str, *, immutable: bool = False) -> str:
     """A read-only SQLite URI; ``immutable`` also skips the WAL index, which a read-only folder cannot hold."""
-    uri = "file:" + quote(Path(path).resolve().as_posix(), safe="/") + "?mode=ro"
-    return uri + "&immutable=1" if immutable else uri
+    base = "file:" + quote(Path(path).resolve().as_posix(), safe="/") + "?mode=ro"
+    return base + "&immutable=1" if immutable else base
 
 
 def needs_immutable(exc: sqlite3.Error) -> bool:
@@ -65,17 +66,19 @@ def needs_immutable(exc: sqlite3.Error) -> bool:
 
 
 def free_bytes(folder: str) -> int | None:
+    """Free bytes on ``folder``'s disk, or None when it cannot be asked."""
     try:
         return shutil.disk_usage(folder).free
     except OSError:
         return None
 
 
-def free(folder: str) -> str:
+def free_text(folder: str) -> str:
+    """``12,345 bytes free`` for messages."""
     from ._format import count
 
-    free = free_bytes(folder)
-    return "free space unknown" if free is None else f"{count(free)} bytes free"
+    left = free_bytes(folder)
+    return "free space unknown" if left is None else f"{count(left)} bytes free"
 
 
 def size_limit() -> int | None:
@@ -100,7 +103,7 @@ def translate(exc: BaseException, path: str, doing: str, *, readonly: bool = Fal
         return StoreError(f"{path} was closed (bench.close()); open it again with wb.open({path!r})")
     if name.startswith("SQLITE_FULL") or "disk is full" in text:
         return DiskFull(
-            f"{doing} {path} failed: the disk is full ({free(folder)} in {folder}). "
+            f"{doing} {path} failed: the disk is full ({free_text(folder)} in {folder}). "
             "Free space on that disk, or move the file to a disk with room."
         )
     if name == "SQLITE_READONLY_DIRECTORY" or (name == "SQLITE_CANTOPEN" and existed and not readonly and not os.access(folder, os.W_OK)):
@@ -132,7 +135,7 @@ def translate(exc: BaseException, path: str, doing: str, *, readonly: bool = Fal
     if name.startswith("SQLITE_IOERR") and free_bytes(folder) == 0:
         # SQLite says "disk I/O error" when even its small WAL index (-shm) finds no room.
         return DiskFull(
-            f"{doing} {path} failed: the disk is full ({free(folder)} in {folder}; SQLite: {text}, {name}). "
+            f"{doing} {path} failed: the disk is full ({free_text(folder)} in {folder}; SQLite: {text}, {name}). "
             "Free space on that disk, or move the file to a disk with room."
         )
     if name.startswith("SQLITE_IOERR"):

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _spill
-from ._sqlite import BUSY_TIMEOUT_MS, connect, needs_immutable, rollback, row_level, transaction, translate, uri
+from ._sqlite import BUSY_TIMEOUT_MS, connect, needs_immutable, read_only_uri, rollback, row_level, transaction, translate
 from ._writer import WRITER_BATCH, WRITER_QUEUE_SIZE, WRITER_WINDOW_S, BatchWriter, _install_signal_handlers, _replay
 from .errors import ConfigError, DiskFull, NotAWorkbenchDatabase, ReadOnlyDatabase, RowsNotWritten, StoreError
 
@@ -64,7 +64,7 @@ def _check_is_workbench(path: str) -> None:
     last: sqlite3.Error | None = None
     for immutable in (False, True):
         try:
-            conn = sqlite3.connect(uri(path, immutable=immutable), uri=True)
+            conn = sqlite3.connect(read_only_uri(path, immutable=immutable), uri=True)
             try:
                 names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
                 if "_sqlite_migrations" in names:
@@ -206,7 +206,7 @@ class Store:
 
     def read_uri(self, immutable: bool | None = None) -> str:
         """The read-only SQLite URI other readers (the Arrow reader process) open this file with."""
-        return uri(self.path, immutable=self._immutable if immutable is None else immutable)
+        return read_only_uri(self.path, immutable=self._immutable if immutable is None else immutable)
 
     def _check_schema(self) -> None:
         """A read-only open cannot migrate: refuse a file whose schema is not this version's."""
