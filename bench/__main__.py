@@ -1,10 +1,10 @@
-"""Run every benchmark, or the ones named: ``python -m bench [tracing ingest import runner metrics report otel otel-ingest parquet widgets first_use gateway]``."""
+"""Run every benchmark, or the ones named: ``python -m bench [tracing ingest import runner metrics report otel otel-ingest parquet widgets first_use gateway durability]``."""
 
 from __future__ import annotations
 
 import sys
 
-from . import first_use, gateway, metrics, otel, parquet, report, runner, tracing, widgets
+from . import durability, first_use, gateway, metrics, otel, parquet, report, runner, tracing, widgets
 
 SUITES = {
     "tracing": tracing.overhead,
@@ -19,6 +19,7 @@ SUITES = {
     "widgets": widgets.main,
     "first_use": first_use.main,
     "gateway": gateway.main,
+    "durability": durability.main,
 }
 
 

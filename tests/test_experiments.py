@@ -17,7 +17,7 @@ import pytest
 
 import workbench as wb
 from workbench import _loop
-from workbench.errors import ConfigError, ExperimentError, ExperimentNotFound
+from workbench.errors import ConfigError, ExperimentError, ExperimentNotFound, ProviderError, UnexpectedProviderError
 from workbench.experiments import variant
 from workbench.providers.anthropic import AnthropicProvider
 from workbench.providers.simulated import SimulatedProvider
@@ -534,8 +534,9 @@ def test_an_unpriced_judge_model_with_a_budget_is_refused(bench):
     assert llm_traces(bench, exp) == []
 
 
-def test_an_unexpected_error_stops_every_other_call(tmp_path):
-    """A bug in one call (not a provider error) must not leave the rest running and paying."""
+def test_an_exception_from_a_custom_provider_is_that_calls_error_trace(tmp_path):
+    """A provider raising something other than a ProviderError fails that call, like a provider error:
+    recorded as its error trace, not retried, and the run goes on (or stops by max_error_rate)."""
 
     class Exploding(SimulatedProvider):
         async def complete(self, request):
@@ -548,13 +549,25 @@ def test_an_unexpected_error_stops_every_other_call(tmp_path):
         v = bench.prompts.register("p", "Question: {q}", "claude-haiku-4-5")
         ds = bench.datasets.load("d", [{"q": f"q-{i}?"} for i in range(60)])
         exp = bench.experiment("boom", dataset=ds, variants={"A": v}, concurrency=4)
-        with pytest.raises(RuntimeError, match="boom"):
-            exp.run(progress=False)
-        calls_at_raise = provider.calls
-        time.sleep(0.3)
-        assert provider.calls == calls_at_raise  # nothing kept running in the background
-        assert exp.status == "failed"
-        assert calls_at_raise < 20
+        exp.run(progress=False)
+        assert exp.status == "completed_with_errors"
+        [failed] = [t for t in llm_traces(bench, exp) if t["status"] == "error"]
+        # Not retried: nothing says a RuntimeError is transient.
+        assert failed["error_type"] == "RuntimeError" and "boom" in failed["error"] and failed["attempts"] == 1
+        assert len([t for t in llm_traces(bench, exp) if t["status"] == "ok"]) == 59
+
+        with pytest.raises(UnexpectedProviderError, match="RuntimeError: boom") as excinfo:
+            bench.complete(v, q="q-3?")
+        assert isinstance(excinfo.value, ProviderError) and isinstance(excinfo.value.__cause__, RuntimeError)
+
+        class AlwaysExploding(SimulatedProvider):
+            async def complete(self, request):
+                raise ValueError("bad")
+
+        bench.provider = AlwaysExploding(seed=0, fixed_latency_ms=1)
+        exp2 = bench.experiment("always", dataset=ds, variants={"A": v}, concurrency=1, max_error_rate=0.5)
+        exp2.run(progress=False)
+        assert exp2.status == "stopped_errors" and exp2.last_run.calls == 20
 
 
 def test_an_unpriced_model_costs_null_not_zero(bench):

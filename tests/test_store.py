@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import sqlite3
@@ -18,7 +19,7 @@ from sqlite_utils.migrations import Migrations
 import workbench as wb
 import workbench.migrations as wb_migrations
 from workbench import traces
-from workbench.errors import NotAWorkbenchDatabase, StoreError
+from workbench.errors import NotAWorkbenchDatabase, RowsNotWritten, StoreError
 from workbench.prompts import PromptRegistry
 from workbench.store import BUSY_TIMEOUT_MS, BatchWriter, Store
 
@@ -354,7 +355,16 @@ def test_one_unwritable_row_does_not_lose_the_rows_batched_with_it(store):
         writer.put(traces.SPAN_SQL, span_row(i))
     blocker.execute("COMMIT")
     blocker.close()
-    with pytest.warns(RuntimeWarning, match="could not write 1 trace row"):
-        store.flush()
+    with pytest.warns(RuntimeWarning, match="1 row can never be written"):
+        with pytest.raises(RowsNotWritten, match="1 row is not in") as excinfo:
+            store.flush()
     assert count(store.path) == 201
     assert (writer.written, writer.failed) == (201, 1)
+    # The refused row is kept beside the file with its error, not dropped.
+    assert excinfo.value.failed == 1 and excinfo.value.spill_path == store.path + ".spill.jsonl"
+    [kept] = [json.loads(line) for line in Path(excinfo.value.spill_path).read_text().splitlines() if '"kind"' in line]
+    assert kept["kind"] == "failed" and kept["row"][0] == "id-00000101"
+    assert "not supported" in kept["error"] and kept["row"][5] == {"$repr": "{'not': 'bindable'}"}
+    store.flush()  # reported once: the row is where the error said, retrying would fail again
+    health = store.health()
+    assert (health.written, health.pending, health.spilled, health.failed) == (201, 0, 0, 1)

@@ -7,6 +7,7 @@ from inside Jupyter's running loop, and provider clients always live on one loop
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import threading
 from collections.abc import Coroutine
@@ -36,16 +37,49 @@ def in_background_loop() -> bool:
         return False
 
 
+CLEANUP_WAIT_S = 60.0
+"""After Ctrl-C, how long ``run_sync`` waits for the cancelled work to record what it stopped."""
+
+
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` on the background loop and wait for it; Ctrl-C cancels it."""
+    """Run ``coro`` on the background loop and wait for it; Ctrl-C cancels it.
+
+    On Ctrl-C (or any exception in the waiting thread) the task is cancelled and
+    its cleanup runs to the end before the exception goes on: an experiment
+    records its ``interrupted`` status, and a script that ends right after does
+    not shut the interpreter down under the cleanup. A second Ctrl-C stops the wait.
+    """
     if in_background_loop():
         coro.close()
         raise RuntimeError("run_sync called from the workbench loop itself; await the async API instead")
-    future = asyncio.run_coroutine_threadsafe(coro, loop())
+    lp = loop()
+    done: concurrent.futures.Future[T] = concurrent.futures.Future()
+    ended = threading.Event()
+    tasks: list[asyncio.Task[T]] = []
+
+    def finish(task: asyncio.Task[T]) -> None:
+        # The task's own end, after its cleanup: not the moment cancel() was asked.
+        if task.cancelled():
+            done.cancel()
+        elif task.exception() is not None:
+            done.set_exception(task.exception())  # type: ignore[arg-type]
+        else:
+            done.set_result(task.result())
+        ended.set()
+
+    def start() -> None:
+        task = lp.create_task(coro)
+        task.add_done_callback(finish)
+        tasks.append(task)
+
+    lp.call_soon_threadsafe(start)
     try:
-        return future.result()
+        return done.result()
     except BaseException:
-        future.cancel()
+        if not done.done():
+            # Callbacks run in order, so start() has made the task by the time this runs.
+            lp.call_soon_threadsafe(lambda: tasks[0].cancel())
+            ended.wait(CLEANUP_WAIT_S)
         raise
 
 

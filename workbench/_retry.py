@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .errors import ProviderError
+from .errors import ProviderError, UnexpectedProviderError, WorkbenchError
 from .providers.base import Completion, Provider, Request
 
 MAX_ATTEMPTS = 3
@@ -67,7 +67,12 @@ async def complete_with_retries(
     """Call ``provider.complete`` until it succeeds or the policy gives up.
 
     Never raises a ``ProviderError``: the last one is returned so the caller can
-    record it as an error trace before deciding to raise.
+    record it as an error trace before deciding to raise. Any other exception
+    from the provider (a custom provider's bug) is returned the same way, as an
+    ``UnexpectedProviderError``, and is not retried: nothing says it is transient.
+    A ``WorkbenchError`` that is not a ``ProviderError`` (a setting workbench itself
+    refuses, such as a gateway router's unknown label), cancellation and
+    ``KeyboardInterrupt`` propagate.
     """
     rng = rng or random.Random()
     attempt = 0
@@ -83,4 +88,8 @@ async def complete_with_retries(
             waited += delay
             await provider.sleep(delay)
             continue
+        except WorkbenchError:
+            raise  # our own refusal of a bad setting (a router's unknown label): the user must fix it, not retry
+        except Exception as exc:  # noqa: BLE001 - recorded as the call's error trace, like a provider error
+            return Attempted(None, UnexpectedProviderError(getattr(provider, "name", type(provider).__name__), exc), attempt, waited)
         return Attempted(completion, None, attempt, waited)

@@ -39,7 +39,8 @@ class Workbench:
     """Prompts, calls, traces, datasets and experiments in one SQLite file.
 
     Open with ``wb.open(path)``; use as a context manager or call ``close()``
-    so queued traces are written (they are flushed at interpreter exit too).
+    so queued traces are written (they are flushed at interpreter exit, and on
+    SIGTERM, too). ``wb.open(path, readonly=True)`` opens for viewing only.
     """
 
     def __init__(
@@ -49,9 +50,10 @@ class Workbench:
         provider: str | Provider | None = None,
         seed: int = 0,
         time_scale: float | None = None,
+        readonly: bool = False,
     ) -> None:
         self.path = config.db_path(path)
-        self.store = Store(self.path)
+        self.store = Store(self.path, readonly=readonly)
         self.prompts = PromptRegistry(self.store)
         self.pricing = Pricer(self.store)
         self.provider = make_provider(provider, seed=seed, time_scale=time_scale)
@@ -208,7 +210,9 @@ class Workbench:
         """
         from . import frames
 
-        self.flush()
+        for gateway in self.gateways:
+            gateway.flush()  # cache rows and settled limits still in memory
+        self.store.sync()
         return frames.savings(self.store, by=by, **filters)
 
     # -- spans -------------------------------------------------------------------------------
@@ -235,11 +239,11 @@ class Workbench:
 
     def traces(self, limit: int | None = 50, **filters: Any) -> list[dict[str, Any]]:
         """Recent trace rows as dicts, newest first (see ``traces_df`` for a frame)."""
-        self.flush()
+        self.store.sync()
         return traces.list_traces(self.store, traces.TraceQuery(**filters), limit=limit)
 
     def trace(self, trace_id: str) -> dict[str, Any] | None:
-        self.flush()
+        self.store.sync()
         return traces.get_trace(self.store, trace_id)
 
     def traces_df(self, **filters: Any) -> Any:
@@ -269,18 +273,44 @@ class Workbench:
         """Write a self-contained HTML report of an experiment (or ``"traces"``); returns the path."""
         from .report import write_report
 
-        self.flush()
+        self.store.sync()
         return write_report(self, obj, path, **kwargs)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Wait until every queued trace (and a gateway's settled limits and cache rows) is on disk."""
+        """Wait until every queued trace (and a gateway's settled limits and cache rows) is on disk.
+
+        Raises:
+            RowsNotWritten: some rows are not in the file (a full disk, a read-only or
+                damaged file): it says how many, why, and where they are kept.
+        """
         for gateway in self.gateways:
             gateway.flush()
         self.store.flush()
 
+    def health(self) -> Any:
+        """Rows written, pending, spilled (kept beside the file) and failed: a ``store.Health``."""
+        return self.store.health()
+
+    def recover(self, *, discard_failed: bool = False) -> Any:
+        """Write rows kept in the spill file into the database now; returns the health afterwards.
+
+        ``discard_failed=True`` deletes the rows SQLite still refuses (after saying so in ``health()``).
+        """
+        return self.store.recover(discard_failed=discard_failed)
+
+    @property
+    def readonly(self) -> bool:
+        """Opened with ``readonly=True``: reads work, writes raise ``ReadOnlyDatabase``."""
+        return self.store.readonly
+
     def close(self) -> None:
+        """Write what is queued and close the file.
+
+        Raises:
+            RowsNotWritten: (after closing) rows that are not in the file, and where they are kept.
+        """
         self.tracer.close()  # live exporters send what they hold
         for gateway in self.gateways:
             gateway.close()
@@ -293,10 +323,10 @@ class Workbench:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Workbench {self.path} provider={self.provider.name}>"
+        return f"<Workbench {self.path} provider={self.provider.name}{' read-only' if self.readonly else ''}>"
 
     def _repr_html_(self) -> str:
-        self.flush()
+        self.store.sync()
         n_prompts = self.prompts.count()
         n_traces = traces.count(self.store)
         sim = " (simulated: answers are not from a real model)" if getattr(self.provider, "simulated", False) else ""
@@ -312,6 +342,7 @@ def open(  # noqa: A001 - the entry verb users type: wb.open()
     provider: str | Provider | None = None,
     seed: int = 0,
     time_scale: float | None = None,
+    readonly: bool = False,
 ) -> Workbench:
     """Open (creating or migrating) a workbench file.
 
@@ -321,5 +352,12 @@ def open(  # noqa: A001 - the entry verb users type: wb.open()
             ``ANTHROPIC_API_KEY`` is set) or a Provider instance.
         seed: the simulated provider's seed.
         time_scale: simulated seconds to real seconds (e.g. 0.01 for fast demos).
+        readonly: open an existing file for viewing only (no migration; every write
+            raises ``ReadOnlyDatabase``), e.g. a file you may not change, or one in a
+            read-only folder.
+
+    Raises:
+        NotAWorkbenchDatabase, CorruptDatabase, ReadOnlyDatabase, DiskFull, DatabaseLocked:
+            the file cannot be used; the message names the cause and the fix.
     """
-    return Workbench(path, provider=provider, seed=seed, time_scale=time_scale)
+    return Workbench(path, provider=provider, seed=seed, time_scale=time_scale, readonly=readonly)

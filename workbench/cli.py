@@ -288,6 +288,55 @@ def db_migrate(db: str | None) -> None:
         store.close()
 
 
+@db.command("health")
+@db_option
+def db_health(db: str | None) -> None:
+    """Rows kept outside the file (spilled, failed) and where; exit code 1 when there are any."""
+    from .store import Store
+
+    store = Store(config.db_path(_db(db)))
+    try:
+        health = store.health()
+    finally:
+        store.close()
+    _echo_health(health)
+    if not health.ok:
+        sys.exit(1)
+
+
+@db.command("recover")
+@click.option("--discard-failed", is_flag=True, help="Delete kept rows SQLite still refuses (after showing them).")
+@db_option
+def db_recover(discard_failed: bool, db: str | None) -> None:
+    """Write rows kept in the spill file (a full disk, a read-only or locked file) into the database."""
+    from ._format import count
+    from .store import Store
+
+    store = Store(config.db_path(_db(db)))
+    try:
+        before = store.health()
+        after = store.recover(discard_failed=discard_failed)
+    finally:
+        store.close()
+    click.echo(f"wrote {count(after.written)} kept row{'' if after.written == 1 else 's'} into {after.path}")
+    if discard_failed and before.failed > after.failed:
+        click.echo(f"discarded {count(before.failed - after.failed)} row(s) SQLite refuses")
+    _echo_health(after)
+    if not after.ok:
+        sys.exit(1)
+
+
+def _echo_health(health: Any) -> None:
+    from ._format import count
+
+    click.echo(f"{health.path}: spilled {count(health.spilled)}, failed {count(health.failed)}")
+    if health.spill_path:
+        click.echo(f"kept in {health.spill_path}")
+        if health.failed:
+            click.echo("failed rows are refused by SQLite itself (their errors are in that file); "
+                       "`workbench db recover --discard-failed` deletes them")
+
+
 # -- export and serve ------------------------------------------------------------------------
 
 

@@ -5,8 +5,13 @@ where callers expect a builtin, the error subclasses it too::
 
     WorkbenchError
     ├── ConfigError(ValueError)             bad argument or setting
-    ├── StoreError                          the SQLite file
-    │   └── NotAWorkbenchDatabase           foreign or corrupt file; nothing is written to it
+    ├── StoreError                          the SQLite file (every message names it, the cause and a fix)
+    │   ├── NotAWorkbenchDatabase           not SQLite, or another program's database; nothing is written to it
+    │   ├── CorruptDatabase                 damaged pages or header; says how to recover what is readable
+    │   ├── ReadOnlyDatabase(PermissionError)  file or folder not writable, or opened with readonly=True
+    │   ├── DiskFull                        no space left (or the process's file size limit)
+    │   ├── DatabaseLocked                  another process held the lock past the busy timeout
+    │   └── RowsNotWritten                  flush()/close(): rows kept in the spill file, not in the database
     ├── PromptError
     │   ├── PromptNotFound(KeyError)
     │   ├── TemplateError(ValueError)       malformed template, refused at register
@@ -24,10 +29,11 @@ where callers expect a builtin, the error subclasses it too::
     │   ├── ProviderConnectionError         connection refused, reset or dropped
     │   ├── BadRequest                      400, 404, 409, 413, 422
     │   ├── AuthenticationFailed            401, 403
-    │   └── GatewayRefused                  a gateway refused the call itself (never retried)
-    │       ├── UserRateLimited             a per-user/key/feature rate limit of yours; retry_after says when
-    │       ├── SpendLimitReached           a per-user dollar budget of yours for the day or month
-    │       └── GuardrailTriggered          an input or output check blocked the call
+    │   ├── GatewayRefused                  a gateway refused the call itself (never retried)
+    │   │   ├── UserRateLimited             a per-user/key/feature rate limit of yours; retry_after says when
+    │   │   ├── SpendLimitReached           a per-user dollar budget of yours for the day or month
+    │   │   └── GuardrailTriggered          an input or output check blocked the call
+    │   └── UnexpectedProviderError         a provider raised something else (a custom provider's bug)
     ├── MissingDependency(ImportError)      an optional extra is not installed
     └── OtlpError                           sending or receiving OpenTelemetry spans failed
 """
@@ -44,8 +50,11 @@ __all__ = [
     "BadRequest",
     "BudgetExceeded",
     "ConfigError",
+    "CorruptDatabase",
+    "DatabaseLocked",
     "DatasetError",
     "DatasetNotFound",
+    "DiskFull",
     "ExperimentError",
     "ExperimentNotFound",
     "GatewayRefused",
@@ -61,10 +70,13 @@ __all__ = [
     "ProviderTimeout",
     "ProviderUnavailable",
     "RateLimited",
+    "ReadOnlyDatabase",
     "RenderError",
+    "RowsNotWritten",
     "SpendLimitReached",
     "StoreError",
     "TemplateError",
+    "UnexpectedProviderError",
     "UserRateLimited",
     "WorkbenchError",
 ]
@@ -133,7 +145,39 @@ class StoreError(WorkbenchError):
 
 
 class NotAWorkbenchDatabase(StoreError):
-    """The file is not a workbench database (or is corrupt); it was left untouched."""
+    """The file is not SQLite, or is another program's database; it was left untouched."""
+
+
+class CorruptDatabase(StoreError):
+    """SQLite reports damaged pages (``database disk image is malformed``) or a damaged header."""
+
+
+class ReadOnlyDatabase(StoreError, PermissionError):
+    """The file or its folder cannot be written, or it was opened with ``readonly=True``."""
+
+
+class DiskFull(StoreError):
+    """No space left on the file's disk (or the process's file size limit was reached)."""
+
+
+class DatabaseLocked(StoreError):
+    """Another process held the file's write lock for longer than the busy timeout."""
+
+
+class RowsNotWritten(StoreError):
+    """Queued rows that are not in the database: kept in the spill file (or in memory).
+
+    Attributes:
+        pending: rows waiting to be written (spill file and memory).
+        failed: rows SQLite refuses (kept in the spill file with their error).
+        spill_path: where they are kept, or None when only in memory.
+    """
+
+    def __init__(self, message: str, *, pending: int = 0, failed: int = 0, spill_path: str | None = None) -> None:
+        super().__init__(message)
+        self.pending = pending
+        self.failed = failed
+        self.spill_path = spill_path
 
 
 class PromptError(WorkbenchError):
@@ -296,6 +340,22 @@ class SpendLimitReached(GatewayRefused):
 
 class GuardrailTriggered(GatewayRefused):
     """An input or output guardrail blocked the call; ``rule`` names it."""
+class UnexpectedProviderError(ProviderError):
+    """A provider raised an exception that is not a ``ProviderError`` (not retried).
+
+    The original exception is ``__cause__`` and ``original``; the trace records
+    its class name as ``error_type``.
+    """
+
+    def __init__(self, provider: str, original: BaseException) -> None:
+        super().__init__(
+            f"provider {provider!r} raised {type(original).__name__}: {original} "
+            "(not a workbench ProviderError, so it was not retried; a custom provider should raise "
+            "workbench.errors.ProviderError subclasses to choose what is retried)",
+            error_type=type(original).__name__,
+        )
+        self.original = original
+        self.__cause__ = original
 
 
 def provider_error_for_status(

@@ -221,7 +221,7 @@ class Experiment:
 
     def completed_cells(self) -> dict[tuple[str, str, int], str]:
         """(variant, item, repeat) -> trace id of its successful call."""
-        self.bench.flush()
+        self.bench.store.sync()
         done: dict[tuple[str, str, int], str] = {}
         for r in traces.experiment_cells(self.bench.store, self.id):
             done.setdefault((r["variant"], r["item_id"], r["repeat"]), r["id"])
@@ -229,7 +229,7 @@ class Experiment:
 
     def spent_usd(self) -> float:
         """Dollars spent by every call of this experiment so far (judges included)."""
-        self.bench.flush()
+        self.bench.store.sync()
         return traces.experiment_spent(self.bench.store, self.id)
 
     # -- requests and costs ------------------------------------------------------------------
@@ -367,6 +367,31 @@ class Experiment:
         return self
 
     async def _run(self, progress: bool, retry_errors: bool) -> None:
+        ended: list[str] = []  # the body appends once it has recorded how the run ended
+        try:
+            await self._run_calls(progress, retry_errors, ended)
+        except asyncio.CancelledError:
+            # Ctrl-C (run_sync cancels us and waits for this) or a cancelled task.
+            if not ended:
+                await self._record_stop("interrupted", "run cancelled; run() again to finish")
+            raise
+        except BaseException as exc:
+            if not ended:
+                await self._record_stop("failed", f"{type(exc).__name__}: {exc}; run() again to retry the missing calls")
+            raise
+
+    async def _record_stop(self, status: str, message: str) -> None:
+        """Say why the run stopped, even when the file is what failed."""
+        if self.last_run is not None:
+            self.last_run.status = status
+        try:
+            await self.bench.store.flush_async()
+            self._set_status(status, message)
+        except Exception as exc:  # noqa: BLE001 - the reason the run stopped must reach the user, not this one
+            warnings.warn(f"experiment {self.name!r} stopped ({status}) but its status could not be recorded: {exc}",
+                          RuntimeWarning, stacklevel=1)
+
+    async def _run_calls(self, progress: bool, retry_errors: bool, ended: list[str]) -> None:
         bench = self.bench
         store = bench.store
         planned = self.config.get("provider")
@@ -395,6 +420,7 @@ class Experiment:
                 f"; {fmt.plural(failed, 'failed call')} not retried (run(retry_errors=True) retries them)" if failed else ""
             )
             self._set_status(outcome.status, None if not failed else outcome.message)
+            ended.append(outcome.status)
             print(outcome.message)
             return
         if self.budget_usd is not None:
@@ -487,20 +513,14 @@ class Experiment:
         tasks = [asyncio.ensure_future(one(c)) for c in todo]
         try:
             await asyncio.gather(*tasks)
-        except BaseException as exc:
-            # Cancellation (Ctrl-C) or an unexpected error in one call: stop every other
-            # call before it is paid for, keep what finished, and say what happened.
+        except BaseException:
+            # Cancellation (Ctrl-C) or an unexpected error in one call (the file refused a
+            # commit): stop every other call before it is paid for and keep what finished;
+            # _run records why it stopped.
             stop.append("interrupted")
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await asyncio.to_thread(store.flush)
-            if isinstance(exc, asyncio.CancelledError):
-                self._set_status("interrupted", "run cancelled; run() again to finish")
-                outcome.status = "interrupted"
-            else:
-                self._set_status("failed", f"{type(exc).__name__}: {exc}; run() again to retry the missing calls")
-                outcome.status = "failed"
             raise
         finally:
             if bar is not None:
@@ -527,6 +547,7 @@ class Experiment:
         else:
             outcome.status = "completed"
         self._set_status(outcome.status, outcome.message or None)
+        ended.append(outcome.status)
         if outcome.message:
             print(outcome.message)
 
@@ -564,7 +585,7 @@ class Experiment:
 
     def simulated(self) -> bool:
         """Whether any call of this experiment was answered by the simulated provider."""
-        self.bench.flush()
+        self.bench.store.sync()
         return bool(traces.experiment_totals(self.bench.store).get(self.id, {}).get("simulated"))
 
     def on_call(self, hook: Any) -> None:
@@ -889,7 +910,7 @@ class Experiments:
 
     def list(self) -> list[dict[str, Any]]:
         """Every experiment: name, status, times, main calls, dollars (None when nothing was priced)."""
-        self.bench.flush()
+        self.bench.store.sync()
         totals = traces.experiment_totals(self.bench.store)
         rows = self.bench.store.query("SELECT id, name, status, created_at, updated_at FROM experiments ORDER BY created_at")
         for r in rows:

@@ -213,7 +213,7 @@ class Feedback:
         value = _rating(rating)
         who = default_rater(rater)
         text, keep = _comment(comment)
-        self.store.flush()  # the trace may still be queued in the writer
+        self.store.sync()  # the trace may still be queued in the writer
         trace = traces.get_trace(self.store, tid)
         if trace is None:
             raise ConfigError(f"no trace with id {tid!r} in {self.store.path}; rate a trace id from bench.traces()")

@@ -24,11 +24,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import math
+import sqlite3
 
 import numpy as np
 import polars as pl
@@ -142,11 +141,6 @@ of NULLs); with one batch it sees every value and widens as it goes."""
 # -- reading ---------------------------------------------------------------------------------
 
 
-def _ro_uri(path: str) -> str:
-    """A read-only SQLite URI for a file path (the analysis layer never writes)."""
-    return "file:" + quote(Path(path).resolve().as_posix(), safe="/") + "?mode=ro"
-
-
 def _apply_schema(df: pl.DataFrame, schema: Mapping[str, pl.DataType] | None) -> pl.DataFrame:
     if not schema:
         return df
@@ -180,14 +174,17 @@ def read_sql(
     """
     params = list(params)
     if store.path == ":memory:" or not store.path:
-        store.flush()
+        store.sync()
         with store.lock:
-            df = pl.read_database(
-                sql,
-                store.conn,
-                execute_options={"parameters": params} if params else None,
-                infer_schema_length=None,
-            )
+            try:
+                df = pl.read_database(
+                    sql,
+                    store.conn,
+                    execute_options={"parameters": params} if params else None,
+                    infer_schema_length=None,
+                )
+            except sqlite3.Error as exc:
+                raise store.error(exc, "reading") from None
         return _apply_schema(df, schema)
 
     return read_sql_parts(store, [(sql, params)], schema=schema)
@@ -202,12 +199,16 @@ def read_sql_parts(
     """Several SELECTs of one shape, read at once, their rows stacked in order (file stores only)."""
     from ._reader import ReaderError, reader
 
-    store.flush()
+    store.sync()
     try:
         # In a child process: see _reader.py for why the driver must not share ours.
-        df = reader().read_parts(_ro_uri(store.path), parts, {"adbc.sqlite.query.batch_rows": _BATCH_ROWS})
+        df = reader().read_parts(store.read_uri(), parts, {"adbc.sqlite.query.batch_rows": _BATCH_ROWS})
     except ReaderError as exc:
-        raise StoreError(f"reading {store.path} failed: {exc} (query: {parts[0][0].strip()[:200]})") from exc
+        # The child reports SQLite's own words: a damaged page, a lock, a missing file.
+        error = store.error(exc, "reading")
+        if type(error) is StoreError:
+            raise StoreError(f"reading {store.path} failed: {exc} (query: {parts[0][0].strip()[:200]})") from None
+        raise error from None
     return _apply_schema(df, schema)
 
 
@@ -360,7 +361,7 @@ def _read_appending(
     while Polars needs under 2 ns for the same aggregate: rereading a million
     unchanged rows would be nearly all of a repeated ``metrics()``.
     """
-    store.flush()
+    store.sync()
     path = os.path.realpath(store.path)
     st = os.stat(path)
     ident = (st.st_dev, st.st_ino)

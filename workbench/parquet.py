@@ -159,7 +159,7 @@ def export_parquet(
     from . import frames
 
     store: Store = getattr(source, "store", source)
-    store.flush()
+    store.sync()
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
     lo = None if since is None else frames._utc_text(since, "since")[:10]  # type: ignore[index]

@@ -191,7 +191,6 @@ def experiment_report(exp: Experiment) -> str:
     items that changed, and at the end, collapsed, what it takes to reproduce
     the run (templates, hashes, params, scorer specs).
     """
-    import polars as pl
 
     from . import charts
 

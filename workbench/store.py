@@ -1,67 +1,84 @@
-"""The SQLite file: connections, migrations and the batching background writer."""
+"""The SQLite file: opening it (refusing foreign, damaged or unwritable files), migrations,
+the small helpers record modules use, and ``health()``.
+
+Durability, as promised in the README (the writer is ``_writer.py``, the spill
+file ``_spill.py``, error translation ``_sqlite.py``):
+
+- Trace rows go through ``BatchWriter``, a background thread that commits at
+  least every ``WRITER_WINDOW_S`` (its batches and queue are sized from its own
+  measured speed, and callers wait when it falls behind), so a process killed
+  outright (SIGKILL) loses at most the rows of that window.
+- On SIGTERM and SIGHUP the queue is written before the process ends, when the
+  application has no handler of its own; at a normal exit ``atexit`` does it.
+- Rows the file refuses (a full disk, a read-only or corrupt file) are kept in
+  a spill file beside it (``_spill.py``) and written later; ``flush()`` and
+  ``close()`` raise ``RowsNotWritten`` while any are outside the file, and
+  ``health()`` counts them.
+- Every failure of the file reaches callers as a ``StoreError`` subclass naming
+  the file, the cause and what to do, never as a raw ``sqlite3`` error.
+"""
 
 from __future__ import annotations
 
-import atexit
+import contextlib
 import os
-import queue
 import sqlite3
 import threading
-import time
 import warnings
-import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import NotAWorkbenchDatabase, StoreError
+from . import _spill
+from ._sqlite import BUSY_TIMEOUT_MS, connect, needs_immutable, read_only_uri, rollback, row_level, transaction, translate
+from ._writer import WRITER_BATCH, WRITER_QUEUE_SIZE, WRITER_WINDOW_S, BatchWriter, _install_signal_handlers, _replay
+from .errors import ConfigError, DiskFull, NotAWorkbenchDatabase, ReadOnlyDatabase, RowsNotWritten, StoreError
 
-BUSY_TIMEOUT_MS = 30_000
-"""Concurrent writers (another process tracing into the same file) wait this long."""
-WRITER_QUEUE_SIZE = 100_000
-"""Rows waiting for disk; a full queue makes the caller wait, nothing is dropped."""
-WRITER_BATCH = 5_000
-"""Rows per transaction at most."""
+__all__ = ["BUSY_TIMEOUT_MS", "WRITER_BATCH", "WRITER_QUEUE_SIZE", "WRITER_WINDOW_S", "BatchWriter", "Health", "Store"]
+
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 
-def _configure(conn: sqlite3.Connection) -> None:
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    # Switching a new file to WAL needs an exclusive lock and can answer "locked"
-    # at once, without the busy timeout, while another process creates the same file.
-    for attempt in range(100):
-        try:
-            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
-            break
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc) or attempt == 99:
-                raise
-            time.sleep(0.05)
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA foreign_keys = ON")
+# -- opening the file --------------------------------------------------------------------------
 
 
 def _check_is_workbench(path: str) -> None:
-    """Refuse a foreign or corrupt file before anything is written to it."""
-    if path == ":memory:" or not os.path.exists(path) or os.path.getsize(path) == 0:
+    """Refuse a foreign or damaged file before anything is written to it."""
+    if path == ":memory:" or not os.path.exists(path):
         return
     try:
-        conn = sqlite3.connect(f"file:{Path(path).resolve().as_posix()}?mode=ro", uri=True)
-        try:
-            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-            if "_sqlite_migrations" in names:
-                sets = {
-                    r[0] for r in conn.execute("SELECT DISTINCT migration_set FROM _sqlite_migrations")
-                }
-            else:
-                sets = set()
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
+        with open(path, "rb") as fh:
+            head = fh.read(100)
+    except OSError as exc:
+        raise StoreError(f"{path} cannot be read ({exc.strerror}); check its permissions") from None
+    if not head:
+        return  # an empty file becomes a new workbench file
+    if not head.startswith(SQLITE_HEADER):
         raise NotAWorkbenchDatabase(
-            f"{path} is not a SQLite database or is corrupt ({exc}); it was not changed. "
+            f"{path} is not a SQLite database (its first bytes are not SQLite's header); it was not changed. "
             "Pass a new path to wb.open()."
-        ) from None
+        )
+    names: set[str] = set()
+    sets: set[str] = set()
+    last: sqlite3.Error | None = None
+    for immutable in (False, True):
+        try:
+            conn = sqlite3.connect(read_only_uri(path, immutable=immutable), uri=True)
+            try:
+                names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+                if "_sqlite_migrations" in names:
+                    sets = {r[0] for r in conn.execute("SELECT DISTINCT migration_set FROM _sqlite_migrations")}
+            finally:
+                conn.close()
+            last = None
+            break
+        except sqlite3.Error as exc:
+            last = exc
+            if not needs_immutable(exc):
+                break
+    if last is not None:
+        raise translate(last, path, "reading the schema of") from None
     user_tables = {n for n in names if not n.startswith("sqlite_")}
     if user_tables and "workbench" not in sets:
         raise NotAWorkbenchDatabase(
@@ -71,31 +88,150 @@ def _check_is_workbench(path: str) -> None:
         )
 
 
+def _check_writable(path: str) -> None:
+    """A file we may not write opens silently read-only in SQLite: refuse it up front, with advice."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ReadOnlyDatabase(
+            f"{path} is read-only ({exc.strerror}); workbench writes prompts, datasets and traces to it. "
+            f"Make it writable (chmod u+w {path}), or open it only for viewing with "
+            f"wb.open({path!r}, readonly=True)."
+        ) from None
+    os.close(fd)
+
+
+_SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def _remove_created(path: str, existed: set[str]) -> None:
+    """After a failed create, remove the empty file (and side files) this open made."""
+    try:
+        if os.path.getsize(path) != 0:
+            return
+    except OSError:
+        return
+    for suffix in _SIDE_FILES:
+        if path + suffix not in existed:
+            with contextlib.suppress(OSError):
+                os.remove(path + suffix)
+
+
+# -- the store -------------------------------------------------------------------------------
+
+
 class Store:
     """One workbench SQLite file.
 
     ``conn`` is for the caller's thread (reads and small writes); trace rows go
-    through ``writer``, a background thread with its own connection.
+    through ``writer``, a background thread with its own connection. With
+    ``readonly=True`` the file is opened for reading only and every write is
+    refused with a ``ReadOnlyDatabase`` error.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, migrate: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, migrate: bool = True, readonly: bool = False) -> None:
         self.path = os.fspath(path)
-        if self.path != ":memory:":
-            parent = Path(self.path).resolve().parent
-            if not parent.exists():
-                raise StoreError(f"folder {parent} does not exist; create it or pick another path")
-        _check_is_workbench(self.path)
-        try:
-            self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            _configure(self.conn)
-        except sqlite3.DatabaseError as exc:
-            raise NotAWorkbenchDatabase(f"{self.path} cannot be opened as SQLite: {exc}") from None
+        self.readonly = readonly
         self.lock = threading.RLock()
         self._local = threading.local()
         self._thread_conns: list[sqlite3.Connection] = []
         self._writer: BatchWriter | None = None
-        if migrate:
-            self.migrate()
+        self._immutable = False
+        self._recovered = 0
+        if self.path == ":memory:":
+            if readonly:
+                raise ConfigError("readonly=True needs a file; an in-memory database starts empty")
+            self.conn = connect(self.path)
+            if migrate:
+                self.migrate()
+            return
+        parent = Path(self.path).resolve().parent
+        if not parent.exists():
+            raise StoreError(f"folder {parent} does not exist; create it or pick another path")
+        existed = {self.path + s for s in _SIDE_FILES if os.path.exists(self.path + s)}
+        if readonly and self.path not in existed:
+            raise StoreError(f"{self.path} does not exist; readonly=True opens an existing workbench file")
+        _check_is_workbench(self.path)
+        if not readonly:
+            _check_writable(self.path)
+        try:
+            self.conn = self._connect()
+            if readonly:
+                self._check_schema()
+            elif migrate:
+                self.migrate()
+        except BaseException as exc:
+            conn = getattr(self, "conn", None)
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            if not isinstance(exc, (sqlite3.Error, StoreError)):
+                raise
+            doing = "opening" if self.path in existed else "creating"
+            error = translate(exc, self.path, doing, readonly=readonly, existed=self.path in existed)
+            if isinstance(error, (DiskFull, ReadOnlyDatabase)):
+                _remove_created(self.path, existed)  # a full disk or a read-only folder leaves no empty file
+            if error is exc:
+                raise
+            raise error from None
+        if not readonly:
+            _install_signal_handlers()
+
+    def _connect(self) -> sqlite3.Connection:
+        if not self.readonly:
+            return connect(self.path)
+        for immutable in (False, True):
+            conn = sqlite3.connect(self.read_uri(immutable), uri=True, check_same_thread=False, isolation_level=None)
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                conn.execute("PRAGMA query_only = ON")
+            except sqlite3.Error as exc:
+                conn.close()
+                if immutable or not needs_immutable(exc):
+                    raise
+                continue
+            self._immutable = immutable
+            if immutable and os.path.exists(self.path + "-wal") and os.path.getsize(self.path + "-wal") > 0:
+                warnings.warn(
+                    f"{self.path} is opened without its write-ahead log ({self.path}-wal): its folder is not "
+                    "writable, so SQLite cannot read the log, and the changes still in it are not shown. "
+                    "Open it from a writable folder to see them.",
+                    RuntimeWarning, stacklevel=3,
+                )
+            return conn
+        raise AssertionError("unreachable")
+
+    def read_uri(self, immutable: bool | None = None) -> str:
+        """The read-only SQLite URI other readers (the Arrow reader process) open this file with."""
+        return read_only_uri(self.path, immutable=self._immutable if immutable is None else immutable)
+
+    def _check_schema(self) -> None:
+        """A read-only open cannot migrate: refuse a file whose schema is not this version's."""
+        from .migrations import NAMES
+
+        applied = self._applied_fast()
+        if applied is None:
+            raise StoreError(
+                f"{self.path} is not a workbench file yet (it has no schema); open it without readonly=True to create one"
+            )
+        newer = applied - set(NAMES)
+        if newer:
+            raise StoreError(
+                f"{self.path} was migrated by a newer workbench ({', '.join(sorted(newer))}); upgrade workbench to open it"
+            )
+        missing = [n for n in NAMES if n not in applied]
+        if missing:
+            raise StoreError(
+                f"{self.path} needs migrations this read-only open cannot apply ({', '.join(missing)}); "
+                f"open it once with wb.open({self.path!r}) or run `workbench db migrate --db {self.path}`"
+            )
+
+    def error(self, exc: BaseException, doing: str = "writing to") -> StoreError:
+        """The ``StoreError`` for a failure of this file (see ``_sqlite.translate``)."""
+        return translate(exc, self.path, doing, readonly=self.readonly)
 
     @property
     def db(self) -> Any:
@@ -111,6 +247,8 @@ class Store:
         with self.lock:
             if self._applied_fast() == set(NAMES):
                 return []
+            if self.readonly:
+                self._check_schema()
             from .migrations import migrations
 
             db = self.db
@@ -118,19 +256,23 @@ class Store:
                 return []
             # Another process may be migrating the same new file right now: take the
             # write lock, then decide again what is pending, so each migration runs once.
-            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self.error(exc, "migrating") from None
             try:
                 pending = self._pending(db)
                 if pending:
                     migrations.apply(db)
                 self.conn.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                raise StoreError(f"migrating {self.path} ({MIGRATION_SET}) failed: {exc}") from exc
+            except sqlite3.Error as exc:
+                rollback(self.conn)
+                error = self.error(exc, "migrating")
+                if type(error) is StoreError:
+                    raise StoreError(f"migrating {self.path} ({MIGRATION_SET}) failed: {exc}") from exc
+                raise error from None
             except BaseException:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
+                rollback(self.conn)
                 raise
             return pending
 
@@ -140,8 +282,10 @@ class Store:
             rows = self.conn.execute(
                 "SELECT name FROM _sqlite_migrations WHERE migration_set = 'workbench'"
             ).fetchall()
-        except sqlite3.OperationalError:
-            return None
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None
+            raise
         return {r[0] for r in rows}
 
     def _pending(self, db: Any) -> list[str]:
@@ -172,64 +316,147 @@ class Store:
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
         with self.lock:
-            return self.conn.execute(sql, params)
+            try:
+                return self.conn.execute(sql, params)
+            except sqlite3.Error as exc:
+                raise self.error(exc, _doing(sql)) from None
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         """Rows as dicts."""
         with self.lock:
-            cur = self.conn.execute(sql, params)
-            cols = [d[0] for d in cur.description]
-            return [dict(zip(cols, row)) for row in cur.fetchall()]
+            try:
+                cur = self.conn.execute(sql, params)
+                cols = [d[0] for d in cur.description]
+                return [dict(zip(cols, row)) for row in cur.fetchall()]
+            except sqlite3.Error as exc:
+                raise self.error(exc, "reading") from None
 
     def write_now(self, items: Sequence[tuple[str, Sequence[Any]]]) -> None:
         """Commit ``(sql, row)`` items in one transaction on this thread's own connection.
 
         For callers that must know their rows are on disk before going on (an
         experiment's paid calls) without a round trip through the background writer.
+        When the file refuses them, the rows are kept in the spill file (see
+        ``_spill.py``) and the error says so.
         """
         if not items:
             return
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            _configure(conn)
-            self._local.conn = conn
-            self._thread_conns.append(conn)
-        groups: dict[str, list[Sequence[Any]]] = {}
-        for sql, row in items:
-            groups.setdefault(sql, []).append(row)
-        conn.execute("BEGIN IMMEDIATE")
+        if self.readonly:
+            raise self.error(sqlite3.OperationalError("attempt to write a readonly database"), "recording calls in")
         try:
-            for sql, rows in groups.items():
-                conn.executemany(sql, rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            conn = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = connect(self.path)
+                self._local.conn = conn
+                self._thread_conns.append(conn)
+            error = transaction(conn, list(items))
+        except sqlite3.Error as exc:
+            error = exc
+        if error is None:
+            return
+        translated = self.error(error, "writing to")
+        if row_level(error):
+            raise translated from None
+        # Paid calls must not be lost: keep the rows, and say where in the error.
+        note = self.writer.keep([(_spill.PENDING, sql, row, str(translated)) for sql, row in items], error)
+        raise type(translated)(f"{translated} {note}") from None
 
     def transaction(self) -> _Transaction:
         """``with store.transaction():`` groups writes atomically (BEGIN IMMEDIATE)."""
         return _Transaction(self)
 
+    # -- the background writer ----------------------------------------------------------------
+
     @property
     def writer(self) -> BatchWriter:
-        if self._writer is None:
-            self._writer = BatchWriter(self.path)
-        return self._writer
+        """The background writer, started on first use (and again after ``close()``)."""
+        if self.readonly:
+            raise self.error(sqlite3.OperationalError("attempt to write a readonly database"), "recording traces in")
+        writer = self._writer
+        if writer is None or writer._closed:
+            writer = self._writer = BatchWriter(self.path)
+            _install_signal_handlers()
+        return writer
+
+    def sync(self, timeout: float | None = None) -> None:
+        """Wait until every queued row is committed or kept aside; never raises for kept rows.
+
+        For reads that must see what was traced; ``flush`` is the promise that rows are in the file.
+        """
+        if self._writer is not None:
+            self._writer.sync(timeout)
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait until every queued row is committed."""
+        """Wait until every queued row is committed.
+
+        Raises:
+            RowsNotWritten: rows this process traced are not in the file (how many, where they are kept and why).
+        """
         if self._writer is not None:
             self._writer.flush(timeout)
 
     async def flush_async(self) -> None:
-        """``flush`` for coroutines: awaits the commit without blocking the event loop."""
+        """``sync`` for coroutines: awaits the commit without blocking the event loop."""
         if self._writer is not None:
             await self._writer.flush_async()
 
-    def close(self) -> None:
+    def health(self) -> Health:
+        """Rows written, pending, spilled and failed (see ``Health``)."""
+        writer = self._writer
+        spill = writer.spill if writer is not None else _spill.Spill(self.path) if self.path != ":memory:" else None
+        spilled, failed = spill.counts() if spill is not None else (0, 0)
+        held = len(writer.held) if writer is not None else 0
+        return Health(
+            path=self.path,
+            written=self._recovered + (0 if writer is None else writer.written),
+            pending=(0 if writer is None else writer.pending()),
+            spilled=spilled,
+            failed=failed,
+            spill_path=None if spill is None else spill.where(),
+            last_error=None if writer is None or writer.last_error is None else str(writer.last_error),
+            in_memory_only=held,
+            readonly=self.readonly,
+        )
+
+    def recover(self, *, discard_failed: bool = False) -> Health:
+        """Write every kept row into the file now (failed rows are tried again too).
+
+        ``discard_failed=True`` then deletes the rows SQLite still refuses. Returns
+        the health afterwards.
+        """
+        if self.readonly:
+            raise self.error(sqlite3.OperationalError("attempt to write a readonly database"), "recovering rows into")
         if self._writer is not None:
-            self._writer.close()
+            self._writer.sync()
+            self._writer.retry_held_now()
+        try:
+            conn = connect(self.path)
+        except sqlite3.Error as exc:
+            raise self.error(exc, "recovering rows into") from None
+        try:
+            result = _replay(conn, _spill.Spill(self.path), retry_failed=True, discard_failed=discard_failed)
+        except sqlite3.Error as exc:
+            raise self.error(exc, "recovering rows into") from None
+        except OSError as exc:
+            raise StoreError(
+                f"the rows kept for {self.path} cannot be read or rewritten ({exc}); check the spill files "
+                f"{' and '.join(_spill.Spill(self.path).paths)}"
+            ) from None
+        finally:
+            conn.close()
+        self._recovered += result.written
+        if result.error is not None:
+            raise self.error(result.error, "recovering rows into")
+        return self.health()
+
+    def close(self) -> None:
+        """Write what is queued and close; raises ``RowsNotWritten`` (after closing) if rows stay outside."""
+        kept: RowsNotWritten | None = None
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except RowsNotWritten as exc:
+                kept = exc
             self._writer = None
         for conn in self._thread_conns:
             try:
@@ -242,6 +469,13 @@ class Store:
                 self.conn.close()
             except sqlite3.ProgrammingError:
                 pass
+        if kept is not None:
+            raise kept
+
+
+def _doing(sql: str) -> str:
+    head = sql.lstrip()[:6].upper()
+    return "reading" if head in ("SELECT", "PRAGMA") or head.startswith("WITH") else "writing to"
 
 
 class _Transaction:
@@ -250,193 +484,99 @@ class _Transaction:
 
     def __enter__(self) -> sqlite3.Connection:
         self.store.lock.acquire()
-        self.store.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.store.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self.store.lock.release()
+            raise self.store.error(exc) from None
+        except BaseException:
+            self.store.lock.release()
+            raise
         return self.store.conn
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
             if exc_type is None:
-                self.store.conn.execute("COMMIT")
+                try:
+                    self.store.conn.execute("COMMIT")
+                except sqlite3.Error as error:
+                    rollback(self.store.conn)
+                    raise self.store.error(error) from None
             else:
-                self.store.conn.execute("ROLLBACK")
+                rollback(self.store.conn)
+                if isinstance(exc, sqlite3.Error):
+                    raise self.store.error(exc) from None
         finally:
             self.store.lock.release()
 
 
-_FLUSH = object()
-_STOP = object()
-_live_writers: weakref.WeakSet[BatchWriter] = weakref.WeakSet()
+@dataclass(frozen=True)
+class Health:
+    """Where the rows handed to the writer are: ``bench.health()``."""
 
+    path: str
+    """The database file."""
+    written: int
+    """Rows this process committed to the file (its writer's, and those ``recover()`` wrote)."""
+    pending: int
+    """Rows in memory, queued or waiting to be retried."""
+    spilled: int
+    """Rows kept in the spill file, to be written when the file takes them (any process's)."""
+    failed: int
+    """Rows SQLite refuses (a value it cannot store), kept in the spill file with their error."""
+    spill_path: str | None
+    """The spill file holding rows, or None."""
+    last_error: str | None
+    """Why the last commit failed, if one did."""
+    in_memory_only: int = 0
+    """Of ``pending``: rows neither the file nor a spill file took (lost if the process ends)."""
+    readonly: bool = False
+    """Opened with ``readonly=True``: nothing is written."""
 
-class BatchWriter:
-    """A background thread that inserts queued rows in batched transactions.
+    @property
+    def ok(self) -> bool:
+        """Every row handed over is in the file or on its way."""
+        return not (self.spilled or self.failed or self.in_memory_only)
 
-    ``put(sql, row)`` returns at once unless the queue is full (then it waits:
-    backpressure, never a silent drop). Rows with the same SQL are written with
-    one ``executemany`` per batch.
-    """
+    def _summary(self) -> str:
+        from ._format import count
 
-    def __init__(self, path: str, maxsize: int = WRITER_QUEUE_SIZE) -> None:
-        self.path = path
-        self.maxsize = maxsize
-        self.written = 0
-        self.failed = 0
-        self.last_error: BaseException | None = None
-        self._closed = False
-        self._start()
-        _live_writers.add(self)
-
-    def _start(self) -> None:
-        self.queue: queue.Queue[Any] = queue.Queue(self.maxsize)
-        self._thread = threading.Thread(target=self._run, name="workbench-writer", daemon=True)
-        self._thread.start()
-
-    def put(self, sql: str, row: Sequence[Any]) -> None:
-        if self._closed:
-            raise StoreError("the trace writer is closed; open the workbench again")
-        self.queue.put((sql, row))
-
-    def put_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        for row in rows:
-            self.put(sql, row)
-
-    def flush(self, timeout: float | None = None) -> None:
-        if self._closed or not self._thread.is_alive():
-            return
-        done = threading.Event()
-        self.queue.put((_FLUSH, done))
-        if not done.wait(timeout):
-            raise StoreError(f"trace writer did not flush within {timeout} s")
-
-    async def flush_async(self) -> None:
-        """Await until every row queued so far is committed, without blocking the loop.
-
-        Many awaiting callers share one commit (group commit).
-        """
-        if self._closed or not self._thread.is_alive():
-            return
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-
-        def done() -> None:
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(None))
-
-        self.queue.put((_FLUSH, done))
-        await future
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self.flush()
-        self._closed = True
-        self.queue.put((_STOP, None))
-        self._thread.join()
-
-    def _run(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None)
-        _configure(conn)
-        try:
-            while True:
-                item = self.queue.get()
-                batch = [item]
-                # Take what is already waiting, up to a batch, without blocking.
-                while len(batch) < WRITER_BATCH:
-                    try:
-                        batch.append(self.queue.get_nowait())
-                    except queue.Empty:
-                        break
-                stop = self._write(conn, batch)
-                if stop:
-                    return
-        finally:
-            conn.close()
-
-    def _write(self, conn: sqlite3.Connection, batch: list[Any]) -> bool:
-        groups: dict[str, list[Sequence[Any]]] = {}
-        events: list[Any] = []
-        stop = False
-        for sql, payload in batch:
-            if sql is _FLUSH:
-                events.append(payload)
-            elif sql is _STOP:
-                stop = True
-            else:
-                groups.setdefault(sql, []).append(payload)
-        if groups:
-            self._commit(conn, groups)
-        for ev in events:
-            # A threading.Event from flush(), or a callback from flush_async().
-            ev.set() if isinstance(ev, threading.Event) else ev()
-        return stop
-
-    def _commit(self, conn: sqlite3.Connection, groups: dict[str, list[Sequence[Any]]]) -> None:
-        n = sum(len(rows) for rows in groups.values())
-        if self._transaction(conn, groups):
-            self.written += n
-            return
-        failed = n
-        if n > 1 and not _is_busy(self.last_error):
-            # One bad row (a value SQLite cannot bind, a duplicate id) must not lose
-            # the rows batched with it: write them one by one and drop only the bad.
-            failed = 0
-            for sql, rows in groups.items():
-                for row in rows:
-                    if self._transaction(conn, {sql: [row]}):
-                        self.written += 1
-                    else:
-                        failed += 1
-        self.failed += failed
-        warnings.warn(
-            f"workbench could not write {failed} trace row{'s' if failed != 1 else ''} to {self.path}: "
-            f"{self.last_error}",
-            RuntimeWarning,
-            stacklevel=1,
+        return (
+            f"written {count(self.written)} · pending {count(self.pending)} · "
+            f"spilled {count(self.spilled)} · failed {count(self.failed)}"
         )
 
-    def _transaction(self, conn: sqlite3.Connection, groups: dict[str, list[Sequence[Any]]]) -> bool:
-        """Write ``groups`` in one transaction, waiting out locks; False when it failed."""
-        for attempt in range(20):
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                for sql, rows in groups.items():
-                    conn.executemany(sql, rows)
-                conn.execute("COMMIT")
-                return True
-            except Exception as exc:  # noqa: BLE001 - the writer thread must survive any bad row
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                self.last_error = exc
-                if _is_busy(exc):
-                    time.sleep(min(0.05 * 2**attempt, 2.0))
-                    continue
-                return False
-        return False
+    def __repr__(self) -> str:
+        where = f" in {self.spill_path}" if self.spill_path else ""
+        return f"<Health {self.path}: {self._summary()}{where}{' (read-only)' if self.readonly else ''}>"
 
+    def _repr_html_(self) -> str:
+        from . import _html
+        from ._format import count
 
-def _is_busy(exc: BaseException | None) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
-
-
-@atexit.register
-def _flush_all_writers() -> None:
-    for writer in list(_live_writers):
-        try:
-            writer.close()
-        except Exception:  # noqa: BLE001 - at exit, report and keep closing the others
-            pass
-
-
-def _restart_writers_in_child() -> None:
-    # Threads do not survive fork: without this, a forked child's rows would sit in a
-    # queue nobody reads and flush() would return at once. Rows queued before the
-    # fork are the parent's to write, so the child starts with an empty queue.
-    # Forking while SQLite is busy on another thread can still hang the child in
-    # SQLite itself; use the "spawn" start method for processes that trace.
-    for writer in list(_live_writers):
-        if not writer._closed:
-            writer._start()
-
-
-os.register_at_fork(after_in_child=_restart_writers_in_child)
+        state = "read-only" if self.readonly else "all rows in the file" if self.ok else "rows outside the file"
+        colour = "#1a7f37" if self.ok else "#b42318"
+        tiles = "".join(
+            f'<div style="min-width:6em"><div style="font-size:1.4em;font-weight:600;'
+            f'{"color:" + colour if label in ("spilled", "failed") and value else ""}">{_html.esc(count(value))}</div>'
+            f'<div style="font-size:.85em;opacity:.75">{_html.esc(label)}</div></div>'
+            for label, value in (("written", self.written), ("pending", self.pending),
+                                 ("spilled", self.spilled), ("failed", self.failed))
+        )
+        notes = []
+        if self.spill_path:
+            notes.append(f"kept in <code>{_html.esc(self.spill_path)}</code>; "
+                         f"<code>workbench db recover --db {_html.esc(self.path)}</code> writes them into the file")
+        if self.in_memory_only:
+            notes.append(f"{_html.esc(count(self.in_memory_only))} of the pending rows are only in memory: "
+                         "no spill file could be written")
+        if self.last_error:
+            notes.append(f"last error: {_html.esc(self.last_error)}")
+        body = (
+            f'<div><b>{_html.esc(os.path.basename(self.path))}</b> '
+            f'<span style="color:{colour}">● {_html.esc(state)}</span> '
+            f'<span style="font-size:.85em;opacity:.75">{_html.esc(self.path)}</span></div>'
+            f'<div style="display:flex;gap:1.2em;margin:.4em 0">{tiles}</div>'
+            + "".join(f'<div style="font-size:.85em">{n}</div>' for n in notes)
+        )
+        return _html.root(body, cls="wb-health")

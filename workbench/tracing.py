@@ -19,7 +19,7 @@ from . import traces
 from ._canonical import dumps
 from ._ids import new_id
 from ._retry import DEFAULT_POLICY, RetryPolicy, complete_with_retries
-from .errors import ProviderError
+from .errors import ProviderError, UnexpectedProviderError
 
 if TYPE_CHECKING:
     from .pricing import Pricer
@@ -100,6 +100,7 @@ class Tracer:
     def __init__(self, writer_factory: Callable[[], BatchWriter], pricer: Pricer) -> None:
         self._writer_factory = writer_factory
         self.pricer = pricer
+        self._writer: BatchWriter | None = None
         self.sinks: list[Callable[[str, tuple[Any, ...]], None]] = []
         """Called with every ``(sql, row)`` written, after the writer has it (live OTel export).
         A sink must return at once: it runs on the traced call's path."""
@@ -122,7 +123,11 @@ class Tracer:
 
     @property
     def writer(self) -> BatchWriter:
-        return self._writer_factory()
+        """The store's current writer, looked up again once the last one was closed."""
+        writer = self._writer
+        if writer is None or writer._closed:
+            writer = self._writer = self._writer_factory()
+        return writer
 
     # -- user spans --------------------------------------------------------------------------
 
@@ -133,9 +138,10 @@ class Tracer:
         ``capture=False`` keeps arguments and results out of the database.
         """
 
+        tracer = self
+
         def decorate(func: F) -> F:
             span_name = name or getattr(func, "__qualname__", repr(func))
-            put = self.writer.put
             sql = traces.SPAN_SQL
             iso = traces.iso_utc
             perf = time.perf_counter
@@ -171,14 +177,14 @@ class Tracer:
                         result = await func(*args, **kwargs)
                     except BaseException as exc:
                         row = span_row(sid, tid, parent, wall, t0, args, kwargs, None, exc)
-                        put(sql, row)
+                        tracer.writer.put(sql, row)
                         if sinks:
                             _tee(sinks, sql, row)
                         raise
                     finally:
                         current.reset(token)
                     row = span_row(sid, tid, parent, wall, t0, args, kwargs, result, None)
-                    put(sql, row)
+                    tracer.writer.put(sql, row)
                     if sinks:
                         _tee(sinks, sql, row)
                     return result
@@ -197,14 +203,15 @@ class Tracer:
                     result = func(*args, **kwargs)
                 except BaseException as exc:
                     row = span_row(sid, tid, parent, wall, t0, args, kwargs, None, exc)
-                    put(sql, row)
+                    tracer.writer.put(sql, row)
                     if sinks:
                         _tee(sinks, sql, row)
                     raise
                 finally:
                     current.reset(token)
+                # Looked up per call, not at decoration: the file may have been closed and opened again.
                 row = span_row(sid, tid, parent, wall, t0, args, kwargs, result, None)
-                put(sql, row)
+                tracer.writer.put(sql, row)
                 if sinks:
                     _tee(sinks, sql, row)
                 return result
@@ -237,6 +244,8 @@ class Tracer:
         that commits it itself, together with rows of its own).
         """
         sid = new_id()
+        # Where the row goes is settled before the call is paid for (a read-only file refuses here).
+        emit = emit or self.writer.put
         backdated = started is not None
         started = time.time() if started is None else started
         attempted = await complete_with_retries(provider, request, policy)
@@ -323,7 +332,7 @@ class Tracer:
             cost_usd=cost,
             price_source=source,
             status=status,
-            error_type=None if error is None else type(error).__name__,
+            error_type=None if error is None else _error_type(error),
             error=None if error is None else str(error),
             attempts=attempts,
             stop_reason=None if completion is None else completion.stop_reason,
@@ -357,6 +366,13 @@ def _tee(sinks: list[Callable[[str, tuple[Any, ...]], None]], sql: str, row: tup
             sink(sql, row)
         except Exception:  # noqa: BLE001 - an exporter's fault must never break the traced call
             pass
+
+
+def _error_type(error: BaseException) -> str:
+    """The class name a trace records: a custom provider's own exception, not our wrapper."""
+    if isinstance(error, UnexpectedProviderError):
+        return type(error.original).__name__
+    return type(error).__name__
 
 
 class Span:

@@ -419,7 +419,7 @@ def html(card: Card, *, wrap: bool = True) -> str:
         body.append(f'<div style="{muted};font-size:12px;margin-top:2px">{_html.esc(sub)}</div>')
     if card.simulated:
         body.append(
-            f'<div style="color:#7a4a00;font-size:12px">Simulated provider: these numbers describe a declared '
+            '<div style="color:#7a4a00;font-size:12px">Simulated provider: these numbers describe a declared '
             "simulation, not a real model.</div>"
         )
     if card.empty:

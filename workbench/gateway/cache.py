@@ -276,7 +276,7 @@ class ExactCache:
             self._known.clear()
         if self.store is None:
             return 0
-        self.store.flush()
+        self.store.sync()
         return self.store.execute(
             "DELETE FROM gateway_cache WHERE kind = 'exact' AND namespace = ?", (self.namespace,)
         ).rowcount
@@ -784,7 +784,7 @@ class SemanticCache:
             self._recent.clear()
         if self.store is None:
             return 0
-        self.store.flush()
+        self.store.sync()
         return self.store.execute(
             "DELETE FROM gateway_cache WHERE kind = 'semantic' AND namespace = ?", (self.namespace,)
         ).rowcount

@@ -186,11 +186,9 @@ class Limits:
         if self._conn is None:
             if self.path is None:
                 raise ConfigError("Limits are not bound to a workbench file: wb.open(path, provider=gateway)")
-            from ..store import _configure
+            from .._sqlite import connect
 
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            _configure(conn)
-            self._conn = conn
+            self._conn = connect(self.path)
         return self._conn
 
     @staticmethod

@@ -151,7 +151,7 @@ def export(
     own = exporter is None
     exporter = exporter or otlp_exporter(endpoint, headers=headers)  # type: ignore[arg-type]
     builder = SpanBuilder(service=service, content=content)
-    store.flush()
+    store.sync()
     sent = 0
     try:
         for rows in traces.iter_rows(store, traces.TraceQuery(**filters), chunk=batch):

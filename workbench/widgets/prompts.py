@@ -69,7 +69,7 @@ def prompt_metrics(bench: Workbench, name: str) -> pl.DataFrame:
 
     from .. import frames
 
-    bench.flush()
+    bench.store.sync()
     t = frames.traces_df(
         bench.store, prompt_name=name, kind="llm",
         columns=["id", "prompt_version", "status", "latency_ms", "cost_usd", "experiment_id"], parse_times=False,

@@ -169,7 +169,7 @@ class TracesWidget(HTMLView):
 
     def refresh_options(self) -> None:
         """Read the experiments, models and variants offered in the selects again."""
-        self.bench.flush()
+        self.bench.store.sync()
         self._experiments = traces.experiment_names(self.store)
         models = set(traces.distinct(self.store, "model"))
         try:
@@ -209,7 +209,7 @@ class TracesWidget(HTMLView):
             return
         self.show_message("")
         self.browse = browse
-        self.bench.flush()
+        self.bench.store.sync()
         self.total, self.exact = traces.browse_count(self.store, browse)
         self._load(page=0)
         self._draw()
