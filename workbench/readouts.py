@@ -214,7 +214,7 @@ def cost_quality_points(exp: Experiment, scorer: str | None = None) -> pl.DataFr
 
 def experiment_html(exp: Experiment) -> str:
     head = (
-        f"<div><b>experiment {_html.esc(exp.name)}</b> · status <b>{_html.esc(exp.status)}</b> · dataset "
+        f"<b>experiment {_html.esc(exp.name)}</b> · status <b>{_html.esc(exp.status)}</b> · dataset "
         f"{_html.esc(exp.dataset.ref)} ({len(exp.dataset)} items) · repeats {exp.repeats} · seed {exp.seed}"
     )
     if exp.simulated():
@@ -226,7 +226,7 @@ def experiment_html(exp: Experiment) -> str:
         body = _frame_html(summary.select([c for c in cols if c in summary.columns]))
     except Exception as exc:  # noqa: BLE001 - a repr must not raise
         body = f"<i>no results yet ({_html.esc(exc)})</i>"
-    return head + variants + body + "</div>"
+    return _html.root(head + variants + body)
 
 
 @dataclass
@@ -288,9 +288,9 @@ class Comparison:
             p = self.preference
             pref = (f"<p>Human preference: {_html.esc(self.b)} wins {p.wins_b}, {_html.esc(self.a)} wins {p.wins_a}, ties {p.ties}; "
                     f"win rate {p.win_rate:.1%} (95% CI {p.ci_low:.1%}–{p.ci_high:.1%}), sign test p={p.p_value:.3g}</p>")
-        return (
-            f"<div><b>{_html.esc(self.b)} vs {_html.esc(self.a)}</b> · {_html.esc(self.experiment)}{sim}"
-            f"{_frame_html(self.scores)}{_frame_html(self.cost, 6)}{_frame_html(self.latency)}{pref}</div>"
+        return _html.root(
+            f"<b>{_html.esc(self.b)} vs {_html.esc(self.a)}</b> · {_html.esc(self.experiment)}{sim}"
+            f"{_frame_html(self.scores)}{_frame_html(self.cost, 6)}{_frame_html(self.latency)}{pref}"
         )
 
 
