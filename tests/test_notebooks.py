@@ -13,6 +13,11 @@ from nbclient import NotebookClient
 
 from workbench import charts
 
+try:
+    from ._jupyterlab import shows_a_chart
+except ImportError:
+    from _jupyterlab import shows_a_chart
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 DATABASES = {"01_quickstart": "quickstart", "02_ab_experiment": "ab", "03_monitoring": "monitoring"}
@@ -72,17 +77,11 @@ def test_notebook_runs_offline(path, tmp_path, monkeypatch):
         assert os.path.exists(work / f"{DATABASES[path.stem]}.db")
 
 
-def _shows_a_chart(source: str) -> bool:
-    """The cell's last line is a chart expression (``exp.chart(...)``, ``wb.charts.latency(...)``)."""
-    last = [line for line in source.splitlines() if line.strip() and not line.startswith((" ", "#"))][-1:]
-    return bool(last) and (".chart(" in last[0] or "charts." in last[0]) and "enable_offline" not in last[0]
-
-
 def _charts_are_data_only(nb) -> None:
     """Every chart cell shows Vega data with a static fallback; no output carries script; HTML skips MathJax."""
     outputs = [o for c in nb.cells for o in c.get("outputs", []) if "data" in o]
     drawn = [o for o in outputs if charts.VEGA_MIME in o["data"]]
-    chart_cells = [c for c in nb.cells if c.cell_type == "code" and _shows_a_chart(c.source)]
+    chart_cells = [c for c in nb.cells if c.cell_type == "code" and shows_a_chart(c.source)]
     assert len(drawn) >= len(chart_cells) > 0, (len(drawn), len(chart_cells))
     for o in drawn:
         assert {"image/png", "text/plain"} <= set(o["data"]) and "text/html" not in o["data"]
