@@ -283,7 +283,7 @@ def test_theme_registers_and_applies(restore_altair, small):
 
 def test_enable_offline_turns_on_the_data_only_renderer(restore_altair):
     assert charts.enable_offline() == charts.RENDERER == "workbench"
-    assert alt.renderers.active == "workbench" and alt.renderers.options == {"fallback": "png"}
+    assert alt.renderers.active == "workbench" and alt.renderers.options == {"fallback": "svg"}
     assert charts.enable_offline("vega", fallback=None) == "workbench"
     assert alt.renderers.options == {"fallback": None}
 
@@ -301,7 +301,7 @@ def test_enable_offline_keeps_the_static_renderers(restore_altair, renderer):
 def test_enable_offline_refuses_renderers_that_break_in_jupyterlab(restore_altair, renderer, why):
     with pytest.raises(ConfigError, match=f"'{renderer}' is not offered: .*{why}.*choose 'vega'"):
         charts.enable_offline(renderer)
-    with pytest.raises(ConfigError, match="fallback must be 'png', 'svg' or None, not 'gif'"):
+    with pytest.raises(ConfigError, match="fallback must be 'svg', 'png' or None, not 'gif'"):
         charts.enable_offline("vega", fallback="gif")
 
 
@@ -310,23 +310,23 @@ def test_a_chart_displays_as_vega_data_with_a_static_fallback_and_no_script(rest
 
     charts.enable_offline()
     data, metadata = DisplayFormatter().format(charts.latency(small))
-    assert set(data) == {charts.VEGA_MIME, "image/png", "text/plain"}  # no text/html: no script anywhere
+    assert set(data) == {charts.VEGA_MIME, "image/svg+xml", "text/plain"}  # no text/html: no script anywhere
     vega = data[charts.VEGA_MIME]
     assert vega["$schema"] == "https://vega.github.io/schema/vega/v5.json"
     assert vlc.vega_to_svg(vega).startswith("<svg")
-    assert base64.b64decode(data["image/png"]).startswith(PNG)
+    assert data["image/svg+xml"].startswith("<svg") and "<script" not in data["image/svg+xml"]
     assert data["text/plain"] == "<chart: Latency per call>"
     # The embed actions that write the spec into a new window unescaped, or post it to a website, are off.
     actions = metadata[charts.VEGA_MIME]["embed_options"]["actions"]
     assert actions == {"export": True, "source": False, "compiled": False, "editor": False}
 
 
-@pytest.mark.parametrize(("fallback", "keys"), [("svg", {"image/svg+xml"}), (None, set())])
-def test_the_static_fallback_can_be_svg_or_none(small, fallback, keys):
+@pytest.mark.parametrize(("fallback", "keys"), [("png", {"image/png"}), (None, set())])
+def test_the_static_fallback_can_be_png_or_none(small, fallback, keys):
     data, _ = charts.mimebundle(charts.quality(_summary()), fallback=fallback)
     assert set(data) == {charts.VEGA_MIME, "text/plain"} | keys
-    if fallback == "svg":
-        assert data["image/svg+xml"].startswith("<svg")
+    if fallback == "png":
+        assert base64.b64decode(data["image/png"]).startswith(PNG)
 
 
 def test_a_chart_vega_lite_5_cannot_compile_comes_as_a_static_png(small, monkeypatch):
@@ -335,7 +335,9 @@ def test_a_chart_vega_lite_5_cannot_compile_comes_as_a_static_png(small, monkeyp
 
     monkeypatch.setattr(vlc, "vegalite_to_vega", refuse)
     data, metadata = charts.mimebundle(charts.tokens(small), fallback=None)
-    assert set(data) == {"image/png", "text/plain"} and metadata == {}
+    assert set(data) == {"image/svg+xml", "text/plain"} and metadata == {}
+    assert data["image/svg+xml"].startswith("<svg")
+    data, _ = charts.mimebundle(charts.tokens(small), fallback="png")
     assert base64.b64decode(data["image/png"]).startswith(PNG)
     assert "static: Vega-Lite 5.21 cannot compile it for JupyterLab: Vega-Lite compile failed" in data["text/plain"]
 

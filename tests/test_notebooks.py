@@ -84,7 +84,7 @@ def _charts_are_data_only(nb) -> None:
     chart_cells = [c for c in nb.cells if c.cell_type == "code" and shows_a_chart(c.source)]
     assert len(drawn) >= len(chart_cells) > 0, (len(drawn), len(chart_cells))
     for o in drawn:
-        assert {"image/png", "text/plain"} <= set(o["data"]) and "text/html" not in o["data"]
+        assert {"image/svg+xml", "text/plain"} <= set(o["data"]) and "text/html" not in o["data"]
         assert o["metadata"][charts.VEGA_MIME]["embed_options"]["actions"]["source"] is False
     for o in outputs:
         html = o["data"].get("text/html", "")
@@ -107,5 +107,5 @@ def test_charts_render_offline_in_a_kernel_without_asking(tmp_path):
     ]
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     data = nb.cells[0].outputs[0]["data"]
-    assert set(data) == {charts.VEGA_MIME, "image/png", "text/plain"}
+    assert set(data) == {charts.VEGA_MIME, "image/svg+xml", "text/plain"}
     assert data[charts.VEGA_MIME]["$schema"].endswith("/vega/v5.json")

@@ -99,7 +99,7 @@ def test_the_chart_is_shown_as_vega_data_whatever_renderer_is_active(bench, monk
         [(data, metadata)] = _bundle_shown(monkeypatch, wdg)
     finally:
         alt.renderers.enable(active, **options)
-    assert set(data) == {charts.VEGA_MIME, "image/png", "text/plain"}
+    assert set(data) == {charts.VEGA_MIME, "image/svg+xml", "text/plain"}
     assert metadata[charts.VEGA_MIME]["embed_options"]["actions"]["source"] is False
 
 

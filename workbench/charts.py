@@ -121,26 +121,29 @@ EMBED_OPTIONS: dict[str, Any] = {
     "actions": {"export": True, "source": False, "compiled": False, "editor": False},
 }
 """vega-embed options JupyterLab reads from the output's metadata."""
-FALLBACKS = ("png", "svg", None)
+FALLBACKS = ("svg", "png", None)
 """Static images a chart's bundle can carry for front ends that do not draw Vega."""
+DEFAULT_FALLBACK = "svg"
+"""SVG: for the demo's charts 16 to 69 KB and 50 to 180 ms each, where vl-convert's PNGs are 34 to
+380 KB and up to 0.3 s (``python -m bench charts``). JupyterLab stores a PNG of its own beside it
+when a drawn chart is saved."""
 
 
 def mimebundle(
-    chart: alt.TopLevelMixin | dict[str, Any], *, fallback: str | None = "png"
+    chart: alt.TopLevelMixin | dict[str, Any], *, fallback: str | None = DEFAULT_FALLBACK
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A chart as a notebook output that carries data only: ``(data, metadata)``.
 
     ``data`` holds the chart compiled to a Vega 5 spec (`VEGA_MIME`, which
     JupyterLab draws interactively with its own Vega, no script sent), a
-    static ``image/png`` or ``image/svg+xml`` for other front ends (GitHub,
+    static ``image/svg+xml`` (or ``image/png``) for other front ends (GitHub,
     nbconvert) unless ``fallback`` is None, and ``text/plain``. A chart that
     Vega-Lite 5 cannot compile (one using Vega-Lite 6 features) comes as a
-    static PNG drawn by Vega-Lite 6 instead, and its text says so.
+    static image drawn by Vega-Lite 6 instead, and its text says so.
     """
     import vl_convert as vlc
 
-    if fallback not in FALLBACKS:
-        raise ConfigError(f"fallback must be 'png', 'svg' or None, not {fallback!r}")
+    _check_fallback(fallback)
     spec = chart if isinstance(chart, dict) else chart.to_dict()
     text = f"<chart: {_spec_title(spec)}>"
     try:
@@ -148,7 +151,9 @@ def mimebundle(
     except ValueError as exc:
         note = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         text += f" (static: Vega-Lite {VEGA_LITE_FOR_VEGA5} cannot compile it for JupyterLab: {note})"
-        return {"image/png": base64.b64encode(vlc.vegalite_to_png(spec)).decode("ascii"), "text/plain": text}, {}
+        if fallback == "png":
+            return {"image/png": base64.b64encode(vlc.vegalite_to_png(spec)).decode("ascii"), "text/plain": text}, {}
+        return {"image/svg+xml": vlc.vegalite_to_svg(spec), "text/plain": text}, {}
     data: dict[str, Any] = {VEGA_MIME: vega}
     if fallback == "png":
         data["image/png"] = base64.b64encode(vlc.vega_to_png(vega)).decode("ascii")
@@ -156,6 +161,11 @@ def mimebundle(
         data["image/svg+xml"] = vlc.vega_to_svg(vega)
     data["text/plain"] = text
     return data, {VEGA_MIME: {"embed_options": EMBED_OPTIONS}}
+
+
+def _check_fallback(fallback: Any) -> None:
+    if fallback not in FALLBACKS:
+        raise ConfigError(f"fallback must be 'svg', 'png' or None, not {fallback!r}")
 
 
 def _spec_title(spec: dict[str, Any]) -> str:
@@ -167,7 +177,7 @@ def _spec_title(spec: dict[str, Any]) -> str:
     return str(title) if title else "Vega-Lite chart"
 
 
-def _render(spec: dict[str, Any], fallback: str | None = "png") -> tuple[dict[str, Any], dict[str, Any]]:
+def _render(spec: dict[str, Any], fallback: str | None = DEFAULT_FALLBACK) -> tuple[dict[str, Any], dict[str, Any]]:
     """The Altair renderer registered as `RENDERER`."""
     return mimebundle(spec, fallback=fallback)
 
@@ -175,7 +185,7 @@ def _render(spec: dict[str, Any], fallback: str | None = "png") -> tuple[dict[st
 alt.renderers.register(RENDERER, _render)
 
 
-def enable_offline(renderer: str = "vega", *, fallback: str | None = "png") -> str:
+def enable_offline(renderer: str = "vega", *, fallback: str | None = DEFAULT_FALLBACK) -> str:
     """Make Altair draw every chart in notebooks with no network; returns the renderer's name.
 
     ``"vega"`` (the default) enables the `RENDERER` renderer: each chart is a
@@ -192,8 +202,7 @@ def enable_offline(renderer: str = "vega", *, fallback: str | None = "png") -> s
     notebook is reopened; about 925 KB per chart).
     """
     if renderer == "vega":
-        if fallback not in FALLBACKS:
-            raise ConfigError(f"fallback must be 'png', 'svg' or None, not {fallback!r}")
+        _check_fallback(fallback)
         alt.renderers.enable(RENDERER, fallback=fallback)
         return RENDERER
     if renderer in ("svg", "png"):
