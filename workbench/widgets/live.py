@@ -32,6 +32,20 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
+def _no_interval(n: int, clusters: Any) -> str:
+    """Why a mean has no interval yet, in the table's words."""
+    if n < 2:
+        return "n/a (fewer than 2 items)" if n else fmt.NA
+    if isinstance(clusters, int) and clusters < 2:
+        return "n/a (one cluster)"
+    return fmt.NA
+
+
+def _scroll(table: str) -> str:
+    """A table that scrolls sideways inside the widget rather than being cut at its edge."""
+    return f'<div style="overflow-x:auto;max-width:100%">{table}</div>'
+
+
 def _cell(column: str, x: Any) -> Any:
     """One value of a frame as a person reads it: dollars, milliseconds, shares, scores."""
     if not isinstance(x, float):
@@ -51,7 +65,7 @@ def _frame_html(df: Any) -> str:
     if callable(own):
         return own()
     rows = [[_cell(c, x) for c, x in zip(df.columns, r)] for r in df.iter_rows()]
-    return _html.table(df.columns, rows)
+    return _scroll(_html.table(df.columns, rows))
 
 
 class ExperimentWidget(w.VBox):
@@ -280,12 +294,11 @@ class ExperimentWidget(w.VBox):
                     r = q.get((v, s.name)) or {}
                     n = r.get("n") or 0
                     lo, hi = r.get("ci_low"), r.get("ci_high")
-                    # One item (or one cluster) has no interval: say so rather than print nan.
-                    ci = fmt.interval(lo, hi) if n >= 2 and _finite(lo) and _finite(hi) else "n/a (fewer than 2 items)" if n else fmt.NA
+                    ci = fmt.interval(lo, hi) if _finite(lo) and _finite(hi) else _no_interval(n, r.get("n_clusters"))
                     rows.append((v, variant.label(), s.name, fmt.num(r.get("mean") if n else None), ci, fmt.count(n)))
-        return "<b>running means (95% CI)</b>" + _html.table(
+        return "<b>running means (95% CI)</b>" + _scroll(_html.table(
             ["variant", "prompt / model", "scorer", "mean", "95% CI", "items"], rows
-        )
+        ))
 
     def _title(self) -> str:
         exp = self.exp
