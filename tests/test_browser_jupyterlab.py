@@ -301,6 +301,8 @@ exp = bench.experiment(
 )""",
     "live = wb.widgets.experiment(exp)\nlive",
     "live.run();",
+    # JupyterLab typesets a Label's value; the class no_math() adds is what stops it.
+    "import ipywidgets\nfrom workbench import _html\n_html.no_math(ipywidgets.Label(H['separators'] + ' costs $0.47 to $1.36'))",
     *(f"exp.chart({kind!r})" for kind in ("quality", "latency", "cost", "tokens", "paired", "cost_quality")),
 ]
 

@@ -399,7 +399,7 @@ def _hostile_builders():
     )
     points = _points().with_columns(pl.Series("variant", [*HOSTILE.values(), "p6", "p7"]))
     odd = pl.DataFrame({"bucket": [T0 + timedelta(hours=i) for i in range(4)], 'a.b"\u2028c': [1.0, 2.0, 3.0, 4.0]})
-    return {
+    builders = {
         "latency": lambda: charts.latency(traces, by="variant"),
         "latency_by_model": lambda: charts.latency(traces, by="model", log=False),
         "cost_per_item": lambda: charts.cost_per_item(traces),
@@ -413,6 +413,22 @@ def _hostile_builders():
             traces.rename({"variant": 'var"\u2028iant\\'}), by='var"\u2028iant\\'
         ),
     }
+    # Builders other streams add: checked here as soon as they are merged.
+    if hasattr(charts, "savings"):
+        saved = pl.DataFrame({
+            "prompt_name": [A, B, ITEM], "source": ["prompt_cache", "exact_cache", "routing"],
+            "saved_usd": [0.5, 0.25, 0.1], "events": [10, 5, 2], "requests": [100, 50, 20], "rate": [0.1, 0.1, 0.1],
+        })
+        builders["savings"] = lambda: charts.savings(saved, by="prompt_name")
+    if hasattr(charts, "alert_spans"):
+        alerts = pl.DataFrame({
+            "rule": [A], "scope": [MODEL], "metric": ["error_rate"], "first_seen": [T0 + timedelta(hours=1)],
+            "resolved_at": [T0 + timedelta(hours=2)], "statistic": [ITEM],
+        })
+        builders["alert_spans"] = lambda: charts.alert_spans(
+            charts.timeseries(frames.metrics(traces, every="1h")), alerts
+        )
+    return builders
 
 
 def _code_strings(node, key=None):
@@ -468,6 +484,7 @@ def test_hostile_names_reach_vega_as_data_only(name):
         "paired_differences": {A, B, ITEM, HOSTILE["img"], HOSTILE["dollars"], f"{B} better", f"{A} better"},
         "cost_quality": set(HOSTILE.values()), "timeseries": {HOSTILE["script"] + "@v1"},
         "timeseries_odd_column": set(), "latency_odd_group_column": {A, B},
+        "savings": {A, B, ITEM}, "alert_spans": {A, MODEL, ITEM},
     }[name]
     assert wanted <= in_data, wanted - in_data
 
