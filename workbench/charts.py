@@ -344,7 +344,8 @@ def latency(
         .sort(_GROUP, "percentile")
     )
 
-    scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
+    # The bins span the data: a "nice" log domain would pad it out to whole powers of ten.
+    scale = alt.Scale(type="log", nice=False) if log else alt.Scale(zero=False)
     x_title = "latency (ms, log scale)" if log else "latency (ms)"
     color = _group_color(title, bool(keys))
     bars = (
@@ -353,7 +354,7 @@ def latency(
         .encode(
             x=alt.X("from_ms:Q", scale=scale, title=x_title),
             x2="to_ms:Q",
-            y=alt.Y("calls:Q", title="calls"),
+            y=alt.Y("calls:Q", title="calls", axis=alt.Axis(tickMinStep=1, format=",d")),
             y2=alt.datum(0),
             color=color,
             tooltip=[
