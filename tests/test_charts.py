@@ -329,7 +329,7 @@ def test_the_static_fallback_can_be_png_or_none(small, fallback, keys):
         assert base64.b64decode(data["image/png"]).startswith(PNG)
 
 
-def test_a_chart_vega_lite_5_cannot_compile_comes_as_a_static_png(small, monkeypatch):
+def test_a_chart_vega_lite_5_cannot_compile_comes_as_a_static_image(small, monkeypatch):
     def refuse(spec, vl_version=None):
         raise ValueError("Vega-Lite compile failed\nat line 1")
 
