@@ -1,10 +1,10 @@
-"""Run every benchmark, or the ones named: ``python -m bench [tracing ingest import runner metrics report otel otel-ingest parquet widgets first_use gateway durability]``."""
+"""Run every benchmark, or the ones named: ``python -m bench [tracing ingest import runner metrics report otel otel-ingest parquet widgets first_use gateway durability charts]``."""
 
 from __future__ import annotations
 
 import sys
 
-from . import durability, first_use, gateway, metrics, otel, parquet, report, runner, tracing, widgets
+from . import charts, durability, first_use, gateway, metrics, otel, parquet, report, runner, tracing, widgets
 
 SUITES = {
     "tracing": tracing.overhead,
@@ -20,6 +20,7 @@ SUITES = {
     "first_use": first_use.main,
     "gateway": gateway.main,
     "durability": durability.main,
+    "charts": charts.main,
 }
 
 

@@ -52,9 +52,15 @@ def free_port() -> int:
 
 
 def write_settings(settings_dir: Path) -> None:
-    """Start the kernel without asking, and fetch no news."""
+    """Start the kernel without asking, fetch no news, and keep every cell in the page.
+
+    JupyterLab 4 leaves cells far outside the viewport out of the DOM by default
+    ("windowing"); a test that counts every chart needs them all there.
+    """
     files = {
-        "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"autoStartDefaultKernel": True},
+        "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {
+            "autoStartDefaultKernel": True, "windowingMode": "none",
+        },
         "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
     }
     for name, value in files.items():
@@ -134,3 +140,122 @@ def run_all(page: Any) -> None:
     """Run > Run All Cells, through the menu as a user would."""
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
+
+
+# -- running whole notebooks and counting what they drew ----------------------------------------
+
+VEGA_MIME = "application/vnd.vega.v5+json"
+"""What a workbench chart is in a notebook (``workbench.charts.VEGA_MIME``)."""
+MATHJAX = ".jp-OutputArea mjx-container, .jp-OutputArea .MathJax, .jp-OutputArea .MathJax_Display"
+
+RUN_STATE = """() => {
+  const panel = window.jupyterapp.shell.currentWidget;
+  const cells = panel.content.widgets.filter(c => c.model.type === 'code' && c.model.sharedModel.getSource().trim());
+  const kernel = panel.sessionContext?.session?.kernel;
+  return {counts: cells.map(c => c.model.executionCount), kernel: kernel ? kernel.status : 'none'};
+}"""
+"""Each non-empty code cell's execution count (null while queued or running) and the kernel's status."""
+
+CHART_COUNTS = """(mime) => {
+  const panel = window.jupyterapp.shell.currentWidget;
+  let outputs = 0;
+  for (const cell of panel.content.widgets) {
+    if (cell.model.type !== 'code') continue;
+    const area = cell.model.outputs;
+    for (let i = 0; i < area.length; i++) if (mime in area.get(i).data) outputs++;
+  }
+  const drawn = [...panel.node.querySelectorAll('.jp-RenderedVegaCommon5')].filter(r =>
+    [...r.querySelectorAll('svg.marks, canvas.marks')].some(g => {
+      const box = g.getBoundingClientRect();
+      return box.width > 20 && box.height > 20;
+    })).length;
+  return {outputs, drawn, renderers: panel.node.querySelectorAll('.jp-RenderedVegaCommon5').length};
+}"""
+"""Chart outputs counted in the notebook's model (whether or not they drew) and charts drawn in the
+page (a Vega renderer holding an svg or canvas of real size). Outputs inside widgets are not in the
+model; the caller adds them."""
+
+
+def _wait(page: Any, what: str, done: Any, timeout_s: float, describe: Any = None) -> Any:
+    """Poll ``done()`` (returns a truthy value when finished) up to ``timeout_s``; fail saying ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = done()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            extra = describe() if describe else ""
+            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}; {extra}", pytrace=False)
+        page.wait_for_timeout(250)
+
+
+def run_all_and_wait(page: Any, timeout_s: float = 900) -> None:
+    """Run > Run All, then wait until every code cell has run again and the kernel is idle.
+
+    A cell that raises stops Run All; the failure message then shows the counts and stderr.
+    """
+    before = [c or 0 for c in page.evaluate(RUN_STATE)["counts"]]
+    floor = max(before, default=0)
+    run_all(page)
+
+    def finished() -> bool:
+        state = page.evaluate(RUN_STATE)
+        return state["kernel"] == "idle" and all(c is not None and c > floor for c in state["counts"])
+
+    _wait(page, "Run All to finish", finished, timeout_s,
+          lambda: f"state {page.evaluate(RUN_STATE)}; stderr: {page.locator(STDERR_OUTPUTS).all_inner_texts()[:3]}")
+
+
+def wait_charts_drawn(page: Any, extra: int = 0, timeout_s: float = 120) -> dict[str, int]:
+    """Wait until every chart output (plus ``extra`` inside widgets) has drawn; returns the counts."""
+    def counts() -> dict[str, int]:
+        return page.evaluate(CHART_COUNTS, VEGA_MIME)
+
+    def all_drawn() -> dict[str, int] | None:
+        c = counts()
+        return c if c["drawn"] >= c["outputs"] + extra else None
+
+    found = _wait(page, "every chart to draw", all_drawn, timeout_s, lambda: f"counts {counts()} (+{extra} in widgets)")
+    return found
+
+
+def save_and_shut_down(page: Any) -> None:
+    """Save the notebook (waiting until it is clean) and shut its kernel down."""
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=60_000)
+    page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
+    page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.sessionContext.session", timeout=60_000)
+
+
+def screenshot_notebook(page: Any, path: Path, width: int) -> None:
+    """A screenshot of the whole notebook at ``width`` px: the viewport grows to its full height."""
+    page.set_viewport_size({"width": width, "height": 900})
+    _next_frames(page)  # JupyterLab lays out again at the new width before it is measured
+    height = page.evaluate("""() => {
+      const scroller = document.querySelector('%s .jp-WindowedPanel-outer') || document.querySelector('%s');
+      return scroller.scrollHeight;
+    }""" % (PANEL, PANEL))
+    page.set_viewport_size({"width": width, "height": min(max(int(height) + 200, 900), 16_000)})
+    page.evaluate("""() => {
+      const scroller = document.querySelector('%s .jp-WindowedPanel-outer');
+      if (scroller) scroller.scrollTop = 0;
+    }""" % PANEL)
+    _next_frames(page)
+    page.screenshot(path=str(path), full_page=True)
+
+
+def _next_frames(page: Any) -> None:
+    """Wait for two animation frames: a resize has been laid out and painted."""
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
+def shows_a_chart(source: str) -> bool:
+    """The cell's last statement is a chart (``exp.chart(...)``, ``wb.charts.latency(...)``): read from
+    the source, so a chart that failed to display is still counted."""
+    last = [line for line in source.splitlines() if line.strip() and not line.startswith((" ", "#", ")"))][-1:]
+    return bool(last) and (".chart(" in last[0] or "charts." in last[0]) and "enable_offline" not in last[0]
+
+
+def chart_outputs(nb: Any) -> int:
+    """Chart outputs in a saved or executed notebook."""
+    return sum(VEGA_MIME in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))

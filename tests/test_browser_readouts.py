@@ -80,7 +80,7 @@ def test_card_and_summary_fit_and_errors_are_short(lab, width):
             (summary_box,) = page.evaluate(FITS, f"{PANEL} .wb-summary-out")
             assert summary_box["right"] <= summary_box["areaRight"] + 1, summary_box
             page.evaluate("window.jupyterapp.commands.execute('application:toggle-left-area')")
-            page.wait_for_function(f"() => !document.querySelector('#jp-left-stack:not(.lm-mod-hidden)')")
+            page.wait_for_function("() => !document.querySelector('#jp-left-stack:not(.lm-mod-hidden)')")
             (summary_box,) = page.evaluate(FITS, f"{PANEL} .wb-summary-out")
             assert summary_box["scrolled"] == 0, summary_box
             (card_box,) = page.evaluate(FITS, f"{PANEL} .wb-card")

@@ -17,10 +17,10 @@ import pytest
 
 try:
     from ._browser import PageLog, artifact, chromium
-    from ._jupyterlab import HOST, KERNEL_READY, PANEL, STDERR_OUTPUTS, jupyterlab, open_notebook, run_all
+    from ._jupyterlab import HOST, PANEL, STDERR_OUTPUTS, jupyterlab, open_notebook, run_all
 except ImportError:
     from _browser import PageLog, artifact, chromium
-    from _jupyterlab import HOST, KERNEL_READY, PANEL, STDERR_OUTPUTS, jupyterlab, open_notebook, run_all
+    from _jupyterlab import HOST, PANEL, STDERR_OUTPUTS, jupyterlab, open_notebook, run_all
 
 nbformat = pytest.importorskip("nbformat")
 

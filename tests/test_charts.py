@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import datetime, timedelta, timezone
 
 import altair as alt
@@ -279,21 +281,216 @@ def test_theme_registers_and_applies(restore_altair, small):
     assert vlc.vegalite_to_png(spec).startswith(PNG)
 
 
-@pytest.mark.parametrize(("renderer", "options"), [("html", {"template": "inline"}), ("svg", {}), ("png", {})])
-def test_enable_offline_picks_a_renderer_that_needs_no_network(restore_altair, renderer, options):
+def test_enable_offline_turns_on_the_data_only_renderer(restore_altair):
+    assert charts.enable_offline() == charts.RENDERER == "workbench"
+    assert alt.renderers.active == "workbench" and alt.renderers.options == {"fallback": "svg"}
+    assert charts.enable_offline("vega", fallback=None) == "workbench"
+    assert alt.renderers.options == {"fallback": None}
+
+
+@pytest.mark.parametrize("renderer", ["svg", "png"])
+def test_enable_offline_keeps_the_static_renderers(restore_altair, renderer):
     assert charts.enable_offline(renderer) == renderer
     assert alt.renderers.active == renderer
-    assert alt.renderers.options == options
 
 
-def test_enable_offline_refuses_the_mimetype_renderer(restore_altair):
-    with pytest.raises(ConfigError, match="'mimetype'"):
-        charts.enable_offline("mimetype")
+@pytest.mark.parametrize(("renderer", "why"), [
+    ("html", "only the first chart"), ("mimetype", "nbclient rejects"), ("jupyter", "blank when a saved notebook"),
+    ("default", "does not draw offline"),
+])
+def test_enable_offline_refuses_renderers_that_break_in_jupyterlab(restore_altair, renderer, why):
+    with pytest.raises(ConfigError, match=f"'{renderer}' is not offered: .*{why}.*choose 'vega'"):
+        charts.enable_offline(renderer)
+    with pytest.raises(ConfigError, match="fallback must be 'svg', 'png' or None, not 'gif'"):
+        charts.enable_offline("vega", fallback="gif")
 
 
-def test_html_inlines_its_javascript_and_spec_is_a_dict(small):
+def test_a_chart_displays_as_vega_data_with_a_static_fallback_and_no_script(restore_altair, small):
+    from IPython.core.formatters import DisplayFormatter
+
+    charts.enable_offline()
+    data, metadata = DisplayFormatter().format(charts.latency(small))
+    assert set(data) == {charts.VEGA_MIME, "image/svg+xml", "text/plain"}  # no text/html: no script anywhere
+    vega = data[charts.VEGA_MIME]
+    assert vega["$schema"] == "https://vega.github.io/schema/vega/v5.json"
+    assert vlc.vega_to_svg(vega).startswith("<svg")
+    assert data["image/svg+xml"].startswith("<svg") and "<script" not in data["image/svg+xml"]
+    assert data["text/plain"] == "<chart: Latency per call>"
+    # The embed actions that write the spec into a new window unescaped, or post it to a website, are off.
+    actions = metadata[charts.VEGA_MIME]["embed_options"]["actions"]
+    assert actions == {"export": True, "source": False, "compiled": False, "editor": False}
+
+
+@pytest.mark.parametrize(("fallback", "keys"), [("png", {"image/png"}), (None, set())])
+def test_the_static_fallback_can_be_png_or_none(small, fallback, keys):
+    data, _ = charts.mimebundle(charts.quality(_summary()), fallback=fallback)
+    assert set(data) == {charts.VEGA_MIME, "text/plain"} | keys
+    if fallback == "png":
+        assert base64.b64decode(data["image/png"]).startswith(PNG)
+
+
+def test_a_chart_vega_lite_5_cannot_compile_comes_as_a_static_image(small, monkeypatch):
+    def refuse(spec, vl_version=None):
+        raise ValueError("Vega-Lite compile failed\nat line 1")
+
+    monkeypatch.setattr(vlc, "vegalite_to_vega", refuse)
+    data, metadata = charts.mimebundle(charts.tokens(small), fallback=None)
+    assert set(data) == {"image/svg+xml", "text/plain"} and metadata == {}
+    assert data["image/svg+xml"].startswith("<svg")
+    data, _ = charts.mimebundle(charts.tokens(small), fallback="png")
+    assert base64.b64decode(data["image/png"]).startswith(PNG)
+    assert "static: Vega-Lite 5.21 cannot compile it for JupyterLab: Vega-Lite compile failed" in data["text/plain"]
+
+
+def test_the_bundle_is_a_valid_notebook_output(small):
+    """nbformat's schema is what rejected Altair 6's own mimetype output (``vegalite.v6.json``)."""
+    nbformat = pytest.importorskip("nbformat")
+    data, metadata = charts.mimebundle(charts.tokens(small))
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("chart", execution_count=1)
+    cell.outputs = [nbformat.v4.new_output("display_data", data=data, metadata=metadata)]
+    nb.cells = [cell]
+    nbformat.validate(nbformat.reads(nbformat.writes(nb), as_version=4))
+
+
+def test_report_html_inlines_its_javascript_and_spec_is_a_dict(small):
     chart = charts.tokens(small)
     html = charts.to_html(chart)
     assert "<script" in html and 'src="https://' not in html and "vegaEmbed" in html
     spec = charts.embed_spec(chart)
     assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/v6")
+
+
+# -- names people and models type reach Vega as data only -------------------------------------
+
+HOSTILE = {
+    "script": "zq1</script><script>window.__wb_ran=(window.__wb_ran||0)+1</script>",
+    "img": "zq2<img src=x onerror=\"window.__wb_ran=(window.__wb_ran||0)+1\">",
+    "quotes": "zq3\\\";x;//'",
+    "separators": "zq4 line\u2028para\u2029end\nnext",
+    "dollars": "zq5 costs $0.47 and $1.36 {x} ${y} `z`",
+}
+"""Each carries a marker ``zq<n>`` so it can be found however a spec escapes it."""
+A, B, SCORER, MODEL, ITEM = HOSTILE["quotes"], HOSTILE["separators"], HOSTILE["dollars"], HOSTILE["img"], HOSTILE["script"]
+EXPRESSION_KEYS = {"signal", "expr", "test", "update", "init", "value_expr"}
+FIELD_KEYS = {"field", "fields", "as", "groupby", "key"}
+
+
+def _hostile_traces(n: int = 240, seed: int = 3) -> pl.DataFrame:
+    t = _traces(n, seed)
+    rng = np.random.default_rng(seed)
+    return t.with_columns(
+        pl.Series("variant", rng.choice([A, B], n)),
+        pl.Series("model", rng.choice([MODEL, "plain"], n)),
+        pl.Series("item_id", rng.choice([ITEM, HOSTILE["img"], "i3", "i4"], n)),
+        pl.Series("prompt_version", rng.choice([HOSTILE["script"] + "@v1", "p@v2"], n)),
+    )
+
+
+def _hostile_builders():
+    traces = _hostile_traces()
+    items = [ITEM, HOSTILE["img"], HOSTILE["dollars"], "i4"]
+    scores = pl.DataFrame({
+        "item_id": items * 2, "variant": [A] * 4 + [B] * 4, "scorer": SCORER,
+        "value": [0.0, 1.0, 0.5, 0.2, 1.0, 0.0, 0.5, 0.9],
+    })
+    summary = _summary().with_columns(
+        pl.col("variant").replace({"A": A, "B": B}), pl.col("scorer").replace({"exact": SCORER, "judge": ITEM})
+    )
+    points = _points().with_columns(pl.Series("variant", [*HOSTILE.values(), "p6", "p7"]))
+    odd = pl.DataFrame({"bucket": [T0 + timedelta(hours=i) for i in range(4)], 'a.b"\u2028c': [1.0, 2.0, 3.0, 4.0]})
+    builders = {
+        "latency": lambda: charts.latency(traces, by="variant"),
+        "latency_by_model": lambda: charts.latency(traces, by="model", log=False),
+        "cost_per_item": lambda: charts.cost_per_item(traces),
+        "tokens": lambda: charts.tokens(traces, by=["variant", "model"]),
+        "quality": lambda: charts.quality(summary),
+        "paired_differences": lambda: charts.paired_differences(scores, A, B, SCORER),
+        "cost_quality": lambda: charts.cost_quality(points),
+        "timeseries": lambda: charts.timeseries(frames.metrics(traces, by="prompt_version", every="1h")),
+        "timeseries_odd_column": lambda: charts.timeseries(odd, fields=['a.b"\u2028c']),
+        "latency_odd_group_column": lambda: charts.latency(
+            traces.rename({"variant": 'var"\u2028iant\\'}), by='var"\u2028iant\\'
+        ),
+    }
+    # Builders other streams add: checked here as soon as they are merged.
+    if hasattr(charts, "savings"):
+        saved = pl.DataFrame({
+            "prompt_name": [A, B, ITEM], "source": ["prompt_cache", "exact_cache", "routing"],
+            "saved_usd": [0.5, 0.25, 0.1], "events": [10, 5, 2], "requests": [100, 50, 20], "rate": [0.1, 0.1, 0.1],
+        })
+        builders["savings"] = lambda: charts.savings(saved, by="prompt_name")
+    if hasattr(charts, "alert_spans"):
+        alerts = pl.DataFrame({
+            "rule": [A], "scope": [MODEL], "metric": ["error_rate"], "first_seen": [T0 + timedelta(hours=1)],
+            "resolved_at": [T0 + timedelta(hours=2)], "statistic": [ITEM],
+        })
+        builders["alert_spans"] = lambda: charts.alert_spans(
+            charts.timeseries(frames.metrics(traces, every="1h")), alerts
+        )
+    return builders
+
+
+def _code_strings(node, key=None):
+    """(key, text) of every string in a Vega spec that Vega parses as an expression or reads as a field."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "values" and key == "data":
+                continue
+            yield from _code_strings(v, k)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _code_strings(v, key)
+    elif isinstance(node, str) and key in EXPRESSION_KEYS | FIELD_KEYS:
+        yield key, node
+
+
+def _data_strings(vega) -> set[str]:
+    found = set()
+    for dataset in vega.get("data", []):
+        for row in dataset.get("values", []) or []:
+            found.update(v for v in row.values() if isinstance(v, str))
+    return found
+
+
+def test_every_builder_is_checked_with_hostile_names():
+    builders = {
+        name for name in charts.__all__
+        if callable(getattr(charts, name)) and name not in {
+            "embed_spec", "enable_offline", "mimebundle", "pareto_front", "to_html", "use_theme",
+        }
+    }
+    covered = {name.split("_by_")[0].split("_odd_")[0] for name in _hostile_builders()}
+    assert builders <= covered, f"add {sorted(builders - covered)} to _hostile_builders()"
+
+
+@pytest.mark.parametrize("name", list(_hostile_builders()))
+def test_hostile_names_reach_vega_as_data_only(name):
+    spec = _hostile_builders()[name]().to_dict()  # validates against the Vega-Lite schema
+    vega, _ = charts.mimebundle(spec, fallback=None)
+    vega = vega[charts.VEGA_MIME]
+    # Never inside an expression or a field name, in the spec JupyterLab draws or in Altair's own.
+    for compiled in (vega, vlc.vegalite_to_vega(spec)):
+        leaks = [(k, text[:120]) for k, text in _code_strings(compiled) if "zq" in text or "\u2028" in text]
+        assert leaks == []
+    # Drawn without an expression parse error, by the Vega JupyterLab gets and by Vega-Lite 6.
+    svg = vlc.vega_to_svg(vega)
+    assert svg.startswith("<svg") and vlc.vegalite_to_svg(spec).startswith("<svg")
+    assert "<script" not in svg and "<img" not in svg  # text in the SVG is escaped
+    in_data = _data_strings(vega)
+    wanted = {
+        "latency": {A, B}, "latency_by_model": {MODEL}, "cost_per_item": {A, B},
+        "tokens": {f"{A} / {MODEL}", f"{B} / plain"}, "quality": {A, B, SCORER, ITEM},
+        "paired_differences": {A, B, ITEM, HOSTILE["img"], HOSTILE["dollars"], f"{B} better", f"{A} better"},
+        "cost_quality": set(HOSTILE.values()), "timeseries": {HOSTILE["script"] + "@v1"},
+        "timeseries_odd_column": set(), "latency_odd_group_column": {A, B},
+        "savings": {A, B, ITEM}, "alert_spans": {A, MODEL, ITEM},
+    }[name]
+    assert wanted <= in_data, wanted - in_data
+
+
+def test_hostile_names_title_the_paired_chart_as_literal_text():
+    chart = _hostile_builders()["paired_differences"]()
+    assert chart.title.text == f"Paired differences: {B} − {A} ({SCORER})"
+    spec = json.dumps(chart.to_dict(), ensure_ascii=False)
+    assert "score difference (b \u2212 a)" in spec  # the axis says b and a; the names are in the title and data

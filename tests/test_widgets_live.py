@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 import workbench as wb
+from workbench import _format as fmt
+from workbench import charts
 from workbench.providers.simulated import SimulatedProvider
 from workbench.widgets import live
 from workbench.widgets.live import ExperimentWidget
@@ -45,7 +47,8 @@ def test_running_through_the_widget_fills_every_part(bench):
     wdg = ExperimentWidget(exp)
     assert (wdg.progress.value, wdg.progress.max) == (0, 24)
     assert "0 / 24 calls" == wdg.progress_label.value
-    assert "A" in wdg.means_html.value and "B" in wdg.means_html.value and "—" in wdg.means_html.value
+    assert "<td>A</td>" in wdg.means_html.value and "<td>B</td>" in wdg.means_html.value
+    assert "<td>n/a</td>" in wdg.means_html.value  # no score yet
     assert wdg.summary_html.value == ""
 
     assert wdg.run() is wdg
@@ -54,19 +57,65 @@ def test_running_through_the_widget_fills_every_part(bench):
     assert "errors: 0" in wdg.errors_label.value
     spent = exp.spent_usd()
     assert spent > 0
-    assert f"${spent:,.4f}" in wdg.spend.value and "of $1.00 budget" in wdg.spend.value
+    assert f"<b>{_esc_money(spent)}</b>" in wdg.spend.value and f"of {_esc_money(1.0)} budget" in wdg.spend.value
     assert wdg.budget_bar is not None and wdg.budget_bar.value == pytest.approx(spent)
     # Each variant's mean and CI, as exp.quality() computes them.
     q = {r["variant"]: r for r in exp.quality().iter_rows(named=True)}
     for v in ("A", "B"):
         assert f"<td>{v}</td>" in wdg.means_html.value
         assert f"{q[v]['mean']:.3f}" in wdg.means_html.value
-        assert f"[{q[v]['ci_low']:.3f}, {q[v]['ci_high']:.3f}]" in wdg.means_html.value
+        assert f"{q[v]['ci_low']:.3f} to {q[v]['ci_high']:.3f}" in wdg.means_html.value
     assert "<td>6</td>" in wdg.means_html.value  # items scored per variant
-    assert "<th>variant</th>" in wdg.summary_html.value and "support@v2" in wdg.summary_html.value
+    assert ">variant</th>" in wdg.summary_html.value and "support@v2" in wdg.summary_html.value
     assert "completed" in wdg.status_html.value
-    assert wdg.chart is not None or wdg.chart_error  # charts may be an optional extra
-    assert wdg.chart_output.outputs or wdg.chart is not None
+    assert wdg.chart is not None and wdg.chart_error is None
+    # Every HTML value sits in the root that keeps MathJax off its dollar amounts.
+    for part in (wdg.title, wdg.errors_label, wdg.spend, wdg.status_html, wdg.means_html, wdg.summary_html):
+        assert part.value.startswith('<div class="wb-out tex2jax_ignore mathjax_ignore"'), part.value[:80]
+
+
+def _esc_money(x: float) -> str:
+    return fmt.money(x).replace("$", "&#36;")
+
+
+def _bundle_shown(monkeypatch, wdg) -> list[tuple[dict, dict]]:
+    """What ``show_results`` passes to IPython's display (outside a kernel the Output widget keeps nothing)."""
+    import IPython.display
+
+    shown: list[tuple[dict, dict]] = []
+    monkeypatch.setattr(IPython.display, "display", lambda data, metadata=None, raw=False: shown.append((data, metadata)))
+    wdg.show_results()
+    return shown
+
+
+def test_the_chart_is_shown_as_vega_data_whatever_renderer_is_active(bench, monkeypatch):
+    import altair as alt
+
+    exp = make_experiment(bench, items=3, repeats=1).run(progress=False)
+    wdg = ExperimentWidget(exp)
+    active, options = alt.renderers.active, dict(alt.renderers.options)
+    try:
+        alt.renderers.enable("html")  # a user's choice that would inline script
+        [(data, metadata)] = _bundle_shown(monkeypatch, wdg)
+    finally:
+        alt.renderers.enable(active, **options)
+    assert set(data) == {charts.VEGA_MIME, "image/svg+xml", "text/plain"}
+    assert metadata[charts.VEGA_MIME]["embed_options"]["actions"]["source"] is False
+
+
+def test_hostile_names_are_text_in_the_live_view(bench, monkeypatch):
+    hostile = "</script><script>window.__wb_ran=1</script>$1 and $2"
+    rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()][:2]
+    ds = bench.datasets.load("hostile-data", [{**r, "id": f"{hostile}{i}"} for i, r in enumerate(rows)])
+    v1 = bench.prompts.register("support", template="Answer: {question}", model="claude-haiku-4-5")
+    scorer = wb.scorers.contains_reference(name=f"{hostile} scorer")
+    exp = bench.experiment(f"{hostile} exp", dataset=ds, variants={hostile: v1, "B": v1}, scorers=[scorer], repeats=1)
+    wdg = ExperimentWidget(exp).run()
+    html = "".join(part.value for part in (wdg.title, wdg.means_html, wdg.summary_html, wdg.status_html))
+    assert "<script" not in html and "&lt;/script&gt;&lt;script&gt;" in html
+    [(data, _)] = _bundle_shown(monkeypatch, wdg)
+    values = {v for d in data[charts.VEGA_MIME]["data"] for row in d.get("values", []) for v in row.values()}
+    assert hostile in values and f"{hostile} scorer" in values  # the names reach Vega as data
 
 
 def test_the_run_button_runs_the_experiment(bench):
@@ -119,7 +168,7 @@ def test_errors_are_counted_and_progress_still_reaches_every_call(tmp_path):
         wdg.run()
         assert wdg.progress.value == 6
         assert "errors: 6" in wdg.errors_label.value and "100.0%" in wdg.errors_label.value
-        assert "spent <b>$0.0000</b>" in wdg.spend.value
+        assert f"spent <b>{_esc_money(0.0)}</b>" in wdg.spend.value
         assert "completed_with_errors" in wdg.status_html.value
         for v in ("A", "B"):
             assert f"<td>{v}</td>" in wdg.means_html.value  # listed, with no scores yet
@@ -134,8 +183,8 @@ def test_a_view_opened_after_a_run_shows_its_results(bench):
     exp = make_experiment(bench, items=4, repeats=1).run(progress=False)
     wdg = ExperimentWidget(exp)
     assert wdg.progress.value == wdg.progress.max == 8
-    assert "—" not in wdg.means_html.value.split("<tbody>")[1].split("</td>")[3]  # A's mean is a number
-    assert f"${exp.spent_usd():,.4f}" in wdg.spend.value
+    assert "n/a" not in wdg.means_html.value.split("<tbody>")[1].split("</td>")[3]  # A's mean is a number
+    assert _esc_money(exp.spent_usd()) in wdg.spend.value
 
 
 def test_without_scorers_the_variants_are_still_listed(bench):

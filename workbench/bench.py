@@ -330,9 +330,9 @@ class Workbench:
         n_prompts = self.prompts.count()
         n_traces = traces.count(self.store)
         sim = " (simulated: answers are not from a real model)" if getattr(self.provider, "simulated", False) else ""
-        return (
-            f"<div><b>workbench</b> <code>{_html.esc(self.path)}</code> · provider "
-            f"<b>{_html.esc(self.provider.name)}</b>{_html.esc(sim)} · {n_prompts} prompt versions · {n_traces:,} traces</div>"
+        return _html.root(
+            f"<b>workbench</b> <code>{_html.esc(self.path)}</code> · provider "
+            f"<b>{_html.esc(self.provider.name)}</b>{_html.esc(sim)} · {n_prompts} prompt versions · {n_traces:,} traces"
         )
 
 

@@ -1,4 +1,4 @@
-"""Altair chart builders over workbench frames (the views layer).
+"""Altair chart builders over workbench frames (the views layer), and how notebooks draw them.
 
 Each builder takes a Polars frame (from `frames` or `stats`), aggregates or
 bins it in Polars first, and returns an Altair chart the caller can keep
@@ -8,17 +8,30 @@ thousand rows whatever the input size, and Altair's 5,000-row limit never
 trips::
 
     charts.use_theme()
-    charts.enable_offline()                      # renders with no network
+    charts.enable_offline()                      # draws in JupyterLab with no network
     charts.latency(frames.traces_df(store), by="variant")
     charts.timeseries(frames.metrics(store, every="1h"))
 
 Builders that take traces use the model calls only (``kind == 'llm'``) when
 the frame has a ``kind`` column.
+
+Names people or models type (item ids, variants, scorers, models, prompt
+names) reach Vega as data only: as values in a chart's datasets, or as
+literal title text. They never become a field name or part of a Vega
+expression (axis, legend and tooltip titles end up inside the ARIA
+description and tooltip expressions Vega-Lite generates, so those titles
+come from this module's own words, never from data).
+
+In a notebook a chart is shown as a data-only mime bundle (`mimebundle`):
+the chart compiled to a Vega 5 spec, which JupyterLab draws with the Vega it
+bundles, plus a static image for other front ends. No script is sent, so any
+number of charts draw, in trusted and untrusted notebooks alike.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import base64
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -27,17 +40,20 @@ import altair as alt
 import numpy as np
 import polars as pl
 
-from .errors import ConfigError, MissingDependency
+from .errors import ConfigError
 
 __all__ = [
     "MAX_POINTS",
     "MAX_ROWS",
+    "RENDERER",
     "THEME",
+    "VEGA_MIME",
     "cost_per_item",
     "cost_quality",
     "embed_spec",
     "enable_offline",
     "latency",
+    "mimebundle",
     "paired_differences",
     "pareto_front",
     "quality",
@@ -88,31 +104,119 @@ def use_theme() -> str:
     return THEME
 
 
-def enable_offline(renderer: str = "html") -> str:
-    """Make Altair draw in notebooks with no network; returns the renderer enabled.
+# -- how notebooks draw charts ---------------------------------------------------------------
 
-    ``"html"`` inlines Vega's JavaScript in each output (interactive, about
-    1 MB per chart); ``"svg"`` and ``"png"`` render through vl-convert
-    (static, small); ``"jupyter"`` is the anywidget renderer in offline mode.
-    Altair 6's ``"mimetype"`` renderer is refused: JupyterLab cannot draw its
-    Vega-Lite v6 output and nbclient rejects the notebook.
+RENDERER = "workbench"
+"""Name of the Altair renderer `enable_offline` turns on (``alt.renderers.enable("workbench")``)."""
+VEGA_MIME = "application/vnd.vega.v5+json"
+"""The mime type JupyterLab 4 draws with its own bundled Vega 5: offline, and in untrusted notebooks too."""
+VEGA_LITE_FOR_VEGA5 = "5.21"
+"""The Vega-Lite that compiles a chart for `VEGA_MIME`: the newest 5.x that vl-convert ships, whose
+output targets Vega 5. Altair 6 writes Vega-Lite 6 specs; JupyterLab 4.6 bundles Vega 5.33 and
+Vega-Lite 5.6.1, and labels only v3 to v5 Vega-Lite as its own."""
+EMBED_OPTIONS: dict[str, Any] = {
+    "renderer": "svg",
+    # vega-embed's "View Source" and "View Compiled Vega" write the spec, data and all, into a
+    # new same-origin window unescaped: a hostile name would run there. "Open in Vega Editor"
+    # posts the data to a website. Only the image exports stay.
+    "actions": {"export": True, "source": False, "compiled": False, "editor": False},
+}
+"""vega-embed options JupyterLab reads from the output's metadata."""
+FALLBACKS = ("svg", "png", None)
+"""Static images a chart's bundle can carry for front ends that do not draw Vega."""
+DEFAULT_FALLBACK = "svg"
+"""SVG: for the demo's charts 16 to 69 KB and 50 to 180 ms each, where vl-convert's PNGs are 34 to
+380 KB and up to 0.3 s (``python -m bench charts``). JupyterLab stores a PNG of its own beside it
+when a drawn chart is saved."""
+
+
+def mimebundle(
+    chart: alt.TopLevelMixin | dict[str, Any], *, fallback: str | None = DEFAULT_FALLBACK
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A chart as a notebook output that carries data only: ``(data, metadata)``.
+
+    ``data`` holds the chart compiled to a Vega 5 spec (`VEGA_MIME`, which
+    JupyterLab draws interactively with its own Vega, no script sent), a
+    static ``image/svg+xml`` (or ``image/png``) for other front ends (GitHub,
+    nbconvert) unless ``fallback`` is None, and ``text/plain``. A chart that
+    Vega-Lite 5 cannot compile (one using Vega-Lite 6 features) comes as a
+    static image drawn by Vega-Lite 6 instead, and its text says so.
     """
-    if renderer == "html":
-        alt.renderers.enable("html", template="inline")
-    elif renderer in ("svg", "png"):
+    import vl_convert as vlc
+
+    _check_fallback(fallback)
+    spec = chart if isinstance(chart, dict) else chart.to_dict()
+    text = f"<chart: {_spec_title(spec)}>"
+    try:
+        vega = vlc.vegalite_to_vega(spec, vl_version=VEGA_LITE_FOR_VEGA5)
+    except ValueError as exc:
+        note = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text += f" (static: Vega-Lite {VEGA_LITE_FOR_VEGA5} cannot compile it for JupyterLab: {note})"
+        if fallback == "png":
+            return {"image/png": base64.b64encode(vlc.vegalite_to_png(spec)).decode("ascii"), "text/plain": text}, {}
+        return {"image/svg+xml": vlc.vegalite_to_svg(spec), "text/plain": text}, {}
+    data: dict[str, Any] = {VEGA_MIME: vega}
+    if fallback == "png":
+        data["image/png"] = base64.b64encode(vlc.vega_to_png(vega)).decode("ascii")
+    elif fallback == "svg":
+        data["image/svg+xml"] = vlc.vega_to_svg(vega)
+    data["text/plain"] = text
+    return data, {VEGA_MIME: {"embed_options": EMBED_OPTIONS}}
+
+
+def _check_fallback(fallback: Any) -> None:
+    if fallback not in FALLBACKS:
+        raise ConfigError(f"fallback must be 'svg', 'png' or None, not {fallback!r}")
+
+
+def _spec_title(spec: dict[str, Any]) -> str:
+    title = spec.get("title")
+    if isinstance(title, dict):
+        title = title.get("text")
+    if isinstance(title, list):
+        title = " ".join(map(str, title))
+    return str(title) if title else "Vega-Lite chart"
+
+
+def _render(spec: dict[str, Any], fallback: str | None = DEFAULT_FALLBACK) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Altair renderer registered as `RENDERER`."""
+    return mimebundle(spec, fallback=fallback)
+
+
+alt.renderers.register(RENDERER, _render)
+
+
+def enable_offline(renderer: str = "vega", *, fallback: str | None = DEFAULT_FALLBACK) -> str:
+    """Make Altair draw every chart in notebooks with no network; returns the renderer's name.
+
+    ``"vega"`` (the default) enables the `RENDERER` renderer: each chart is a
+    data-only bundle (`mimebundle`) that JupyterLab draws interactively,
+    any number per notebook, after a restart and in untrusted notebooks,
+    with a static ``fallback`` image for other front ends. ``"svg"`` and
+    ``"png"`` render static images through vl-convert instead.
+
+    Refused, with the reason: ``"html"`` (Vega's JavaScript inlined in each
+    output: only the first chart of a notebook draws, an untrusted notebook
+    draws none, and a name containing ``</script>`` runs as script),
+    ``"mimetype"`` (Altair 6 labels its output Vega-Lite v6, which JupyterLab
+    cannot draw and nbclient rejects) and ``"jupyter"`` (blank when a saved
+    notebook is reopened; about 925 KB per chart).
+    """
+    if renderer == "vega":
+        _check_fallback(fallback)
+        alt.renderers.enable(RENDERER, fallback=fallback)
+        return RENDERER
+    if renderer in ("svg", "png"):
         alt.renderers.enable(renderer)
-    elif renderer == "jupyter":
-        if importlib.util.find_spec("anywidget") is None:
-            raise MissingDependency(
-                "the 'jupyter' renderer needs anywidget: pip install anywidget "
-                "(or use enable_offline('html'), which needs nothing more)"
-            )
-        alt.renderers.enable("jupyter", offline=True)
-    else:
-        raise ConfigError(
-            f"renderer {renderer!r} does not render offline; choose 'html', 'svg', 'png' or 'jupyter'"
-        )
-    return renderer
+        return renderer
+    why = {
+        "html": "only the first chart of a notebook draws, untrusted notebooks draw none, and names "
+                "containing </script> run as script",
+        "mimetype": "Altair 6 labels it Vega-Lite v6: JupyterLab cannot draw it and nbclient rejects the notebook",
+        "jupyter": "its charts are blank when a saved notebook is reopened, at about 925 KB each "
+                   "(alt.renderers.enable('jupyter', offline=True) turns it on if you need it)",
+    }.get(renderer, "it does not draw offline")
+    raise ConfigError(f"renderer {renderer!r} is not offered: {why}; choose 'vega' (interactive), 'svg' or 'png'")
 
 
 def to_html(chart: alt.TopLevelMixin) -> str:
@@ -144,6 +248,20 @@ def _frame(data: Any, required: Iterable[str], fn: str) -> pl.DataFrame:
     return data
 
 
+_PLAIN_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_UNSAFE_TITLE = re.compile(r"[^\w .,:;/()%+\-\u2212#@&*=]")
+
+
+def _label(text: str) -> str:
+    """``text`` fit for an axis, legend or tooltip title: those land inside Vega expressions.
+
+    Only column names reach here (the titles of data never do); anything but
+    letters, digits, spaces and plain punctuation is dropped, so no quote,
+    backslash or line separator can end an expression's string early.
+    """
+    return _UNSAFE_TITLE.sub("", text).strip() or "value"
+
+
 def _keys(by: str | Sequence[str] | None) -> list[str]:
     if by is None:
         return []
@@ -156,7 +274,7 @@ def _with_group(df: pl.DataFrame, keys: list[str]) -> tuple[pl.DataFrame, str]:
         return df.with_columns(pl.lit("all").alias(_GROUP)), "all"
     parts = [pl.col(k).cast(pl.String).fill_null("(none)") for k in keys]
     label = parts[0] if len(parts) == 1 else pl.concat_str(parts, separator=" / ")
-    return df.with_columns(label.alias(_GROUP)), " / ".join(keys)
+    return df.with_columns(label.alias(_GROUP)), _label(" / ".join(keys))
 
 
 def _calls(df: pl.DataFrame) -> pl.DataFrame:
@@ -227,7 +345,8 @@ def latency(
         .sort(_GROUP, "percentile")
     )
 
-    scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
+    # The bins span the data: a "nice" log domain would pad it out to whole powers of ten.
+    scale = alt.Scale(type="log", nice=False) if log else alt.Scale(zero=False)
     x_title = "latency (ms, log scale)" if log else "latency (ms)"
     color = _group_color(title, bool(keys))
     bars = (
@@ -236,7 +355,7 @@ def latency(
         .encode(
             x=alt.X("from_ms:Q", scale=scale, title=x_title),
             x2="to_ms:Q",
-            y=alt.Y("calls:Q", title="calls"),
+            y=alt.Y("calls:Q", title="calls", axis=alt.Axis(tickMinStep=1, format=",d")),
             y2=alt.datum(0),
             color=color,
             tooltip=[
@@ -435,6 +554,8 @@ def paired_differences(
     for v in (a, b):
         if v not in variants:
             raise ConfigError(f"no variant {v!r} scored by {scorer!r}; variants: {', '.join(map(str, variants))}")
+    if a == b:
+        raise ConfigError(f"paired_differences() compares two different variants; a and b are both {a!r}")
 
     def per_item(v: str, name: str) -> pl.DataFrame:
         return (
@@ -458,20 +579,26 @@ def paired_differences(
         shown = pairs[idx]
     better = pl.when(pl.col("difference") > 0).then(pl.lit(f"{b} better")).when(
         pl.col("difference") < 0).then(pl.lit(f"{a} better")).otherwise(pl.lit("tie"))
-    shown = shown.with_columns(better.alias("outcome"), pl.col("item_id").cast(pl.String))
+    # The variant names ride along as data, for the tooltip: a title made of them would
+    # land inside the tooltip and ARIA expressions Vega-Lite writes.
+    shown = shown.with_columns(
+        better.alias("outcome"), pl.col("item_id").cast(pl.String),
+        pl.lit(a, dtype=pl.String).alias("variant_a"), pl.lit(b, dtype=pl.String).alias("variant_b"),
+    )
     outcomes = [f"{b} better", "tie", f"{a} better"]
 
-    y_title = f"{scorer}: {b} − {a}"
     x = alt.X("rank:Q", title="items, sorted by difference", scale=alt.Scale(domain=[0, max(n, 1) + 1], nice=False))
     color = alt.Color(
         "outcome:N", title=None, scale=alt.Scale(domain=outcomes, range=["#0072B2", "#999999", "#D55E00"])
     )
     tooltip = [
-        alt.Tooltip("item_id:N", title="item"), alt.Tooltip("a:Q", title=a, format=".3f"),
-        alt.Tooltip("b:Q", title=b, format=".3f"), alt.Tooltip("difference:Q", format="+.3f"),
+        alt.Tooltip("item_id:N", title="item"),
+        alt.Tooltip("variant_a:N", title="variant a"), alt.Tooltip("a:Q", title="score a", format=".3f"),
+        alt.Tooltip("variant_b:N", title="variant b"), alt.Tooltip("b:Q", title="score b", format=".3f"),
+        alt.Tooltip("difference:Q", title="difference (b − a)", format="+.3f"),
     ]
     stems = alt.Chart(shown).mark_rule(opacity=0.5).encode(
-        x=x, y=alt.Y("difference:Q", title=y_title), y2=alt.datum(0), color=color
+        x=x, y=alt.Y("difference:Q", title="score difference (b − a)"), y2=alt.datum(0), color=color
     )
     dots = alt.Chart(shown).mark_circle(size=28 if len(shown) <= 300 else 10, opacity=0.9).encode(
         x=x, y="difference:Q", color=color, tooltip=tooltip
@@ -606,12 +733,16 @@ def timeseries(
         )
     keys = [c for c in df.columns if c in GROUP_COLUMNS]
     df, title = _with_group(df, keys)
-    df = df.select("bucket", _GROUP, *fields).sort("bucket", _GROUP)
+    # A column name is a Vega-Lite field path ("a.b" reads a nested field): plain names
+    # stay, others are carried under a plain alias.
+    names = {f: f if _PLAIN_FIELD.fullmatch(f) else f"field_{i}" for i, f in enumerate(dict.fromkeys(fields))}
+    df = df.select("bucket", _GROUP, *(pl.col(f).alias(a) for f, a in names.items())).sort("bucket", _GROUP)
     point = df.height <= 200
     color = _group_color(title, bool(keys))
     rows = []
-    for i, field in enumerate(fields):
-        label, fmt = _FIELD_TITLES.get(field, (field, ",.3~g"))
+    for i, name in enumerate(fields):
+        field = names[name]
+        label, fmt = _FIELD_TITLES.get(name, (_label(name), ",.3~g"))
         last = i == len(fields) - 1
         rows.append(
             alt.Chart()
@@ -640,9 +771,9 @@ def _in_kernel() -> bool:
 
 def _offline_by_default() -> None:
     # Altair's default renderer loads Vega from a CDN and stays blank offline: in a
-    # kernel, switch to the inline one unless the user chose a renderer already.
+    # kernel, switch to ours unless the user chose a renderer already.
     if _in_kernel() and alt.renderers.active == "default":
-        enable_offline("html")
+        enable_offline()
 
 
 _offline_by_default()

@@ -126,9 +126,9 @@ class Dataset:
             for i in self.items[:10]
         ]
         more = f"<small>… {len(self.items) - 10} more items</small>" if len(self.items) > 10 else ""
-        return (
-            f"<div><b>{_html.esc(self.ref)}</b> · {len(self.items)} items · {_html.esc(self.content_hash[:23])}"
-            f"{_html.table(['item', 'inputs', 'expected', 'cluster'], rows)}{more}</div>"
+        return _html.root(
+            f"<b>{_html.esc(self.ref)}</b> · {len(self.items)} items · {_html.esc(self.content_hash[:23])}"
+            f"{_html.table(['item', 'inputs', 'expected', 'cluster'], rows)}{more}"
         )
 
 

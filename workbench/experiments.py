@@ -138,11 +138,11 @@ class Estimate:
             (v, d["calls"], d["input_tokens_per_call"], _money(d["cost_low"]), _money(d["cost_expected"]), _money(d["cost_high"]))
             for v, d in self.per_variant.items()
         ]
-        return (
-            f"<div><b>{self.calls} calls</b>, expected {_money(self.cost_expected)} "
-            f"(range {_money(self.cost_low)} – {_money(self.cost_high)})"
+        return _html.root(
+            f"<b>{self.calls} calls</b>, expected {_html.esc(_money(self.cost_expected))} "
+            f"(range {_html.esc(_money(self.cost_low))} – {_html.esc(_money(self.cost_high))})"
             f"{_html.table(['variant', 'calls', 'input tokens/call', 'low', 'expected', 'worst case'], rows)}"
-            f"<small>{_html.esc(self.basis)}</small></div>"
+            f"<small>{_html.esc(self.basis)}</small>"
         )
 
 

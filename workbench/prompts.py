@@ -137,11 +137,12 @@ class PromptVersion:
 
     def _repr_html_(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in sorted(self.params.items())) or "none"
-        return (
-            f'<div class="wb-prompt"><b>{_html.esc(self.ref)}</b> · model <code>{_html.esc(self.model)}</code>'
+        return _html.root(
+            f"<b>{_html.esc(self.ref)}</b> · model <code>{_html.esc(self.model)}</code>"
             f" · params {_html.esc(params)} · variables {_html.esc(', '.join(self.variables) or 'none')}"
             f"<br><small>{_html.esc(self.content_hash)} · {_html.esc(self.created_at)}</small>"
-            f"{_html.pre(self.template)}</div>"
+            f"{_html.pre(self.template)}",
+            cls="wb-prompt",
         )
 
 
@@ -177,7 +178,7 @@ class PromptDiff:
             color = {"add": "#e6ffed", "del": "#ffeef0", "ctx": "transparent"}[cls]
             rows.append(f'<div style="background:{color};white-space:pre-wrap;font-family:monospace">{_html.esc(line)}</div>')
         changed = _html.table(["field", self.a.ref, self.b.ref], [(k, repr(x), repr(y)) for k, (x, y) in self.changed.items()])
-        return f"<div><b>{_html.esc(self.a.ref)} → {_html.esc(self.b.ref)}</b>{changed if self.changed else ''}{''.join(rows) or '<i>template unchanged</i>'}</div>"
+        return _html.root(f"<b>{_html.esc(self.a.ref)} → {_html.esc(self.b.ref)}</b>{changed if self.changed else ''}{''.join(rows) or '<i>template unchanged</i>'}")
 
 
 def diff_versions(a: PromptVersion, b: PromptVersion) -> PromptDiff:
@@ -463,4 +464,4 @@ class PromptRegistry:
         for p in self.list():
             lab = ", ".join(f"{k}→v{v}" for k, v in labels.get(p.name, {}).items())
             rows.append((p.name, p.version, p.model, ", ".join(p.variables), lab, p.created_at[:19]))
-        return _html.table(["prompt", "latest", "model", "variables", "labels", "created"], rows)
+        return _html.root(_html.table(["prompt", "latest", "model", "variables", "labels", "created"], rows))

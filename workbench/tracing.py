@@ -91,7 +91,7 @@ class CallResult:
             meta += f" · {c.model} · {c.usage.input_tokens}+{c.usage.cache_read_tokens}r+{c.usage.cache_write_tokens}w in / {c.usage.output_tokens} out · {c.latency_ms:.0f} ms"
         meta += " · cost " + ("unknown" if self.cost_usd is None else f"${self.cost_usd:.6f}")
         body = _html.pre(self.text) if self.error is None else f"<pre>{_html.esc(self.error)}</pre>"
-        return f"<div><small>{_html.esc(meta)}</small>{body}</div>"
+        return _html.root(f"<small>{_html.esc(meta)}</small>{body}")
 
 
 class Tracer:

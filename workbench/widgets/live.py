@@ -5,6 +5,11 @@ Progress, errors, spend against the budget and per-variant running means with
 loop's thread after every call; the hook only records numbers and schedules a
 redraw (at most one every `REDRAW_INTERVAL_S`, plus one on completion), so the
 run is never slowed by rendering or by reading scores.
+
+Every HTML value goes through `_html.root` (no MathJax on dollar amounts) and
+every name through `_html.esc`; the chart is shown as `charts.mimebundle`
+data whatever Altair renderer is active, so a hostile variant or scorer name
+is drawn as text and never runs.
 """
 
 from __future__ import annotations
@@ -16,29 +21,51 @@ from typing import Any
 
 import ipywidgets as w
 
+from .. import _format as fmt
 from .. import _html
 
 REDRAW_INTERVAL_S = 0.5
 """Redraws while a run is going are at least this far apart."""
 
 
-def _num(x: Any, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "—"
-    return f"{x:.{digits}f}"
-
-
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def _frame_html(df: Any, digits: int = 4) -> str:
-    """A Polars frame as an escaped HTML table, floats to ``digits`` significant digits."""
-    rows = [
-        ["" if x is None else f"{x:.{digits}g}" if isinstance(x, float) else x for x in r]
-        for r in df.iter_rows()
-    ]
-    return _html.table(df.columns, rows)
+def _no_interval(n: int, clusters: Any) -> str:
+    """Why a mean has no interval yet, in the table's words."""
+    if n < 2:
+        return "n/a (fewer than 2 items)" if n else fmt.NA
+    if isinstance(clusters, int) and clusters < 2:
+        return "n/a (one cluster)"
+    return fmt.NA
+
+
+def _scroll(table: str) -> str:
+    """A table that scrolls sideways inside the widget rather than being cut at its edge."""
+    return f'<div style="overflow-x:auto;max-width:100%">{table}</div>'
+
+
+def _cell(column: str, x: Any) -> Any:
+    """One value of a frame as a person reads it: dollars, milliseconds, shares, scores."""
+    if not isinstance(x, float):
+        return "" if x is None else x
+    if "usd" in column or "cost" in column:
+        return fmt.money(x)
+    if column.endswith("_ms"):
+        return fmt.ms(x)
+    if "rate" in column:
+        return fmt.pct(x)
+    return fmt.num(x)
+
+
+def _frame_html(df: Any) -> str:
+    """A frame as an escaped HTML table: its own readable display when it has one (``Summary.html``)."""
+    own = getattr(df, "html", None)
+    if callable(own):
+        return own()
+    rows = [[_cell(c, x) for c, x in zip(df.columns, r)] for r in df.iter_rows()]
+    return _scroll(_html.table(df.columns, rows))
 
 
 class ExperimentWidget(w.VBox):
@@ -58,7 +85,7 @@ class ExperimentWidget(w.VBox):
         self.chart: Any = None
         self.chart_error: str | None = None
 
-        self.title = w.HTML(self._title())
+        self.title = w.HTML(_html.root(self._title()))
         self.progress = w.IntProgress(min=0, max=max(self.total, 1), value=0, description="calls")
         self.progress_label = w.Label()
         self.errors_label = w.HTML()
@@ -109,7 +136,7 @@ class ExperimentWidget(w.VBox):
         """Run the experiment here (``exp.run(progress=False)``), then show its summary and chart."""
         self.refresh()
         self.run_button.disabled = True
-        self.status_html.value = "<i>running…</i>"
+        self.status_html.value = _html.root("<i>running…</i>")
         try:
             self.exp.run(progress=False, **kwargs)
         finally:
@@ -120,23 +147,32 @@ class ExperimentWidget(w.VBox):
         return self
 
     def show_results(self) -> None:
-        """Fill ``summary_html`` with ``exp.summary()`` and ``chart_output`` with the quality chart."""
+        """Fill ``summary_html`` with ``exp.summary()`` and ``chart_output`` with the quality chart.
+
+        The chart goes out as `charts.mimebundle` data (Vega for JupyterLab, a PNG
+        for other front ends), whichever Altair renderer is active.
+        """
         try:
-            self.summary_html.value = "<b>summary</b>" + _frame_html(self.exp.summary())
+            self.summary_html.value = _html.root("<b>summary</b>" + _frame_html(self.exp.summary()))
         except Exception as exc:  # noqa: BLE001 - show why instead of breaking the view
-            self.summary_html.value = f"<i>no summary: {_html.esc(exc)}</i>"
+            self.summary_html.value = _html.root(f"<i>no summary: {_html.esc(exc)}</i>")
         self.chart = None
         self.chart_error = None
+        bundle: tuple[dict[str, Any], dict[str, Any]] | None = None
         try:
+            from .. import charts
+
             self.chart = self.exp.chart("quality")
-        except Exception as exc:  # noqa: BLE001 - e.g. the chart extra is not installed
+            bundle = charts.mimebundle(self.chart)
+        except Exception as exc:  # noqa: BLE001 - a chart that cannot draw must not break the view
             self.chart_error = f"{type(exc).__name__}: {exc}"
         self.chart_output.clear_output()
         with self.chart_output:
-            if self.chart is not None:
+            if bundle is not None:
                 from IPython.display import display
 
-                display(self.chart)
+                data, metadata = bundle
+                display(data, metadata=metadata, raw=True)
             else:
                 print(f"quality chart unavailable ({self.chart_error})")
 
@@ -174,7 +210,7 @@ class ExperimentWidget(w.VBox):
                 timer.cancel()
             self._draw_live()  # always on completion, at once
         except Exception as exc:  # noqa: BLE001 - a view must never break the run it watches
-            self.status_html.value = f"<i>live view error: {_html.esc(exc)}</i>"
+            self.status_html.value = _html.root(f"<i>live view error: {_html.esc(exc)}</i>")
 
     def _draw_live(self) -> None:
         with self._lock:
@@ -188,7 +224,7 @@ class ExperimentWidget(w.VBox):
                 if live is not None and not self._closed:
                     self._draw(*live)
         except Exception as exc:  # noqa: BLE001 - may run on a timer thread: report, do not raise
-            self.status_html.value = f"<i>live view error: {_html.esc(exc)}</i>"
+            self.status_html.value = _html.root(f"<i>live view error: {_html.esc(exc)}</i>")
 
     def _cancel_timer(self) -> None:
         with self._lock:
@@ -218,20 +254,23 @@ class ExperimentWidget(w.VBox):
     def _draw(self, done: int, errors: int, spent: float) -> None:
         """Paint the numbers and re-read the means; callers hold ``_draw_lock``."""
         self.progress.value = min(done, self.progress.max)
-        self.progress_label.value = f"{done:,} / {self.total:,} calls"
+        self.progress_label.value = f"{fmt.count(done)} / {fmt.count(self.total)} calls"
         self.progress.bar_style = "success" if done >= self.total and not errors else ("warning" if errors else "")
         color = "#b91c1c" if errors else "#15803d"
-        rate = f" ({errors / done:.1%} of calls)" if done and errors else ""
-        self.errors_label.value = f'<span style="color:{color}">errors: {errors:,}{rate}</span>'
+        rate = f" ({fmt.pct(errors / done)} of calls)" if done and errors else ""
+        self.errors_label.value = _html.root(f'<span style="color:{color}">errors: {fmt.count(errors)}{rate}</span>')
         budget = self.exp.budget_usd
         if budget is not None and self.budget_bar is not None:
             self.budget_bar.value = min(spent, float(budget))
             self.budget_bar.bar_style = "danger" if spent >= 0.9 * budget else ""
-            self.spend.value = f"spent <b>${spent:,.4f}</b> of ${budget:,.2f} budget ({spent / budget:.0%})"
+            share = fmt.pct(spent / budget, 0) if budget else fmt.NA
+            self.spend.value = _html.root(
+                f"spent <b>{_html.esc(fmt.money(spent))}</b> of {_html.esc(fmt.money(budget))} budget ({share})"
+            )
         else:
-            self.spend.value = f"spent <b>${spent:,.4f}</b> (no budget set)"
-        self.status_html.value = self._status()
-        self.means_html.value = self._means()
+            self.spend.value = _html.root(f"spent <b>{_html.esc(fmt.money(spent))}</b> (no budget set)")
+        self.status_html.value = _html.root(self._status())
+        self.means_html.value = _html.root(self._means())
         self._last_draw = time.monotonic()
 
     def _status(self) -> str:
@@ -246,7 +285,7 @@ class ExperimentWidget(w.VBox):
         """Per variant and scorer: mean of item means so far, 95% CI and items scored."""
         exp = self.exp
         if not exp.scorers:
-            rows = [(v, exp.variants[v].label(), "no scorers", "—", "—", 0) for v in exp.variants]
+            rows = [(v, exp.variants[v].label(), "no scorers", fmt.NA, fmt.NA, 0) for v in exp.variants]
         else:
             q = {(r["variant"], r["scorer"]): r for r in exp.quality(0.95).iter_rows(named=True)}
             rows = []
@@ -255,12 +294,11 @@ class ExperimentWidget(w.VBox):
                     r = q.get((v, s.name)) or {}
                     n = r.get("n") or 0
                     lo, hi = r.get("ci_low"), r.get("ci_high")
-                    # One item (or one cluster) has no interval: say so rather than print nan.
-                    ci = f"[{_num(lo)}, {_num(hi)}]" if n >= 2 and _finite(lo) and _finite(hi) else "—"
-                    rows.append((v, variant.label(), s.name, _num(r.get("mean") if n else None), ci, n))
-        return "<b>running means (95% CI)</b>" + _html.table(
+                    ci = fmt.interval(lo, hi) if _finite(lo) and _finite(hi) else _no_interval(n, r.get("n_clusters"))
+                    rows.append((v, variant.label(), s.name, fmt.num(r.get("mean") if n else None), ci, fmt.count(n)))
+        return "<b>running means (95% CI)</b>" + _scroll(_html.table(
             ["variant", "prompt / model", "scorer", "mean", "95% CI", "items"], rows
-        )
+        ))
 
     def _title(self) -> str:
         exp = self.exp
@@ -268,6 +306,6 @@ class ExperimentWidget(w.VBox):
         if getattr(exp.bench.provider, "simulated", False):
             sim = ' · <span style="color:#b45309">simulated provider</span>'
         return (
-            f"<b>experiment {_html.esc(exp.name)}</b> · {len(exp.dataset)} items × {len(exp.variants)} variants"
-            f" × {exp.repeats} repeats = {self.total:,} calls{sim}"
+            f"<b>experiment {_html.esc(exp.name)}</b> · {fmt.count(len(exp.dataset))} items × {len(exp.variants)} variants"
+            f" × {exp.repeats} repeats = {fmt.count(self.total)} calls{sim}"
         )
