@@ -64,6 +64,7 @@ class Workbench:
         self.datasets = Datasets(self.store)
         self.feedback = Feedback(self.store)
         self.experiments = Experiments(self)
+        self._monitor: Any = None
 
     def experiment(
         self,
@@ -229,6 +230,17 @@ class Workbench:
         self.flush()
         return write_report(self, obj, path, **kwargs)
 
+    # -- monitoring --------------------------------------------------------------------------
+
+    @property
+    def monitor(self) -> Any:
+        """Detectors, alerts and notifications over this file's production traffic (``workbench.monitor.Monitor``)."""
+        if self._monitor is None:
+            from .monitor import Monitor
+
+            self._monitor = Monitor(self)
+        return self._monitor
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def flush(self) -> None:
@@ -236,6 +248,8 @@ class Workbench:
         self.store.flush()
 
     def close(self) -> None:
+        if self._monitor is not None:
+            self._monitor.close()  # notifications still being sent get a few seconds
         self.store.close()
 
     def __enter__(self) -> Workbench:

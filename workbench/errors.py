@@ -24,6 +24,8 @@ where callers expect a builtin, the error subclasses it too::
     │   ├── ProviderConnectionError         connection refused, reset or dropped
     │   ├── BadRequest                      400, 404, 409, 413, 422
     │   └── AuthenticationFailed            401, 403
+    ├── MonitorError                        monitoring: rules, checks, notifications
+    │   └── NotificationError               a notification could not be delivered (after retries)
     └── MissingDependency(ImportError)      an optional extra is not installed
 """
 
@@ -39,7 +41,9 @@ __all__ = [
     "ExperimentError",
     "ExperimentNotFound",
     "MissingDependency",
+    "MonitorError",
     "NotAWorkbenchDatabase",
+    "NotificationError",
     "Overloaded",
     "PromptError",
     "PromptNotFound",
@@ -113,6 +117,22 @@ class BudgetExceeded(ExperimentError):
 
 class MissingDependency(WorkbenchError, ImportError):
     """An optional dependency is not installed."""
+
+
+class MonitorError(WorkbenchError):
+    """Base for monitoring errors."""
+
+
+class NotificationError(MonitorError):
+    """A notification was not delivered.
+
+    Attributes:
+        attempts: how many times it was tried.
+    """
+
+    def __init__(self, message: str, *, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.attempts = attempts
 
 
 class ProviderError(WorkbenchError):
