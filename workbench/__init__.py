@@ -18,8 +18,8 @@ from .tracing import CallResult
 
 __version__ = "0.1.0"
 
-_LAZY = ("charts", "frames", "report", "stats", "widgets")
-"""Submodules that import heavy libraries (Altair, Polars, ipywidgets): loaded on first use."""
+_LAZY = ("charts", "frames", "monitor", "report", "stats", "widgets")
+"""Submodules that import heavy libraries (Altair, Polars, ipywidgets, scipy): loaded on first use."""
 
 
 def __getattr__(name: str) -> _Any:

@@ -239,7 +239,15 @@ def production_traffic(
 
     async def run_all() -> None:
         sem = asyncio.Semaphore(concurrency)
-        await asyncio.gather(*(one(i, sem) for i in todo))
+        tasks = [asyncio.ensure_future(one(i, sem)) for i in todo]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            # Ctrl-C or a failure: stop the calls not yet made; the next run makes only those.
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     if todo:
         if others:

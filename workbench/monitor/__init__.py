@@ -6,6 +6,7 @@
     bench.monitor.notify("https://hooks.slack.com/services/...")   # or any callable
     bench.monitor.alerts()                     # Polars frame, open ones first
     bench.monitor.replay(since, until)         # what checks every minute would have found
+    wb.monitor.detect(frame, since, until)     # the same on any traces frame (Parquet, another file)
     bench.monitor.view()                       # last 24 h per scope, open incidents on top
     bench.monitor.score([wb.scorers.llm_judge(...)], share=0.05, budget_usd=1)   # quality in production
 
@@ -16,7 +17,7 @@ From the shell: ``workbench monitor --once`` (cron) or ``--watch``.
 
 from __future__ import annotations
 
-from ._monitor import CheckResult, Monitor, load_config
+from ._monitor import CheckResult, Monitor, detect, load_config
 from .alerts import AlertEvent
 from .notify import Webhook, slack_body
 from .rules import (
@@ -43,6 +44,7 @@ __all__ = [
     "Threshold",
     "Webhook",
     "default_rules",
+    "detect",
     "load_config",
     "slack_body",
 ]

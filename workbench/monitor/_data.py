@@ -90,7 +90,7 @@ def _with_labels(df: pl.DataFrame, labels: pl.DataFrame | None) -> pl.DataFrame:
     parts = []
     for label in hist["label"].unique().sort().to_list():
         h = hist.filter(pl.col("label") == label).select("prompt_name", "_set", "versions")
-        joined = df.join_asof(h, left_on="_t", right_on="_set", by="prompt_name", strategy="backward")
+        joined = df.join_asof(h, left_on="_t", right_on="_set", by="prompt_name", strategy="backward", check_sortedness=False)
         hit = joined.filter(pl.col("versions").list.contains(pl.col("prompt_version").cast(pl.Int64)).fill_null(False))
         parts.append(hit.drop("_set", "versions").with_columns(pl.lit(label).alias("label")))
     labelled = pl.concat(parts) if parts else df.clear().with_columns(pl.lit(None, dtype=pl.String).alias("label"))

@@ -21,7 +21,11 @@ from .._canonical import canonical_json
 from ._grid import MINUTE_US, Grid, Timeline
 from .rules import Evaluation, Rule, scope_text
 
-_NO_ROWS = {"_t": pl.Int64}
+_NO_ROWS = {
+    "traces": {"_t": pl.Int64, "status": pl.String, "latency_ms": pl.Float64, "cost_usd": pl.Float64},
+    "scores": {"_t": pl.Int64, "scorer": pl.String, "value": pl.Float64, "_binary": pl.Boolean},
+}
+"""What an absent source looks like: no rows, the columns the rules read."""
 
 
 def grid_keys(rule: Rule) -> tuple[str, ...]:
@@ -58,7 +62,7 @@ def evaluate(
         keys = grid_keys(rule)
         key = (rule.source + ("" if getattr(rule, "scorer", None) is None else f":{rule.scorer}"), keys)
         if key not in grids:
-            rows = source if source is not None else pl.DataFrame(schema=_NO_ROWS)
+            rows = source if source is not None else pl.DataFrame(schema=_NO_ROWS[rule.source])
             scorer = getattr(rule, "scorer", None)
             if rule.source == "scores" and scorer is not None and "scorer" in rows.columns:
                 rows = rows.filter(pl.col("scorer") == scorer)

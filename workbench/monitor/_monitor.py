@@ -220,6 +220,7 @@ class Monitor:
                 if what == "opened" or (new is not None and new.changed):
                     changes.append((what, rule, new))  # type: ignore[arg-type]
                 if new is not None and new.open:
+                    new.scope = {k: new.scope[k] for k in _engine.grid_keys(rule) if k in new.scope} or new.scope
                     still_open.append(new)
         events = alerts.save(self.bench.store, changes, source="check")
         notified = self._send(events)
@@ -353,6 +354,47 @@ class Monitor:
 
     def __repr__(self) -> str:
         return f"<Monitor {len(self._rules)} rules: {', '.join(r.name for r in self._rules)}; {len(self._targets)} notification targets>"
+
+
+def detect(
+    traces: pl.DataFrame,
+    since: Any,
+    until: Any | None = None,
+    *,
+    rules: Iterable[Rule] | None = None,
+    scores: pl.DataFrame | None = None,
+    every: Any = "1m",
+) -> pl.DataFrame:
+    """The alerts checks every ``every`` from ``since`` to ``until`` would open on these frames (no store needed).
+
+    Args:
+        traces: calls with at least ``started_at``, ``status``, ``latency_ms``,
+            ``cost_usd`` and the scope columns the rules use (``traces_df``
+            gives all of them; a Parquet export works too). Experiment and judge
+            calls are left out, as in production checks.
+        since: the first check time; the rules also read the history before it.
+        until: the last check time (default: ``since``, one check).
+        rules: default: `default_rules`.
+        scores: production scores for quality rules: ``started_at`` of the scored
+            call, ``scorer``, ``value`` and the scope columns.
+    """
+    rules = check_names(default_rules() if rules is None else rules)
+    lo = to_micros(since, "since")
+    hi = lo if until is None else to_micros(until, "until")
+    step = minutes(every, "every") * MINUTE_US
+    keys = list(dict.fromkeys(k for r in rules for k in r.by))
+    needed = {"started_at", "status", "latency_ms", "cost_usd", *_data.trace_columns(keys)} - {"experiment_id", "tags_json"}
+    missing = sorted(c for c in needed if c not in traces.columns and not (c == "started_at" and "_t" in traces.columns))
+    if missing:
+        raise ConfigError(
+            f"the traces frame lacks column(s) {', '.join(missing)} that the rules read; "
+            "load it with bench.traces_df() (all columns) or add them"
+        )
+    calls = _data.with_scopes(_data.production(traces), keys)
+    prepared = None if scores is None else _data.mark_binary(_data.with_scopes(scores, keys))
+    times = np.arange(lo, hi + 1, step, dtype=np.int64)
+    states = _engine.replay(rules, _engine.evaluate(rules, times, calls, prepared))
+    return alerts.states_frame(rules, states)
 
 
 def _catch_signals(stop: threading.Event) -> Callable[[], None]:

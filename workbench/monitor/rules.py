@@ -545,7 +545,7 @@ class SpendAnomaly(Rule):
     kind: ClassVar[str] = "spend"
     frozen_bar: ClassVar[bool] = False
 
-    window: Any = "15m"
+    window: Any = "10m"
     days: int = 7
     """Earlier days the seasonal baseline averages over."""
     min_ratio: float = 1.5
