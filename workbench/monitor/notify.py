@@ -34,8 +34,9 @@ QUEUE_LIMIT = 1_000
 
 
 def _slack_escape(text: str) -> str:
-    # Slack's mrkdwn treats &, < and > as markup (links, mentions): a scope value
-    # such as a user id must show as text, never as a <!channel> ping.
+    # Slack reads &, < and > as markup (links, mentions) and decodes these three
+    # entities for display in every text field: a scope value such as a user id
+    # must show as text, never as a <!channel> ping.
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
@@ -56,7 +57,7 @@ def slack_body(event: AlertEvent) -> dict[str, Any]:
     return {
         "text": _slack_escape(event.text()),
         "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
+            {"type": "header", "text": {"type": "plain_text", "text": _slack_escape(title)[:150]}},
             {"type": "section", "fields": [
                 {"type": "mrkdwn", "text": f"*{name}*\n{_slack_escape(value)}"} for name, value in fields
             ]},
@@ -132,7 +133,7 @@ def channel_of(target: Any) -> str:
     name = getattr(target, "channel", None)
     if isinstance(name, str):
         return name
-    return getattr(target, "__qualname__", None) or type(target).__name__
+    return getattr(target, "__name__", None) or type(target).__name__
 
 
 class Dispatcher:
