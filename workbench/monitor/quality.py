@@ -253,8 +253,11 @@ def quality_over_time(
     centre = (p + z * z / (2 * m)) / (1 + z * z / m)
     half_w = z / (1 + z * z / m) * ((p * (1 - p) / m + z * z / (4 * m * m)).sqrt())
     half_n = z * pl.col("sd") / m.sqrt()
+    # Wilson's bounds are 0 or 1 exactly at 0 or n passes; the closed form only gets there up to rounding.
+    low = pl.when(p == 0).then(0.0).otherwise((centre - half_w).clip(0, 1))
+    high = pl.when(p == 1).then(1.0).otherwise((centre + half_w).clip(0, 1))
     return df.with_columns(
-        pl.when(pl.col("_binary")).then(centre - half_w).otherwise(p - half_n).alias("ci_low"),
-        pl.when(pl.col("_binary")).then(centre + half_w).otherwise(p + half_n).alias("ci_high"),
+        pl.when(pl.col("_binary")).then(low).otherwise(p - half_n).alias("ci_low"),
+        pl.when(pl.col("_binary")).then(high).otherwise(p + half_n).alias("ci_high"),
     ).drop("sd", "_binary")
 

@@ -56,6 +56,7 @@ _CSS = """
 .wb-mon .cell small{color:#6e7781;font-size:11px}
 .wb-mon svg{display:block}
 .wb-mon .muted{color:#6e7781;font-size:12px}
+.wb-mon .wb-table td:nth-child(n+3){white-space:nowrap}
 """
 
 
@@ -281,10 +282,10 @@ def _scope_rows(
         period = n_hours * HOUR_US
         for a in mine.iter_rows(named=True):
             start = (int(a["first_seen"].timestamp() * 1e6) - lo) / period
-            end_us = now_us if a["resolved_at"] is None else int(a["resolved_at"].timestamp() * 1e6)
+            end_us = now_us if a["resolved_at"] is None else min(now_us, int(a["resolved_at"].timestamp() * 1e6))
             column = _METRIC_COLUMN.get(a["metric"], "calls")
             spans.setdefault(column, []).append((start, (end_us - lo) / period))
-        open_rules = sorted(set(open_.filter(pl.col("id").is_in(mine["id"]))["rule"].to_list())) if mine.height else []
+        open_rules = sorted(set(open_.filter(pl.col("id").is_in(mine["id"].to_list()))["rule"].to_list())) if mine.height else []
         out.append({
             "scope": scope, "calls": row["calls"],
             "error_rate": row["errors"] / row["calls"] if row["calls"] else None,
