@@ -1,10 +1,10 @@
-"""Run every benchmark, or the ones named: ``python -m bench [tracing ingest import runner metrics report]``."""
+"""Run every benchmark, or the ones named: ``python -m bench [tracing ingest import runner metrics report monitor]``."""
 
 from __future__ import annotations
 
 import sys
 
-from . import metrics, report, runner, tracing
+from . import metrics, monitor, report, runner, tracing
 
 SUITES = {
     "tracing": tracing.overhead,
@@ -13,6 +13,7 @@ SUITES = {
     "runner": runner.main,
     "metrics": metrics.main,
     "report": report.main,
+    "monitor": monitor.main,
 }
 
 
