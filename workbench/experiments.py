@@ -675,6 +675,16 @@ def _progress(total: int, name: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=name, unit="call")
 
 
+def _registered(
+    bench: Workbench, cache: dict[str, PromptVersion], name: str, template: str, model: str, params: dict[str, Any]
+) -> PromptVersion:
+    """A judge's prompt, registered once per cache (not one transaction per scored output)."""
+    key = content_hash({"name": name, "template": template, "model": model, "params": params})
+    if key not in cache:
+        cache[key] = bench.prompts.register(name, template, model, **params)
+    return cache[key]
+
+
 class _Judge:
     """What LLM-as-judge scorers see: prompt registration and traced calls."""
 
@@ -689,11 +699,7 @@ class _Judge:
 
     def register_prompt(self, name: str, template: str, model: str, **params: Any) -> PromptVersion:
         # One registration per experiment and prompt, not one transaction per scored output.
-        key = content_hash({"name": name, "template": template, "model": model, "params": params})
-        cache = self.exp._judge_prompts
-        if key not in cache:
-            cache[key] = self.exp.bench.prompts.register(name, template, model, **params)
-        return cache[key]
+        return _registered(self.exp.bench, self.exp._judge_prompts, name, template, model, params)
 
     async def complete(self, prompt: PromptVersion, **variables: Any) -> CallResult:
         request = prompt.to_request(variables)
@@ -772,10 +778,7 @@ class _TraceJudge:
         self.spent = 0.0
 
     def register_prompt(self, name: str, template: str, model: str, **params: Any) -> PromptVersion:
-        key = content_hash({"name": name, "template": template, "model": model, "params": params})
-        if key not in self.prompts:
-            self.prompts[key] = self.bench.prompts.register(name, template, model, **params)
-        return self.prompts[key]
+        return _registered(self.bench, self.prompts, name, template, model, params)
 
     async def complete(self, prompt: PromptVersion, **variables: Any) -> CallResult:
         request = prompt.to_request(variables)

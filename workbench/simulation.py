@@ -20,7 +20,6 @@ tagged ``simulated-traffic``.
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import warnings
 from collections.abc import Mapping, Sequence
@@ -28,7 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from . import _loop
+from . import _format, _loop
 from ._canonical import content_hash
 from ._retry import RetryPolicy
 from .errors import ConfigError
@@ -134,14 +133,14 @@ class TrafficRun:
     def __str__(self) -> str:
         window = f"{self.start:%Y-%m-%d %H:%M}–{self.end:%Y-%m-%d %H:%M} UTC"
         if self.added == 0:
-            text = (f"{self.requests:,} simulated calls for seed {self.seed} over {window} were already in the file: "
+            text = (f"{_format.count(self.requests)} simulated calls for seed {self.seed} over {window} were already in the file: "
                     "nothing appended (change seed or start for more traffic)")
         elif self.added < self.requests:
-            text = f"{self.added:,} simulated calls traced to complete {self.requests:,} for seed {self.seed} over {window}"
+            text = f"{_format.count(self.added)} simulated calls traced to complete {_format.count(self.requests)} for seed {self.seed} over {window}"
         else:
-            text = f"{self.added:,} simulated calls traced for seed {self.seed} over {window}"
+            text = f"{_format.count(self.added)} simulated calls traced for seed {self.seed} over {window}"
         if self.others:
-            text += f"; the window also holds {self.others:,} simulated calls from other runs"
+            text += f"; the window also holds {_format.count(self.others)} simulated calls from other runs"
         return text
 
     __repr__ = __str__
@@ -252,8 +251,8 @@ def production_traffic(
     if todo:
         if others:
             warnings.warn(
-                f"the window {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC already holds {others:,} simulated calls "
-                f"from another run (other seed or settings); {len(todo):,} more are appended",
+                f"the window {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC already holds {_format.count(others)} simulated calls "
+                f"from another run (other seed or settings); {_format.count(len(todo))} more are appended",
                 UserWarning, stacklevel=2,
             )
         _loop.run_sync(run_all())

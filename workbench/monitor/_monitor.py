@@ -8,19 +8,19 @@ import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import _html
+from .. import _format, _html
 from ..errors import ConfigError
 from . import _data, _engine, alerts
 from ._grid import MINUTE_US
 from .alerts import AlertEvent, metric_text
-from .notify import Dispatcher, Webhook, channel_of
+from .notify import Dispatcher, Webhook
 from .rules import Rule, check_names, default_rules, minutes, rule_from_spec, scope_text, scorer_filter
 
 if TYPE_CHECKING:
@@ -34,18 +34,11 @@ DRAIN_SECONDS = 5.0
 
 def to_micros(value: Any, what: str = "now") -> int:
     """A time (datetime, date, ISO text; naive means UTC) as microseconds since the epoch."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise ConfigError(f"{what}={value!r} is not an ISO 8601 time such as '2026-11-26T14:00:00Z'") from None
-    if isinstance(value, date) and not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day)
-    if not isinstance(value, datetime):
-        raise ConfigError(f"{what} must be a datetime, date or ISO text, not {type(value).__name__}")
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return int(round(value.timestamp() * 1e6))
+    from ..frames import _utc_text  # one reading of times for the whole analysis layer
+
+    text = _utc_text(value, what)
+    assert text is not None
+    return int(round(datetime.fromisoformat(text).timestamp() * 1e6))
 
 
 def from_micros(us: int) -> datetime:
@@ -74,13 +67,13 @@ class CheckResult:
 
     def line(self) -> str:
         """One line for a log or the terminal."""
-        head = f"{self.now:%Y-%m-%d %H:%M:%S} UTC  {self.rules} rules, {self.scopes} scopes, {self.calls:,} calls"
+        head = f"{self.now:%Y-%m-%d %H:%M:%S} UTC  {self.rules} rules, {self.scopes} scopes, {_format.count(self.calls)} calls"
         parts = [f"{len(self.open)} open"]
         if self.opened:
             parts.append(f"{len(self.opened)} opened")
         if self.resolved:
             parts.append(f"{len(self.resolved)} resolved")
-        return f"{head}: {', '.join(parts)} ({self.seconds * 1000:.0f} ms)"
+        return f"{head}: {', '.join(parts)} ({_format.ms(self.seconds * 1000)})"
 
     def __repr__(self) -> str:
         lines = [self.line()]

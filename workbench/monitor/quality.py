@@ -60,9 +60,9 @@ class ScoringRun:
 
     def __repr__(self) -> str:
         text = (
-            f"scored {self.scored:,} production calls with {', '.join(self.scorers)} "
-            f"({self.sampled:,} of {self.candidates:,} sampled from {self.since:%Y-%m-%d %H:%M} to "
-            f"{self.until:%Y-%m-%d %H:%M} UTC; {self.already:,} already scored); judges spent {_format.money(self.spent_usd)}"
+            f"scored {_format.count(self.scored)} production calls with {', '.join(self.scorers)} "
+            f"({_format.count(self.sampled)} of {_format.count(self.candidates)} sampled from {self.since:%Y-%m-%d %H:%M} to "
+            f"{self.until:%Y-%m-%d %H:%M} UTC; {_format.count(self.already)} already scored); judges spent {_format.money(self.spent_usd)}"
         )
         return text + (f"; stopped: {self.stopped}" if self.stopped else "")
 

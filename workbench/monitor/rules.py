@@ -191,6 +191,16 @@ class Evaluation:
         }
 
 
+def _level_text(ev: Evaluation, tests: str = "") -> str:
+    """``under its test level of 1 in 20,160 (0.5 false alarms a week over 1 scope)``."""
+    n = len(ev.scopes)
+    spread = f"{_format.count(n)} scope{'s' if n != 1 else ''}" + (f", testing {tests}" if tests else "")
+    return (
+        f"under its test level of 1 in {_format.count(round(1 / ev.level))} "
+        f"({_format.num(ev.rule.false_alarms_per_week, 2)} false alarms a week over {spread})"
+    )
+
+
 def _float(x: Any) -> float | None:
     x = float(x)
     return x if math.isfinite(x) else None
@@ -374,8 +384,7 @@ class ErrorRateSpike(_Trailing):
             f"{_format.count(k)} errors in {_format.count(n)} calls ({_format.pct(ev.observed['error_rate'][s, t])}) "
             f"in {duration_text(self.window)} against {_format.pct(ev.baseline['error_rate'][s, t], 2)} "
             f"({_format.count(K)} of {_format.count(N)}) in the {duration_text(self.baseline)} before; "
-            f"{_format.pvalue(ev.p[s, t])} (hypergeometric, one-sided; test level {ev.level:.1e} for "
-            f"{_format.count(len(ev.scopes))} scope{'s' if len(ev.scopes) != 1 else ''})"
+            f"{_format.pvalue(ev.p[s, t])} (hypergeometric, one-sided), {_level_text(ev)}"
         )
 
 
@@ -410,6 +419,11 @@ class LatencyShift(_Trailing):
     @property
     def metric_names(self) -> tuple[str, ...]:
         return tuple(f"latency_p{round(q * 100)}" for q in self.quantiles)
+
+    @property
+    def _tests_text(self) -> str:
+        names = [m.removeprefix("latency_") for m in self.metric_names]
+        return " and ".join(names) if len(names) > 1 else ""
 
     def evaluate(self, grid: Grid) -> Evaluation:
         tl = grid.timeline
@@ -464,7 +478,7 @@ class LatencyShift(_Trailing):
             f"{duration_text(self.window)} against {_format.ms(ev.baseline[m][s, t])} over "
             f"{_format.count(ev.n_base[s, t])} in the {duration_text(self.baseline)} before "
             f"({_format.relative(ev.observed[m][s, t], ev.baseline[m][s, t])}); {_format.pvalue(ev.p[s, t])} "
-            f"(Mood's quantile test, one-sided; test level {ev.level:.1e})"
+            f"(Mood's quantile test, one-sided), {_level_text(ev, self._tests_text)}"
         )
 
 
@@ -526,7 +540,7 @@ class CostPerCall(_Trailing):
             f"{duration_text(self.window)} against {_format.money(ev.baseline[m][s, t])} over "
             f"{_format.count(ev.n_base[s, t])} in the {duration_text(self.baseline)} before "
             f"({_format.relative(ev.observed[m][s, t], ev.baseline[m][s, t])}); {_format.pvalue(ev.p[s, t])} "
-            f"(median test, one-sided; test level {ev.level:.1e})"
+            f"(median test, one-sided), {_level_text(ev)}"
         )
 
 
@@ -613,7 +627,7 @@ class SpendAnomaly(Rule):
             f"{_format.money(ev.observed[m][s, t])}/h over {_format.count(ev.n[s, t])} calls in the last "
             f"{duration_text(self.window)} against {_format.money(ev.baseline[m][s, t])}/h at this time on "
             f"{d} earlier day{'s' if d != 1 else ''} ({_format.relative(ev.observed[m][s, t], ev.baseline[m][s, t])}); "
-            f"{_format.pvalue(ev.p[s, t])} (Bennett bound, one-sided; test level {ev.level:.1e})"
+            f"{_format.pvalue(ev.p[s, t])} (Bennett bound, one-sided), {_level_text(ev)}"
         )
 
 
@@ -690,7 +704,7 @@ class QualityDrop(_Trailing):
             f"{duration_text(self.window)} against {_format.num(ev.baseline[m][s, t])} over "
             f"{_format.count(ev.n_base[s, t])} in the {duration_text(self.baseline)} before: difference "
             f"{_format.num(diff, signed=True)} (95% CI {_format.interval(diff - half, diff + half, signed=True)}); "
-            f"{_format.pvalue(ev.p[s, t])} (one-sided; test level {ev.level:.1e})"
+            f"{_format.pvalue(ev.p[s, t])} (one-sided), {_level_text(ev)}"
         )
 
 

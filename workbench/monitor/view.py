@@ -37,30 +37,32 @@ _METRIC_COLUMN = {
 """Which column's sparkline an alert's metric is shaded on."""
 
 _CSS = """
-.wb-mon{font:13px/1.45 Inter,'Helvetica Neue',Helvetica,Arial,sans-serif;color:#1f2328;max-width:1180px}
-.wb-mon h4{margin:14px 0 6px;font-size:14px}
-.wb-mon .head{display:flex;flex-wrap:wrap;gap:6px 14px;align-items:baseline}
-.wb-mon .badge{display:inline-block;border-radius:10px;padding:1px 9px;font-size:12px;font-weight:600;white-space:nowrap}
-.wb-mon .bad{background:#fde2e1;color:#9a1c14}.wb-mon .ok{background:#dcf3e4;color:#1a6b35}
-.wb-mon .quiet{background:#eef0f2;color:#555}
-.wb-mon .card{border-left:4px solid #c9372c;background:#fff6f5;padding:7px 10px;margin:6px 0;border-radius:3px}
-.wb-mon .card .what{font-weight:600}.wb-mon .card .ev{color:#57606a;font-size:12px;margin-top:2px}
-.wb-mon table{border-collapse:collapse;width:100%;table-layout:auto}
-.wb-mon th{font-weight:600;text-align:left;border-bottom:1px solid #d0d7de;padding:4px 8px;font-size:12px;color:#57606a;white-space:nowrap}
-.wb-mon td{border-bottom:1px solid #eaeef2;padding:4px 8px;vertical-align:middle}
-.wb-mon th.num{text-align:right}
-.wb-mon td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
-.wb-mon .scope{min-width:150px;max-width:300px;overflow-wrap:anywhere}
-.wb-mon .scope .k{color:#6e7781;font-size:11px;margin-right:4px}
-.wb-mon .cell{display:flex;flex-direction:column;align-items:flex-end;gap:1px;white-space:nowrap}
-.wb-mon .cell small{color:#6e7781;font-size:11px}
-.wb-mon svg{display:block}
-.wb-mon .muted{color:#6e7781;font-size:12px}
-.wb-mon .wb-table td:nth-child(n+3){white-space:nowrap}
+.wb-out.wb-mon{font:13px/1.45 Inter,'Helvetica Neue',Helvetica,Arial,sans-serif;color:#1f2328;max-width:1180px}
+.wb-out.wb-mon h4{margin:14px 0 6px;font-size:14px;font-weight:600}
+.wb-out.wb-mon .head{display:flex;flex-wrap:wrap;gap:6px 14px;align-items:baseline}
+.wb-out.wb-mon .badge{display:inline-block;border-radius:10px;padding:1px 8px;margin:2px 4px 0 0;font-size:12px;font-weight:600;white-space:nowrap}
+.wb-out.wb-mon .bad{background:#fde2e1;color:#9a1c14}.wb-out.wb-mon .ok{background:#dcf3e4;color:#1a6b35}
+.wb-out.wb-mon .quiet{background:#eef0f2;color:#555}
+.wb-out.wb-mon .card{border-left:4px solid #c9372c;background:#fff6f5;padding:7px 10px;margin:6px 0;border-radius:3px}
+.wb-out.wb-mon .card .what{font-weight:600}.wb-out.wb-mon .card .ev{color:#57606a;font-size:12px;margin-top:2px}
+.wb-out.wb-mon .wrap{overflow-x:auto}
+.wb-out.wb-mon table{border-collapse:collapse;width:100%;table-layout:auto;margin:0;font-size:13px}
+.wb-out.wb-mon tr,.wb-out.wb-mon tbody tr:nth-child(odd),.wb-out.wb-mon tbody tr:hover{background:transparent}
+.wb-out.wb-mon th{font-weight:600;text-align:left;border:0;border-bottom:1px solid #d0d7de;padding:4px 6px;font-size:12px;color:#57606a;white-space:nowrap}
+.wb-out.wb-mon td{text-align:left;border:0;border-bottom:1px solid #eaeef2;padding:4px 6px;vertical-align:middle}
+.wb-out.wb-mon th.num,.wb-out.wb-mon td.num{text-align:right}
+.wb-out.wb-mon td.num{white-space:nowrap;font-variant-numeric:tabular-nums}
+.wb-out.wb-mon td.scope{min-width:140px;max-width:300px;overflow-wrap:anywhere}
+.wb-out.wb-mon .scope .k{color:#6e7781;font-size:11px;margin-right:4px}
+.wb-out.wb-mon .cell{display:flex;flex-direction:column;align-items:flex-end;gap:1px;white-space:nowrap}
+.wb-out.wb-mon .cell small{color:#6e7781;font-size:11px}
+.wb-out.wb-mon svg{display:block;max-width:none}
+.wb-out.wb-mon .muted{color:#6e7781;font-size:12px}
+.wb-out.wb-mon .wb-table td:nth-child(n+3){white-space:nowrap}
 """
 
 
-def _spark(values: Sequence[float | None], spans: Sequence[tuple[float, float]], width: int = 84, height: int = 20) -> str:
+def _spark(values: Sequence[float | None], spans: Sequence[tuple[float, float]], width: int = 64, height: int = 20) -> str:
     """An inline SVG line of hourly values (oldest left), with alert stretches shaded (fractions of the width)."""
     vals = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
     parts = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-hidden="true">']
@@ -131,13 +133,13 @@ class MonitorView:
     # -- text ------------------------------------------------------------------------------------
 
     def __repr__(self) -> str:
-        lines = [f"Monitoring, {self.hours:g} h to {self.now:%Y-%m-%d %H:%M} UTC: {len(self.open)} open, "
+        lines = [f"Monitoring, {_format.count(self.hours)} h to {self.now:%Y-%m-%d %H:%M} UTC: {len(self.open)} open, "
                  f"{len(self.resolved)} resolved, {len(self.scopes)} scopes"]
         for a in self.open.iter_rows(named=True):
             lines.append(f"  OPEN {a['rule']} on {a['scope']} since {a['first_seen']:%H:%M}: "
                          f"{metric_text(a['metric'], a['observed'])} against {metric_text(a['metric'], a['baseline'])}")
         for s in self.scopes:
-            lines.append(f"  {scope_text(s['scope'])}: {s['calls']:,} calls, errors {_format.pct(s['error_rate'])}, "
+            lines.append(f"  {scope_text(s['scope'])}: {_format.count(s['calls'])} calls, errors {_format.pct(s['error_rate'])}, "
                          f"p95 {_format.ms(s['latency_p95'])}, spend {_format.money(s['spend'])}")
         return "\n".join(lines)
 
@@ -153,7 +155,7 @@ class MonitorView:
                  else '<span class="badge ok">no open incidents</span>')
         head = (
             f'<div class="head"><b style="font-size:15px">Monitoring</b>{badge}'
-            f'<span class="muted">last {self.hours:g} h to {esc(self.now.strftime("%Y-%m-%d %H:%M"))} UTC · '
+            f'<span class="muted">last {_format.count(self.hours)} h to {esc(self.now.strftime("%Y-%m-%d %H:%M"))} UTC · '
             f'{len(self.rules)} rules · {len(self.scopes)} scope{"s" if len(self.scopes) != 1 else ""} by '
             f'{esc(", ".join(self.keys) or "all traffic")}</span></div>'
         )
@@ -171,37 +173,36 @@ class MonitorView:
                     f'open {esc(lasted)}, since {esc(since)} UTC</div>'
                     f'<div class="ev">{esc(a["statistic"])}</div></div>'
                 )
-        body.append(f"<h4>Scopes, last {self.hours:g} h (hourly, newest right; shaded: alert open)</h4>")
+        body.append(f"<h4>Scopes, last {_format.count(self.hours)} h (hourly, newest right; shaded: alert open)</h4>")
         if self.scopes:
-            heads = ["scope", "calls", "error rate", "p95 latency", "spend", "quality (mean score)", "incidents"]
+            heads = ["scope and incidents", "calls", "error rate", "p95 latency", "spend", "quality"]
             rows = []
             for s in self.scopes:
                 rows.append(
-                    f'<tr><td class="scope">{_scope_cell(s["scope"])}</td>'
+                    f'<tr><td class="scope">{_scope_cell(s["scope"])}<br>{_incident_badges(s)}</td>'
                     f'<td class="num">{_cell(_format.count(s["calls"]), s, "calls")}</td>'
                     f'<td class="num">{_cell(_format.pct(s["error_rate"]), s, "error_rate")}</td>'
                     f'<td class="num">{_cell(_format.ms(s["latency_p95"]), s, "latency_p95")}</td>'
                     f'<td class="num">{_cell(_format.money(s["spend"]), s, "spend")}</td>'
-                    f'<td class="num">{_cell(_quality_text(s)[0], s, "quality", _quality_text(s)[1])}</td>'
-                    f'<td>{_incident_badges(s)}</td></tr>'
+                    f'<td class="num">{_cell(_quality_text(s)[0], s, "quality", _quality_text(s)[1])}</td></tr>'
                 )
             body.append(
-                "<table><thead><tr>"
-                + "".join(f'<th{"" if h in ("scope", "incidents") else " class=num"}>{esc(h)}</th>' for h in heads)
+                '<div class="wrap"><table><thead><tr>'
+                + "".join(f'<th{"" if h == heads[0] else " class=num"}>{esc(h)}</th>' for h in heads)
                 + "</tr></thead><tbody>"
-                + "".join(rows) + "</tbody></table>"
+                + "".join(rows) + "</tbody></table></div>"
             )
         else:
             body.append('<div class="muted">No production calls in this period (experiments and judge calls are not monitored).</div>')
         if self.resolved.height:
-            body.append(f"<h4>Resolved in the last {self.hours:g} h</h4>")
+            body.append(f"<h4>Resolved in the last {_format.count(self.hours)} h</h4>")
             rows = [
                 (a["rule"], a["scope"], f"{a['first_seen']:%m-%d %H:%M}", f"{a['resolved_at']:%m-%d %H:%M}",
                  duration_words(a["resolved_at"] - a["first_seen"]),
                  f"{metric_text(a['metric'], a['peak'])} against {metric_text(a['metric'], a['baseline'])}")
                 for a in self.resolved.iter_rows(named=True)
             ]
-            body.append(_html.table(["rule", "scope", "opened (UTC)", "resolved (UTC)", "lasted", "worst"], rows))
+            body.append('<div class="wrap">' + _html.table(["rule", "scope", "opened (UTC)", "resolved (UTC)", "lasted", "worst"], rows) + "</div>")
         return _html.root(f"<style>{_CSS}</style>" + "".join(body), cls="wb-mon")
 
 
@@ -223,7 +224,7 @@ def _scope_cell(scope: dict[str, Any]) -> str:
 def _quality_text(scope: dict[str, Any]) -> tuple[str, str]:
     if not scope["quality_n"]:
         return "not scored", ""
-    return _format.num(scope["quality"]), f"n={scope['quality_n']:,}"
+    return _format.num(scope["quality"]), f"n={_format.count(scope['quality_n'])}"
 
 
 def _incident_badges(scope: dict[str, Any]) -> str:
@@ -232,7 +233,7 @@ def _incident_badges(scope: dict[str, Any]) -> str:
         out.append(f'<span class="badge bad">{_html.esc(", ".join(scope["open"]))}</span>')
     if scope["resolved"]:
         out.append(f'<span class="badge quiet">{scope["resolved"]} resolved</span>')
-    return " ".join(out) or '<span class="muted">none</span>'
+    return " ".join(out) or '<span class="muted">no incidents</span>'
 
 
 def _scope_rows(
