@@ -56,9 +56,7 @@ def test_an_empty_file_says_there_is_nothing_to_watch(bench):
 def test_the_widget_checks_and_redraws_from_python(bench):
     sim.labelled_traffic(start=DAY, days=1, seed=9, streams=[sim.Stream(calls_per_minute=12)],
                          incidents=[sim.Incident(start_hour=14, hours=1, error_rate=0.3)]).write(bench)
-    from workbench.monitor.view import widget
-
-    box = widget(bench.monitor, now=DAY + timedelta(hours=14, minutes=20))
+    box = bench.monitor.widget(now=DAY + timedelta(hours=14, minutes=20))
     (check, refresh, status), view = box.children[0].children, box.children[1]
     assert "no open incidents" in view.value
     check.click()

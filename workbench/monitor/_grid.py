@@ -199,6 +199,22 @@ class Grid:
             np.cumsum(counts, axis=0, out=cum[1:])
             yield s, cum
 
+    def window_histograms(
+        self, values: np.ndarray, where: np.ndarray, edges: np.ndarray, window: int, baseline: int = 0
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Per scope, histograms of the ``window`` minutes before each check and of the ``baseline`` before those.
+
+        Yields ``(scope, current, before)``, each of shape (checks, bins); ``before``
+        is all zeros without a baseline.
+        """
+        ends = self.timeline.ends
+        low = max(0, int(ends.min()) - window - baseline)
+        e = ends - low
+        mid = np.maximum(e - window, 0)
+        start = np.maximum(e - window - baseline, 0)
+        for s, cum in self.histograms(values, where, edges, low):
+            yield s, (cum[e] - cum[mid]).astype(np.int64), (cum[mid] - cum[start]).astype(np.int64)
+
     def first_minute(self) -> np.ndarray:
         """Each scope's first bin with a row (for "has this scope existed that long?")."""
         key = ("first",)

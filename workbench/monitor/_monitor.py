@@ -75,10 +75,15 @@ class CheckResult:
             parts.append(f"{len(self.resolved)} resolved")
         return f"{head}: {', '.join(parts)} ({_format.ms(self.seconds * 1000)})"
 
-    def __repr__(self) -> str:
+    def changes(self) -> str:
+        """The summary line and what opened or resolved (what a watch loop logs each minute)."""
         lines = [self.line()]
         lines += [f"  opened   {e.text()}" for e in self.opened]
         lines += [f"  resolved {e.text()}" for e in self.resolved]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        lines = [self.changes()]
         for a in self.open:
             if not any(e.rule == a["rule"] and e.scope == a["scope"] for e in self.opened):
                 lines.append(f"  open     {a['rule']} on {scope_text(a['scope'])} since {a['since']:%Y-%m-%d %H:%M} UTC")
@@ -287,7 +292,7 @@ class Monitor:
                 try:
                     result = self.check()
                     if echo is not None:
-                        echo(repr(result))
+                        echo(result.changes())
                 except Exception as exc:  # noqa: BLE001 - one failed check must not end the watch
                     if echo is not None:
                         echo(f"check failed: {type(exc).__name__}: {exc}")
@@ -324,6 +329,12 @@ class Monitor:
         from .view import MonitorView
 
         return MonitorView.build(self, now=now, hours=hours)
+
+    def widget(self, now: Any = None, hours: float = 24.0) -> Any:
+        """The view with *Check now* and *Refresh* buttons (ipywidgets); ``now`` fixes the time for backdated traffic."""
+        from .view import widget
+
+        return widget(self, now=now, hours=hours)
 
     def chart(self, now: Any = None, hours: float = 24.0, every: str = "1h", fields: Sequence[str] | None = None) -> Any:
         """Metrics over the last ``hours`` with this period's alerts marked on them (Altair)."""

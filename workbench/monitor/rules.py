@@ -434,12 +434,8 @@ class LatencyShift(_Trailing):
         obs, base, pv = (np.full((Q, S, T), np.nan) for _ in range(3))
         pv[:] = 1.0
         n, N = np.zeros((S, T)), np.zeros((S, T))
-        low = max(0, int(tl.ends.min()) - W - B)
-        e = tl.ends - low
         rows = np.arange(T)
-        for s, cum in grid.histograms(latency, ok, LATENCY_EDGES, low):
-            cur = (cum[e] - cum[np.maximum(e - W, 0)]).astype(np.int64)
-            bas = (cum[np.maximum(e - W, 0)] - cum[np.maximum(e - W - B, 0)]).astype(np.int64)
+        for s, cur, bas in grid.window_histograms(latency, ok, LATENCY_EDGES, W, B):
             n[s], N[s] = cur.sum(axis=1), bas.sum(axis=1)
             enough = (n[s] >= self.min_calls) & (N[s] >= self.min_baseline)
             total = n[s] + N[s]
@@ -511,15 +507,11 @@ class CostPerCall(_Trailing):
         p = np.ones((S, T))
         bar = self.min_ratio * base
         candidate = (n >= self.min_calls) & (N >= self.min_baseline) & (mean >= bar)
-        low = max(0, int(tl.ends.min()) - W - B)
-        e = tl.ends - low
         rows = np.arange(T)
         if candidate.any():
-            for s, cum in grid.histograms(cost, priced, COST_EDGES, low):
+            for s, cur, bas in grid.window_histograms(cost, priced, COST_EDGES, W, B):
                 if not candidate[s].any():
                     continue
-                cur = (cum[e] - cum[np.maximum(e - W, 0)]).astype(np.int64)
-                bas = (cum[np.maximum(e - W, 0)] - cum[np.maximum(e - W - B, 0)]).astype(np.int64)
                 pooled_cum = np.cumsum(cur + bas, axis=1)
                 total = n[s] + N[s]
                 h = np.minimum((pooled_cum < (0.5 * total)[:, None]).sum(axis=1), pooled_cum.shape[1] - 1)
@@ -766,12 +758,17 @@ class Threshold(Rule):
             value = _ratio(windowed(grid.cumulative("errors", where=err), tl.ends, W), n)
         elif m.startswith("latency_"):
             q = int(m.split("_p")[1]) / 100
+            latency = grid.column("latency_ms")
             ok = grid.mask("ok_latency", _status_is("ok") & _col("latency_ms").is_not_null())
-            slow = ok & (np.nan_to_num(grid.column("latency_ms"), nan=-1.0) > limit)
+            slow = ok & (np.nan_to_num(latency, nan=-1.0) > limit)
             n = windowed(grid.cumulative("ok_calls", where=ok), tl.ends, W)
-            value = _ratio(windowed(grid.cumulative(f"slower_than_{limit}", where=slow), tl.ends, W), n)
-            # The q-quantile exceeds the limit exactly when more than (1 - q) of the calls are slower.
-            limit = 1 - q
+            slower = _ratio(windowed(grid.cumulative(f"slower_than_{limit}", where=slow), tl.ends, W), n)
+            # The q-quantile exceeds the limit exactly when more than (1 - q) of the calls are slower:
+            # that decides; the quantile itself (from 5% bins) is what is shown.
+            exact = slower > 1 - q
+            value = np.full(n.shape, np.nan)
+            for s, cur, _ in grid.window_histograms(latency, ok, LATENCY_EDGES, W):
+                value[s] = hist_quantile(cur, q, LATENCY_EDGES)
         elif m in ("spend_per_hour", "cost_per_call"):
             priced = grid.mask("priced", _status_is("ok") & _col("cost_usd").is_not_null())
             dollars = windowed(grid.cumulative("dollars", weights=grid.column("cost_usd"), where=priced), tl.ends, W)
@@ -785,14 +782,18 @@ class Threshold(Rule):
             valid = grid.mask("scored", _col("value").is_not_null())
             n = windowed(grid.cumulative("scores", where=valid), tl.ends, W)
             value = _ratio(windowed(grid.cumulative("score_sum", weights=grid.column("value"), where=valid), tl.ends, W), n)
-        bar = np.full(n.shape, limit)
-        beyond = value > limit if self.above is not None else value < limit
-        fire = (n >= self.min_calls) & beyond
         S, T = n.shape
-        base = np.full((S, T), self.limit)
+        bar = np.full((S, T), limit)  # the baseline of a threshold is its limit: an open alert holds while beyond it
+        if m.startswith("latency_"):
+            beyond = exact
+            extra = {"slower": slower}
+        else:
+            beyond = value > limit if self.above is not None else value < limit
+            extra = {}
+        fire = (n >= self.min_calls) & beyond
         return Evaluation(
             self, grid.scopes, tl.times_us, fire, np.full((S, T), np.nan), np.zeros((S, T), dtype=np.int64), (m,),
-            {m: value}, {m: base}, {m: bar}, n, np.zeros((S, T)), float("nan"),
+            {m: value}, {m: bar}, {m: bar}, n, np.zeros((S, T)), float("nan"), extra,
         )
 
     def describe(self, ev: Evaluation, s: int, t: int) -> str:
@@ -800,8 +801,9 @@ class Threshold(Rule):
         side = "above" if self.above is not None else "below"
         if m.startswith("latency_"):
             q = int(m.split("_p")[1])
-            return (f"{m.replace('latency_', '')} above {_format.ms(self.limit)}: {_format.pct(value)} of {n} ok calls in "
-                    f"{duration_text(self.window)} took longer (the limit allows {100 - q}%)")
+            share = ev.extra["slower"][s, t]
+            return (f"{m.replace('latency_', '')} {_format.ms(value)}, above {_format.ms(self.limit)}: {_format.pct(share)} of "
+                    f"{n} ok calls in {duration_text(self.window)} took longer (the limit allows {100 - q}%)")
         shown = {"error_rate": _format.pct, "quality": _format.num}.get(m, _format.money)
         unit = "/h" if m == "spend_per_hour" else ""
         return f"{m.replace('_', ' ')} {shown(value)}{unit} over {n} in {duration_text(self.window)}, {side} the limit {shown(self.limit)}{unit}"
