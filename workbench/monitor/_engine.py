@@ -19,7 +19,7 @@ import polars as pl
 
 from .._canonical import canonical_json
 from ._grid import MINUTE_US, Grid, Timeline
-from .rules import Evaluation, Rule, scope_text
+from .rules import Evaluation, Rule
 
 _NO_ROWS = {
     "traces": {"_t": pl.Int64, "status": pl.String, "latency_ms": pl.Float64, "cost_usd": pl.Float64},
@@ -176,7 +176,3 @@ def replay(rules: Sequence[Rule], evaluations: Sequence[Evaluation]) -> list[Ale
                     t += 1
     out.sort(key=lambda a: (a.first_seen_us, a.rule, scope_key(a.scope)))
     return out
-
-
-def describe_scope(scope: dict[str, Any]) -> str:
-    return scope_text(scope)

@@ -142,7 +142,7 @@ class Evaluation:
     observed: dict[str, np.ndarray]
     baseline: dict[str, np.ndarray]
     bar: dict[str, np.ndarray]
-    """The value ``observed`` must reach (or fall to) to count as bad."""
+    """The value ``observed`` must reach (or fall to) to open an alert (its effect-size bar)."""
     n: np.ndarray
     """Calls (or scores) in the window."""
     n_base: np.ndarray
@@ -204,10 +204,6 @@ def _level_text(ev: Evaluation, tests: str = "") -> str:
 def _float(x: Any) -> float | None:
     x = float(x)
     return x if math.isfinite(x) else None
-
-
-def _empty(S: int, T: int, value: float = np.nan) -> np.ndarray:
-    return np.full((S, T), value, dtype=np.float64)
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
