@@ -283,7 +283,7 @@ def incident_day(bench):
 
 
 def test_checks_every_minute_record_what_a_replay_finds(bench, incident_day):
-    since, until = incident_day + timedelta(hours=13, minutes=30), incident_day + timedelta(hours=16, minutes=30)
+    since, until = incident_day + timedelta(hours=13, minutes=50), incident_day + timedelta(hours=15, minutes=40)
     replayed = bench.monitor.replay(since, until)
     assert set(replayed["rule"]) == {"error_rate", "latency"}
     t = since
@@ -314,7 +314,7 @@ def test_one_notification_per_incident_even_with_two_checkers(tmp_path, incident
         bench.monitor.notify(events.append)
         second.monitor.notify(events.append)
         t = incident_day + timedelta(hours=13, minutes=50)
-        while t <= incident_day + timedelta(hours=16):
+        while t <= incident_day + timedelta(hours=15, minutes=40):
             bench.monitor.check(now=t)
             second.monitor.check(now=t)  # the same minute, from another handle on the file
             t += timedelta(minutes=1)
