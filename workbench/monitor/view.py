@@ -47,7 +47,7 @@ _CSS = """
 .wb-out.wb-mon .card .what{font-weight:600}.wb-out.wb-mon .card .ev{color:#57606a;font-size:12px;margin-top:2px}
 .wb-out.wb-mon .wrap{overflow-x:auto}
 .wb-out.wb-mon table{border-collapse:collapse;width:100%;table-layout:auto;margin:0;font-size:13px}
-.wb-out.wb-mon tr,.wb-out.wb-mon tbody tr:nth-child(odd),.wb-out.wb-mon tbody tr:hover{background:transparent}
+.wb-out.wb-mon tr,.wb-out.wb-mon tbody tr:nth-child(odd),.wb-out.wb-mon tbody tr:nth-child(even),.wb-out.wb-mon tbody tr:hover{background:transparent}
 .wb-out.wb-mon th{font-weight:600;text-align:left;border:0;border-bottom:1px solid #d0d7de;padding:4px 6px;font-size:12px;color:#57606a;white-space:nowrap}
 .wb-out.wb-mon td{text-align:left;border:0;border-bottom:1px solid #eaeef2;padding:4px 6px;vertical-align:middle}
 .wb-out.wb-mon th.num,.wb-out.wb-mon td.num{text-align:right}
@@ -58,7 +58,7 @@ _CSS = """
 .wb-out.wb-mon .cell small{color:#6e7781;font-size:11px}
 .wb-out.wb-mon svg{display:block;max-width:none}
 .wb-out.wb-mon .muted{color:#6e7781;font-size:12px}
-.wb-out.wb-mon .wb-table td:nth-child(n+3){white-space:nowrap}
+.wb-out.wb-mon .wb-table td:nth-child(n+3):not(:last-child){white-space:nowrap}
 """
 
 
