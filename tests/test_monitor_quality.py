@@ -41,7 +41,7 @@ def test_a_share_is_scored_once_and_stored_against_its_trace(bench, traffic):
                               since=DAY, until=until)
     ok = bench.traces_df(kind="llm", status="ok", columns=["id"])
     assert run.candidates == ok.height and run.scored == run.sampled
-    assert run.sampled == pytest.approx(0.2 * ok.height, rel=0.25)
+    assert run.sampled == picked(ok["id"], 0.2).sum() > 0  # trace ids are random: the share is checked on fixed ids below
     scores = _production_scores(bench)
     assert scores.height == 2 * run.scored
     assert set(scores["trace_id"]) <= set(ok["id"])
