@@ -1,10 +1,10 @@
-"""Run every benchmark, or the ones named: ``python -m bench [tracing ingest import runner metrics report otel otel-ingest parquet widgets first_use gateway durability charts]``."""
+"""Run every benchmark, or the ones named: ``python -m bench [tracing ingest import runner metrics report otel otel-ingest parquet widgets first_use gateway durability charts monitor]``."""
 
 from __future__ import annotations
 
 import sys
 
-from . import charts, durability, first_use, gateway, metrics, otel, parquet, report, runner, tracing, widgets
+from . import charts, durability, first_use, gateway, metrics, monitor, otel, parquet, report, runner, tracing, widgets
 
 SUITES = {
     "tracing": tracing.overhead,
@@ -21,6 +21,7 @@ SUITES = {
     "gateway": gateway.main,
     "durability": durability.main,
     "charts": charts.main,
+    "monitor": monitor.main,
 }
 
 

@@ -71,6 +71,7 @@ class Workbench:
         self.datasets = Datasets(self.store)
         self.feedback = Feedback(self.store)
         self.experiments = Experiments(self)
+        self._monitor: Any = None
 
     def experiment(
         self,
@@ -276,6 +277,17 @@ class Workbench:
         self.store.sync()
         return write_report(self, obj, path, **kwargs)
 
+    # -- monitoring --------------------------------------------------------------------------
+
+    @property
+    def monitor(self) -> Any:
+        """Detectors, alerts and notifications over this file's production traffic (``workbench.monitor.Monitor``)."""
+        if self._monitor is None:
+            from .monitor import Monitor
+
+            self._monitor = Monitor(self)
+        return self._monitor
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def flush(self) -> None:
@@ -311,6 +323,8 @@ class Workbench:
         Raises:
             RowsNotWritten: (after closing) rows that are not in the file, and where they are kept.
         """
+        if self._monitor is not None:
+            self._monitor.close()  # notifications still being sent get a few seconds
         self.tracer.close()  # live exporters send what they hold
         for gateway in self.gateways:
             gateway.close()

@@ -48,6 +48,7 @@ __all__ = [
     "RENDERER",
     "THEME",
     "VEGA_MIME",
+    "alert_spans",
     "cost_per_item",
     "cost_quality",
     "embed_spec",
@@ -761,6 +762,51 @@ def timeseries(
             .properties(height=110)
         )
     return alt.vconcat(*rows, data=df).resolve_scale(x="shared").properties(title="Metrics over time")
+
+
+def alert_spans(chart: alt.VConcatChart, alerts: pl.DataFrame, *, end: Any = None) -> alt.VConcatChart:
+    """``chart`` (from `timeseries`) with each alert shaded from when it opened to when it resolved.
+
+    Input: an alerts frame (``bench.monitor.alerts()``: rule, scope, metric,
+    first_seen, resolved_at, statistic). Open alerts run to ``end`` (default:
+    their last check). Every panel shows every alert, as annotations do: the
+    shaded stretch is the incident, the lines show what it did.
+    """
+    df = _frame(alerts, ["rule", "scope", "first_seen"], "alert_spans")
+    if df.height == 0:
+        return chart
+    stop = pl.col("resolved_at") if "resolved_at" in df.columns else pl.lit(None)
+    last = pl.col("last_seen") if "last_seen" in df.columns else pl.col("first_seen")
+    open_end = pl.lit(end).cast(df.schema["first_seen"]) if end is not None else last
+    spans = df.select(
+        pl.col("first_seen").alias("start"),
+        pl.coalesce(stop, open_end).alias("end"),
+        pl.col("rule").cast(pl.String),
+        pl.col("scope").cast(pl.String),
+        (pl.col("statistic") if "statistic" in df.columns else pl.lit("")).cast(pl.String).alias("evidence"),
+        pl.when(stop.is_null()).then(pl.lit("open")).otherwise(pl.lit("resolved")).alias("status"),
+    )
+    shade = (
+        alt.Chart(spans)
+        .mark_rect(opacity=0.16, color="#D55E00")
+        .encode(
+            x=alt.X("start:T", scale=alt.Scale(type="utc"), title=None),
+            x2="end:T",
+            tooltip=[
+                alt.Tooltip("rule:N"), alt.Tooltip("scope:N"), alt.Tooltip("status:N"),
+                alt.Tooltip("start:T", title="opened (UTC)", format="%Y-%m-%d %H:%M", formatType="utc"),
+                alt.Tooltip("end:T", title="until (UTC)", format="%Y-%m-%d %H:%M", formatType="utc"),
+                alt.Tooltip("evidence:N"),
+            ],
+        )
+    )
+    subtitle = f"shaded: {spans.height} alert{'s' if spans.height != 1 else ''} (hover for the evidence)"
+    title = chart.title if isinstance(chart.title, str) else "Metrics over time"
+    return (
+        alt.vconcat(*(alt.layer(shade, panel) for panel in chart.vconcat), data=chart.data)
+        .resolve_scale(x="shared")
+        .properties(title=alt.Title(title, subtitle=subtitle))
+    )
 
 
 def _in_kernel() -> bool:

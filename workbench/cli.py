@@ -406,6 +406,46 @@ def serve(host: str, port: int, token: str | None, verbose: bool, db: str | None
                    f"{' (bearer token required)' if token else ''}; Ctrl-C stops", err=True)
         server.run()
         click.echo(f"stopped after {server.ingestor.spans:,} spans", err=True)
+# -- monitoring ------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--once", "mode", flag_value="once", help="Check every rule once and exit (for cron).")
+@click.option("--watch", "mode", flag_value="watch", help="Check every --every seconds until Ctrl-C or SIGTERM.")
+@click.option("--every", default=60.0, show_default=True, help="Seconds between checks with --watch.")
+@click.option("--rules", "rules_path", default=None, help="TOML file of rules and [[notify]] webhooks (default: the built-in rules).")
+@click.option("--webhook", "webhooks", multiple=True, help="Also POST alerts here (Slack-compatible JSON); repeatable.")
+@click.option("--now", "now", default=None, help="With --once: check as of this UTC time (ISO 8601), e.g. for backdated traffic.")
+@db_option
+def monitor(mode: str | None, every: float, rules_path: str | None, webhooks: tuple[str, ...], now: str | None, db: str | None) -> None:
+    """Check production traffic for incidents: error spikes, slower calls, cost, spend, quality.
+
+    Without --once or --watch, lists the open alerts. Alerts go to the file
+    (see `bench.monitor.alerts()`) and to every webhook, once per incident.
+    """
+    if now is not None and mode != "once":
+        raise click.UsageError("--now goes with --once")
+    with _open(db, provider="simulated") as bench:
+        mon = bench.monitor
+        if rules_path:
+            mon.load(rules_path)
+        for url in webhooks:
+            mon.notify(url)
+        if mode is None:
+            open_ = mon.alerts("open")
+            if open_.height == 0:
+                click.echo("no open alerts (workbench monitor --once checks now; --watch keeps checking)")
+            for a in open_.iter_rows(named=True):
+                click.echo(f"OPEN  {a['rule']}  {a['scope']}  since {a['first_seen']:%Y-%m-%d %H:%M} UTC  {a['statistic']}")
+            return
+        if mode == "once":
+            result = mon.check(now)
+            click.echo(repr(result))
+            mon.drain()
+            return
+        click.echo(f"watching {bench.path} every {every:g} s with {len(mon.rules)} rules; Ctrl-C or SIGTERM stops", err=True)
+        checks = mon.watch(every, echo=click.echo)
+        click.echo(f"stopped after {checks} check{'s' if checks != 1 else ''}", err=True)
 
 
 def main() -> None:

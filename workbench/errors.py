@@ -34,6 +34,8 @@ where callers expect a builtin, the error subclasses it too::
     │   │   ├── SpendLimitReached           a per-user dollar budget of yours for the day or month
     │   │   └── GuardrailTriggered          an input or output check blocked the call
     │   └── UnexpectedProviderError         a provider raised something else (a custom provider's bug)
+    ├── MonitorError                        monitoring: rules, checks, notifications
+    │   └── NotificationError               a notification could not be delivered (after retries)
     ├── MissingDependency(ImportError)      an optional extra is not installed
     └── OtlpError                           sending or receiving OpenTelemetry spans failed
 """
@@ -60,7 +62,9 @@ __all__ = [
     "GatewayRefused",
     "GuardrailTriggered",
     "MissingDependency",
+    "MonitorError",
     "NotAWorkbenchDatabase",
+    "NotificationError",
     "OtlpError",
     "Overloaded",
     "PromptError",
@@ -222,6 +226,20 @@ class MissingDependency(WorkbenchError, ImportError):
 
 class OtlpError(WorkbenchError):
     """Spans could not be sent to a collector, or an OTLP payload could not be read."""
+class MonitorError(WorkbenchError):
+    """Base for monitoring errors."""
+
+
+class NotificationError(MonitorError):
+    """A notification was not delivered.
+
+    Attributes:
+        attempts: how many times it was tried.
+    """
+
+    def __init__(self, message: str, *, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.attempts = attempts
 
 
 class ProviderError(WorkbenchError):

@@ -745,6 +745,16 @@ def _progress(total: int, name: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=name, unit="call")
 
 
+def _registered(
+    bench: Workbench, cache: dict[str, PromptVersion], name: str, template: str, model: str, params: dict[str, Any]
+) -> PromptVersion:
+    """A judge's prompt, registered once per cache (not one transaction per scored output)."""
+    key = content_hash({"name": name, "template": template, "model": model, "params": params})
+    if key not in cache:
+        cache[key] = bench.prompts.register(name, template, model, **params)
+    return cache[key]
+
+
 class _Judge:
     """What LLM-as-judge scorers see: prompt registration and traced calls."""
 
@@ -759,11 +769,7 @@ class _Judge:
 
     def register_prompt(self, name: str, template: str, model: str, **params: Any) -> PromptVersion:
         # One registration per experiment and prompt, not one transaction per scored output.
-        key = content_hash({"name": name, "template": template, "model": model, "params": params})
-        cache = self.exp._judge_prompts
-        if key not in cache:
-            cache[key] = self.exp.bench.prompts.register(name, template, model, **params)
-        return cache[key]
+        return _registered(self.exp.bench, self.exp._judge_prompts, name, template, model, params)
 
     async def complete(self, prompt: PromptVersion, **variables: Any) -> CallResult:
         request = prompt.to_request(variables)
@@ -772,6 +778,84 @@ class _Judge:
             self.exp.bench.provider, request, emit=self.emit,
             context={"experiment_id": self.exp.id, "item_id": self.item_id, "repeat": self.repeat,
                      "tags": ["judge"], "metadata": {"judged_trace": self.judged, "judged_variant": self.variant}},
+        )
+        self.spent += result.cost_usd or 0.0
+        return result
+
+
+# -- scores outside experiments (production sampling) ------------------------------------------
+
+
+def record_trace_scores(store: Any, rows: Sequence[tuple[str, str, float | None, bool | None, str | None]]) -> int:
+    """Store scores of traced calls that belong to no experiment: (trace id, scorer, value, passed, rationale).
+
+    A score already stored for the same trace and scorer is replaced. Returns the rows written.
+    """
+    now = utc_now()
+    store.write_now([
+        (SCORE_SQL, (new_id(), trace_id, None, None, None, None, scorer, value,
+                     None if passed is None else int(passed), rationale, None, now))
+        for trace_id, scorer, value, passed, rationale in rows
+    ])
+    return len(rows)
+
+
+async def score_trace(
+    bench: Workbench,
+    trace_id: str,
+    output: str,
+    scorers: Sequence[Scorer],
+    *,
+    inputs: Mapping[str, Any] | None = None,
+    expected: Any = None,
+    metadata: Mapping[str, Any] | None = None,
+    item_id: str | None = None,
+    judge_prompts: dict[str, PromptVersion] | None = None,
+) -> tuple[list[Score], float]:
+    """Score one traced call outside any experiment and store the scores against it.
+
+    The scores go to the ``scores`` table with no experiment. An LLM judge
+    calls its model through ``bench``'s provider, traced like any call but
+    tagged ``judge`` with ``judged_trace`` in its metadata, so monitors and
+    experiment readouts leave it out. Returns the scores and the judges'
+    dollars. ``judge_prompts`` caches judge prompt registrations across calls.
+    """
+    example = Example(output=output, expected=expected, inputs=dict(inputs or {}), metadata=dict(metadata or {}), item_id=item_id)
+    judge = _TraceJudge(bench, trace_id, {} if judge_prompts is None else judge_prompts)
+    scores = []
+    for s in scorers:
+        try:
+            score = await s.score(example, judge)
+        except Exception as exc:  # noqa: BLE001 - a broken scorer must not stop the others
+            score = Score(None, None, f"{type(exc).__name__}: {exc}")
+        scores.append(score)
+    now = utc_now()
+    await asyncio.to_thread(bench.store.write_now, [
+        (SCORE_SQL, (new_id(), trace_id, None, None, item_id, None, s.name, sc.value,
+                     None if sc.passed is None else int(sc.passed), sc.rationale, sc.judge_trace_id, now))
+        for s, sc in zip(scorers, scores)
+    ])
+    return scores, judge.spent
+
+
+class _TraceJudge:
+    """The `Judge` of `score_trace`: judge calls traced as production-side judge calls."""
+
+    def __init__(self, bench: Workbench, judged: str, prompts: dict[str, PromptVersion]) -> None:
+        self.bench = bench
+        self.judged = judged
+        self.prompts = prompts
+        self.spent = 0.0
+
+    def register_prompt(self, name: str, template: str, model: str, **params: Any) -> PromptVersion:
+        return _registered(self.bench, self.prompts, name, template, model, params)
+
+    async def complete(self, prompt: PromptVersion, **variables: Any) -> CallResult:
+        request = prompt.to_request(variables)
+        request.metadata["sample"] = f"judge:{self.judged}"
+        result = await self.bench.tracer.call(
+            self.bench.provider, request,
+            context={"tags": ["judge"], "metadata": {"judged_trace": self.judged}},
         )
         self.spent += result.cost_usd or 0.0
         return result

@@ -337,6 +337,58 @@ def m011_gateway_limits(db: Database) -> None:
     )
 
 
+@_step
+def m012_alerts(db: Database) -> None:
+    # Monitoring (workbench/monitor/alerts.py is the one writer). The partial unique
+    # index keeps one open alert per rule and scope even when a cron check and a
+    # notebook check run at once: only the process whose INSERT lands notifies.
+    db.executescript(
+        """
+        CREATE TABLE alerts (
+            id TEXT PRIMARY KEY,
+            rule TEXT NOT NULL,             -- the rule's name
+            kind TEXT NOT NULL,             -- error_rate, latency, cost_per_call, spend, quality, threshold
+            metric TEXT NOT NULL,           -- error_rate, latency_p95, cost_per_call, spend_per_hour, quality, ...
+            scope TEXT NOT NULL,            -- as shown: 'prompt=support@2, model=claude-haiku-4-5' or 'all traffic'
+            scope_json TEXT NOT NULL,       -- canonical JSON of the scope's keys and values
+            status TEXT NOT NULL,           -- open, resolved
+            window_minutes INTEGER NOT NULL,
+            first_seen TEXT NOT NULL,       -- UTC: the check that opened it (its window ends there)
+            last_seen TEXT NOT NULL,        -- UTC: the last check that still showed the problem
+            clear_since TEXT,               -- UTC: first check of the current stretch without it
+            resolved_at TEXT,               -- UTC
+            observed REAL,                  -- in the opening window
+            baseline REAL,                  -- what the rule compared it with
+            bar REAL,                       -- what a window must still reach to keep it open (frozen while open)
+            peak REAL,                      -- the worst window while open
+            p_value REAL,                   -- the test's p-value at opening (NULL for thresholds)
+            test_level REAL,                -- the level it had to be under (false-alarm target / tests)
+            n INTEGER,                      -- calls or scores in the opening window
+            n_baseline INTEGER,
+            statistic TEXT,                 -- the evidence in one sentence
+            rule_json TEXT,                 -- the rule's settings
+            source TEXT NOT NULL,           -- check or replay
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE UNIQUE INDEX idx_alerts_one_open ON alerts (rule, scope_json) WHERE status = 'open';
+        CREATE UNIQUE INDEX idx_alerts_incident ON alerts (rule, scope_json, first_seen);
+        CREATE INDEX idx_alerts_first_seen ON alerts (first_seen);
+        CREATE TABLE alert_notifications (
+            id TEXT PRIMARY KEY,
+            alert_id TEXT NOT NULL REFERENCES alerts (id),
+            event TEXT NOT NULL,            -- opened, resolved
+            channel TEXT NOT NULL,          -- webhook host, or the callable's name
+            status TEXT NOT NULL,           -- sent, failed
+            attempts INTEGER NOT NULL,
+            error TEXT,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX idx_alert_notifications ON alert_notifications (alert_id);
+        """
+    )
+
+
 NAMES = tuple(fn.__name__ for fn in _STEPS)
 """Every migration, in order; opening an up-to-date file compares against this alone."""
 _set: Migrations | None = None
