@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -70,3 +71,26 @@ def test_plain_values_and_counts():
     assert f.plural(1, "call") == "1 call" and f.plural(360, "call") == "360 calls"
     assert f.ms(-60.8, signed=True, decimals=0) == "\u221261 ms" and f.ms(584.2, unit=False) == "584"
     assert f.money(0.000232, symbol=False) == "0.000232"
+
+
+def test_tables_align_text_left_numbers_right_and_keep_ids_whole():
+    from workbench import _html
+
+    out = _html.table(["item", "inputs", "calls"], [("sq-001", '{"q": "a"}', 3), ("sq-002", "b", 12)])
+    cells = re.findall(r"<td style=\"([^\"]*)\">([^<]*)</td>", out)
+    styles = {text: style for style, text in cells}
+    assert "white-space:nowrap" in styles["sq-001"] and "text-align:left" in styles["sq-001"]
+    assert "text-align:left" in styles["b"]
+    assert "text-align:right" in styles["12"]
+
+
+def test_an_estimate_reads_dollars_like_every_other_readout():
+    from workbench.experiments import Estimate
+
+    est = Estimate(360, 0.2, 0.4749, 1.3612, {"A": {"calls": 180, "input_tokens_per_call": 51, "cost_low": 0.0845,
+                                                   "cost_expected": 0.2193, "cost_high": 0.6597}}, "basis")
+    assert "$0.475 expected (range $0.20 to $1.36)" in repr(est)
+    html = est._repr_html_()
+    assert "&#36;0.0845" in html and "&#36;0.475" in html and "0.4749" not in html
+    unknown = Estimate(1, None, None, None, {}, "basis")._repr_html_()
+    assert "unknown (no price for a model)" in unknown

@@ -54,9 +54,30 @@ def no_math(widget: Any) -> Any:
     return widget
 
 
+_TEXT_CELL = ' style="text-align:left"'
+_NUMBER_CELL = ' style="text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap"'
+_FIRST_CELL = ' style="text-align:left;white-space:nowrap"'
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], cls: str = "wb-table") -> str:
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    """A plain table: text left-aligned, numbers right-aligned, the first column (a name or id) never wrapped.
+
+    JupyterLab right-aligns every cell of an output table by default, which
+    scatters text; the alignment is set on each cell so it holds there too.
+    """
+    rows = list(rows)
+    numeric = [
+        bool(rows) and all(isinstance(r[i], (int, float)) and not isinstance(r[i], bool) for r in rows if r[i] is not None)
+        for i in range(len(headers))
+    ]
+
+    def style(i: int) -> str:
+        return _FIRST_CELL if i == 0 else _NUMBER_CELL if numeric[i] else _TEXT_CELL
+
+    head = "".join(f"<th{style(i)}>{esc(h)}</th>" for i, h in enumerate(headers))
+    body = "".join(
+        "<tr>" + "".join(f"<td{style(i)}>{esc(c)}</td>" for i, c in enumerate(row)) + "</tr>" for row in rows
+    )
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 

@@ -129,8 +129,8 @@ class Estimate:
         if self.cost_expected is None:
             return f"<Estimate {self.calls} calls, cost unknown ({self.basis})>"
         return (
-            f"<Estimate {self.calls} calls, ${self.cost_expected:.4f} expected "
-            f"(range ${self.cost_low:.4f}–${self.cost_high:.4f}); {self.basis}>"
+            f"<Estimate {self.calls} calls, {fmt.money(self.cost_expected)} expected "
+            f"(range {fmt.money(self.cost_low)} to {fmt.money(self.cost_high)}); {self.basis}>"
         )
 
     def _repr_html_(self) -> str:
@@ -139,15 +139,15 @@ class Estimate:
             for v, d in self.per_variant.items()
         ]
         return _html.root(
-            f"<b>{self.calls} calls</b>, expected {_html.esc(_money(self.cost_expected))} "
-            f"(range {_html.esc(_money(self.cost_low))} – {_html.esc(_money(self.cost_high))})"
+            f"<b>{fmt.count(self.calls)} calls</b>, expected {_html.esc(_money(self.cost_expected))} "
+            f"(range {_html.esc(_money(self.cost_low))} to {_html.esc(_money(self.cost_high))})"
             f"{_html.table(['variant', 'calls', 'input tokens/call', 'low', 'expected', 'worst case'], rows)}"
             f"<small>{_html.esc(self.basis)}</small>"
         )
 
 
 def _money(x: float | None) -> str:
-    return "unknown" if x is None or (isinstance(x, float) and math.isnan(x)) else f"${x:,.4f}"
+    return "unknown (no price for a model)" if fmt.missing(x) else fmt.money(x)
 
 
 @dataclass
