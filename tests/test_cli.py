@@ -89,7 +89,8 @@ def test_a_bare_noun_lists(noun, filled, monkeypatch):
 
 
 @pytest.mark.parametrize("args", [["prompts"], ["prompts", "list"], ["traces"], ["experiments", "show", "x"],
-                                  ["experiments", "compare", "x"], ["report", "--out", "r.html"]])
+                                  ["experiments", "compare", "x"], ["report", "--out", "r.html"],
+                                  ["db", "health"], ["db", "recover"], ["monitor"], ["export", "parquet", "out"]])
 def test_a_read_command_never_creates_a_file(args, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("WORKBENCH_DB", raising=False)

@@ -61,6 +61,13 @@ def test_two_errors_in_ten_calls_is_not_an_incident():
     frame = pl.concat([_baseline(), calls(NOW - timedelta(minutes=15), 15, 10 / 15, errors=0.2)])
     assert frame.filter(pl.col("started_at") >= NOW - timedelta(minutes=15))["status"].to_list().count("error") == 2
     assert one_check(frame, ErrorRateSpike()).height == 0
+    # Not only the minimum count: with every count gate opened, the exact test itself says no
+    # (20% against a 1% baseline over 10 calls is not evidence at the rule's false-alarm level).
+    assert one_check(frame, ErrorRateSpike(min_calls=1, min_errors=1)).height == 0
+    from workbench.monitor._significance import excess_in_window
+
+    p = excess_in_window(np.array([2]), np.array([10]), np.array([2 + 108]), np.array([10 + 10_800]))[0]
+    assert ErrorRateSpike().level(1) < p < 0.05
 
 
 def test_fifty_errors_in_five_hundred_calls_against_a_one_percent_baseline_is():

@@ -137,14 +137,18 @@ def test_compare_says_context_helps(finished):
         assert row["n"] == 60
         assert row["p_holm"] >= row["p_value"]  # two scorers: Holm adjusts upwards
         assert row["mde"] > 0 and row["target_effect"] == pytest.approx(0.05)  # scores within 0..1
-        # n needed is the n at which the effect that matters becomes detectable.
-        sub = items.filter(pl.col("scorer") == row["scorer"]).sort("item_id")
-        va = sub.filter(pl.col("variant") == "A")["value"].to_numpy()
-        vb = sub.filter(pl.col("variant") == "B")["value"].to_numpy()
-        sds = float(np.std(va, ddof=1)), float(np.std(vb, ddof=1))
-        corr = row["correlation"] or 0.0  # null when either side is constant
-        assert stats.minimum_detectable_effect(*sds, corr, row["n_needed"]) <= 0.05
-        assert stats.minimum_detectable_effect(*sds, corr, row["n_needed"] - 1) > 0.05
+        # The items fall in 10 clusters: what n detects follows the clustered SE on 9 degrees of freedom,
+        # and n needed is the fewest clusters (of today's size) at which the effect that matters shows.
+        assert row["n_clusters"] == 10
+        assert row["mde"] == pytest.approx(stats.detectable_effect_from_se(row["se"], 9, power=vd.POWER))
+        g = row["clusters_needed"]
+
+        def detects(clusters):
+            return stats.detectable_effect_from_se(row["se"] * math.sqrt(10 / clusters), clusters - 1, power=vd.POWER) <= 0.05
+
+        assert detects(g) and not detects(g - 1)
+        assert row["n_needed"] == math.ceil(60 * g / 10)
+        assert items.filter(pl.col("scorer") == row["scorer"]).height == 120
     assert (c.scores["p_holm"] > c.scores["p_value"]).any()
     row = c.scores.row(0, named=True)
     assert row["verdict"] == "B better" == c.verdicts()["contains_reference"] and row["badge"] == vd.BETTER
@@ -163,7 +167,7 @@ def test_the_card_leads_with_the_answer_as_text_and_html(finished):
     r = c.scores.row(0, named=True)
     assert quality.lstrip().startswith("B better")
     assert f"diff +{r['diff']:.3f} (95% CI +{r['ci_low']:.3f} to +{r['ci_high']:.3f})" in quality
-    assert "p<0.001 (Holm)" in quality and f"n={r['n']}, MDE {r['mde']:.3f}" in quality
+    assert "p<0.001 (Holm)" in quality and f"n={r['n']} in 10 clusters, MDE {r['mde']:.3f}" in quality
     cost = [line for line in lines if "per item" in line][0]
     assert "B costlier" in cost and "per 1,000 calls" in cost and re.search(r"\(\+\d+%\)", cost)
     latency = [line for line in lines if line.lstrip().split("  ")[-1].startswith(("p50", "p95"))]
@@ -191,6 +195,43 @@ def test_no_detectable_difference_needs_enough_data(bench):
     assert "enough to detect it" in str(exp.compare())
 
 
+def test_without_clusters_n_needed_is_the_n_at_which_the_effect_shows(bench):
+    rows = [json.loads(line) for line in SUPPORT_QA.read_text().splitlines()]
+    for row in rows:
+        row.pop("cluster")
+    a, b = prompts(bench)
+    exp = bench.experiment("iid", dataset=dataset(bench, rows=rows, name="no-clusters"), variants={"A": a, "B": b},
+                           scorers=[contains_reference()]).run(progress=False)
+    row = exp.compare().scores.row(0, named=True)
+    items = exp.item_scores().sort("item_id")
+    va = items.filter(pl.col("variant") == "A")["value"].to_numpy()
+    vb = items.filter(pl.col("variant") == "B")["value"].to_numpy()
+    sds = float(np.std(va, ddof=1)), float(np.std(vb, ddof=1))
+    corr = row["correlation"] or 0.0  # null when either side is constant
+    assert row["n_clusters"] is None and row["clusters_needed"] is None
+    assert stats.minimum_detectable_effect(*sds, corr, row["n_needed"]) <= 0.05
+    assert stats.minimum_detectable_effect(*sds, corr, row["n_needed"] - 1) > 0.05
+
+
+def test_few_clusters_never_read_as_enough_data(bench):
+    """Equal prompts over 120 items in only 2 clusters: the clustered interval cannot rule out the effect
+    that matters, so the card must not say n was enough, and it says why."""
+    rows = [json.loads(line) for line in SUPPORT_QA.read_text().splitlines()]
+    rows = [{**r, "id": f"{r['id']}-{k}", "cluster": f"c{i % 2}"} for k in range(2) for i, r in enumerate(rows)]
+    _, b = prompts(bench)
+    exp = bench.experiment("two-clusters", dataset=dataset(bench, rows=rows, name="two-clusters"),
+                           variants={"A": b, "B": variant(b, max_tokens=299)}, scorers=[contains_reference()]).run(progress=False)
+    c = exp.compare(target_effect=0.1)
+    row = c.scores.row(0, named=True)
+    assert row["n"] == 120 and row["n_clusters"] == 2
+    iid = stats.minimum_detectable_effect(0.5, 0.5, 0.0, 120)
+    assert row["mde"] > iid and row["mde"] > 0.1
+    assert row["badge"] == vd.UNDERPOWERED and row["clusters_needed"] > 2
+    assert -1 <= row["ci_low"] <= row["ci_high"] <= 1  # a difference of two 0..1 scores
+    text = str(c)
+    assert "in 2 clusters" in text and "only 2 clusters" in text and "enough to detect it" not in text
+
+
 def test_too_few_items_say_not_enough_data_and_how_many_are_needed(bench):
     _, b = prompts(bench)
     exp = bench.experiment("models", dataset=dataset(bench, 10), scorers=[contains_reference()],
@@ -199,7 +240,7 @@ def test_too_few_items_say_not_enough_data_and_how_many_are_needed(bench):
     row = c.scores.row(0, named=True)
     assert row["badge"] == vd.UNDERPOWERED and row["verdict"] == "not enough data"
     assert row["mde"] > row["target_effect"] and row["n_needed"] > row["n"]
-    assert f"about {row['n_needed']:,} items needed" in str(c)
+    assert f"about {row['n_needed']:,} items in {row['clusters_needed']:,} clusters needed" in str(c)
     # The same data judged against a larger effect that matters: now n was enough.
     relaxed = exp.compare(target_effect={"contains_reference": 2 * row["mde"]}).scores.row(0, named=True)
     assert relaxed["badge"] == vd.NONE

@@ -21,21 +21,28 @@ db_option = click.option("--db", "db", default=None, help="SQLite file (default:
 def _open(db: str | None, *, create: bool = False, **kwargs: Any) -> Any:
     """Open the file. A missing one is an error naming the path, never a new empty file, unless
     ``create`` (a command that writes, such as receiving traces, may start a file)."""
+    from .bench import open as wb_open
+
+    path = _existing(db) if not create else config.db_path(_db(db))
+    return wb_open(path, **kwargs)
+
+
+def _existing(db: str | None) -> str:
+    """The file's path; a missing file is an error naming it and where the path came from."""
     import os
 
-    from .bench import open as wb_open
     from .errors import StoreError
 
     given = _db(db)
     path = config.db_path(given)
-    if not create and path != ":memory:" and not os.path.exists(path):
+    if path != ":memory:" and not os.path.exists(path):
         source = ("--db" if given is not None else "WORKBENCH_DB" if os.environ.get("WORKBENCH_DB")
                   else f"the default, {config.DEFAULT_DB}")
         raise StoreError(
             f"no workbench file at {os.path.abspath(path)} (from {source}); check the path, point WORKBENCH_DB or "
             "--db at your file, or create one with `workbench demo` or `workbench db migrate`"
         )
-    return wb_open(path, **kwargs)
+    return path
 
 
 def _db(db: str | None) -> str | None:
@@ -294,7 +301,7 @@ def db_health(db: str | None) -> None:
     """Rows kept outside the file (spilled, failed) and where; exit code 1 when there are any."""
     from .store import Store
 
-    store = Store(config.db_path(_db(db)))
+    store = Store(_existing(db))
     try:
         health = store.health()
     finally:
@@ -312,7 +319,7 @@ def db_recover(discard_failed: bool, db: str | None) -> None:
     from ._format import count
     from .store import Store
 
-    store = Store(config.db_path(_db(db)))
+    store = Store(_existing(db))
     try:
         before = store.health()
         after = store.recover(discard_failed=discard_failed)

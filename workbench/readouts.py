@@ -36,6 +36,8 @@ DEFAULT_TARGET_EFFECT = 0.05
 DEFAULT_TARGET_SD = 0.2
 """On any other scale: a fifth of the scores' standard deviation (Cohen's "small" effect)."""
 
+MIN_CLUSTERS = 10
+"""Fewer clusters than this: the readout says the interval is wide for that reason."""
 CHARTS = ("quality", "latency", "cost", "tokens", "paired", "cost_quality")
 """What ``exp.chart(kind)`` draws."""
 
@@ -477,6 +479,7 @@ class Comparison:
             metrics.append(vd.Metric(
                 r["scorer"], r["mean_a"], r["mean_b"], r["diff"], r["ci_low"], r["ci_high"], r["p_holm"], r["n"] or 0,
                 r["badge"], r["mde"], r["target_effect"], r["n_needed"], detail, r["note"] or "",
+                n_clusters=r["n_clusters"], clusters_needed=r["clusters_needed"],
             ))
         c = self.cost.row(0, named=True)
         cost = vd.Cost(c["mean_a"], c["mean_b"], c["diff"], c["ci_low"], c["ci_high"], c["n"], c["badge"], c["note"] or "")
@@ -599,7 +602,7 @@ def compare(
         "scorer": pl.String, "n": pl.Int64, "n_clusters": pl.Int64, "mean_a": pl.Float64, "mean_b": pl.Float64,
         "diff": pl.Float64, "se": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "p_value": pl.Float64,
         "p_holm": pl.Float64, "verdict": pl.String, "badge": pl.String, "correlation": pl.Float64, "mde": pl.Float64,
-        "target_effect": pl.Float64, "n_needed": pl.Int64, "pass_rate_a": pl.Float64, "pass_rate_b": pl.Float64,
+        "target_effect": pl.Float64, "n_needed": pl.Int64, "clusters_needed": pl.Int64, "pass_rate_a": pl.Float64, "pass_rate_b": pl.Float64,
         "mcnemar_p": pl.Float64, "note": pl.String,
     }
     frame = pl.DataFrame([{k: _finite(r.get(k)) if score_schema[k] == pl.Float64 else r.get(k) for k in score_schema}
@@ -635,23 +638,66 @@ def _compare_scorer(exp: Experiment, items: pl.DataFrame, name: str, a: str, b: 
     sd_b = float(np.std(vb, ddof=1)) if len(vb) > 1 else math.nan
     corr = 0.0 if math.isnan(d.correlation) else d.correlation
     target = _target(target_effect, name, np.concatenate([va, vb]))
-    mde = n_needed = None
+    mde = n_needed = clusters_needed = None
+    notes: list[str] = []
     if d.n > 1 and not (math.isnan(sd_a) or math.isnan(sd_b)):
         mde = stats.minimum_detectable_effect(sd_a, sd_b, corr, d.n, alpha=alpha, power=vd.POWER)
         if target:
             n_needed = stats.sample_size_needed(target, sd_a, sd_b, corr, alpha=alpha, power=vd.POWER)
+        if d.n_clusters is not None and d.test == "t" and d.n_clusters > 1 and math.isfinite(d.se):
+            # Items of one cluster are not independent: what n can detect follows the clustered
+            # standard error and its clusters − 1 degrees of freedom, as the interval does, and
+            # the items needed grow by the design effect (the clustered variance over the iid one).
+            mde = stats.detectable_effect_from_se(d.se, d.n_clusters - 1, alpha=alpha, power=vd.POWER)
+            if target:
+                clusters_needed = _clusters_needed(d.se, d.n_clusters, target, alpha)
+                n_needed = None if clusters_needed is None else math.ceil(d.n * clusters_needed / d.n_clusters)
+        if d.n_clusters is not None and d.n_clusters < MIN_CLUSTERS:
+            notes.append(f"only {fmt.plural(d.n_clusters, 'cluster')}: the interval has {d.n_clusters - 1} degree"
+                         f"{'' if d.n_clusters == 2 else 's'} of freedom and is wide; more clusters narrow it")
+    low, high = d.ci_low, d.ci_high
+    values = np.concatenate([va, vb])
+    if len(values) and values.min() >= 0 and values.max() <= 1 and not (fmt.missing(low) or fmt.missing(high)):
+        # A difference of two scores in [0, 1] lies in [−1, 1]: a t interval that reaches past it says nothing more.
+        low, high = max(low, -1.0), min(high, 1.0)
     row = {
         "scorer": name, "n": d.n, "n_clusters": d.n_clusters, "mean_a": d.mean_a, "mean_b": d.mean_b,
-        "diff": d.diff, "se": d.se, "ci_low": d.ci_low, "ci_high": d.ci_high, "p_value": d.p_value,
+        "diff": d.diff, "se": d.se, "ci_low": low, "ci_high": high, "p_value": d.p_value,
         "correlation": d.correlation, "mde": mde, "target_effect": target, "n_needed": n_needed,
+        "clusters_needed": clusters_needed,
     }
     pj = joined.drop_nulls(["pa", "pb"])
     if pj.height:
         pa, pb = pj["pa"].to_numpy() >= 0.5, pj["pb"].to_numpy() >= 0.5
         row.update(pass_rate_a=float(pa.mean()), pass_rate_b=float(pb.mean()), mcnemar_p=stats.mcnemar_exact(pa, pb).p_value)
     if d.n == 0:
-        row["note"] = f"no item has scores for both {a} and {b}"
+        notes.append(f"no item has scores for both {a} and {b}")
+    if notes:
+        row["note"] = "; ".join(notes)
     return row
+
+
+def _clusters_needed(se: float, clusters: int, target: float, alpha: float, most: int = 1_000_000) -> int | None:
+    """Clusters (of today's size) at which the clustered test detects ``target``; None past ``most``.
+
+    The standard error shrinks as the square root of the clusters, and the t
+    reference gains a degree of freedom with each: more items in the same
+    clusters would not help, more clusters do.
+    """
+    from . import stats
+
+    def enough(g: int) -> bool:
+        return stats.detectable_effect_from_se(se * math.sqrt(clusters / g), g - 1, alpha=alpha, power=vd.POWER) <= target
+
+    if enough(clusters):
+        return clusters
+    if not enough(most):
+        return None
+    low, high = clusters, most  # enough(high) and not enough(low)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid, high)
+    return high
 
 
 def _holm(rows: list[dict[str, Any]], alpha: float, b: str) -> None:

@@ -73,6 +73,7 @@ __all__ = [
     "PairedDifference",
     "Preference",
     "bootstrap_difference",
+    "detectable_effect_from_se",
     "holm",
     "item_means",
     "mann_whitney",
@@ -897,6 +898,21 @@ def sample_size_needed(
     # Shave rounding error so an n computed from minimum_detectable_effect(n)
     # comes back as n, not n + 1.
     return max(1, math.ceil(n * (1 - 1e-9)))
+
+
+def detectable_effect_from_se(se: float, df: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest true difference a test with standard error ``se`` on ``df`` degrees of freedom detects.
+
+    ``(t_{1-alpha/2, df} + t_{power, df}) * se``: the same t reference as the
+    interval, so with clustered standard errors (df = clusters − 1) it says what
+    the clustered interval can resolve, which a count of items overstates.
+    """
+    if not (math.isfinite(se) and se >= 0):
+        raise ConfigError(f"se must be a finite number >= 0, got {se!r}")
+    if not df >= 1:
+        raise ConfigError(f"df must be at least 1, got {df!r}")
+    _z_sum(alpha, power)  # validates alpha and power
+    return float((_st.t.ppf(1 - alpha / 2, df) + _st.t.ppf(power, df)) * se)
 
 
 # --- several comparisons, preferences, words ---------------------------------

@@ -125,6 +125,10 @@ class Metric:
     """A secondary line, e.g. pass rates and McNemar's test."""
     note: str = ""
     """What is wrong with this metric's data, if anything (shown beside it)."""
+    n_clusters: int | None = None
+    """Clusters the items fall in, when the interval is clustered."""
+    clusters_needed: int | None = None
+    """With clusters: how many (of today's size) ``n_needed`` items fall in."""
 
 
 @dataclass(frozen=True)
@@ -225,11 +229,14 @@ def _power(m: Metric) -> str:
     """Whether n was enough, in words."""
     if m.n == 0:
         return ""
+    n = f"n={fmt.count(m.n)}" + (f" in {fmt.plural(m.n_clusters, 'cluster')}" if m.n_clusters else "")
     if fmt.missing(m.mde):
-        return f"n={fmt.count(m.n)}"
-    size = f"n={fmt.count(m.n)}, MDE {fmt.num(m.mde)}"
+        return n
+    size = f"{n}, MDE {fmt.num(m.mde)}"
     if m.kind == UNDERPOWERED and not fmt.missing(m.target):
         need = f"; about {fmt.count(m.n_needed)} items needed" if m.n_needed else ""
+        if m.n_needed and m.clusters_needed:
+            need = f"; about {fmt.count(m.n_needed)} items in {fmt.plural(m.clusters_needed, 'cluster')} needed"
         return f"{size}: too few to detect {fmt.num(m.target)}, the effect that matters{need}"
     if m.kind == NONE and not fmt.missing(m.target):
         return f"{size} ≤ {fmt.num(m.target)} that matters: enough to detect it"
