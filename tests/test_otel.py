@@ -226,6 +226,17 @@ def test_malformed_payloads_get_a_clear_4xx_and_write_nothing(receiver):
         (json.dumps({"resourceSpans": {}}).encode(), "application/json", 400, "expected a list"),
         (b"\xff\xff\xff\xff", "application/x-protobuf", 400, "not an OTLP ExportTraceServiceRequest"),
         (b"{}", "text/plain", 415, "send application/x-protobuf or application/json"),
+        # Numbers the file cannot hold, or that mean nothing: the sender's error (4xx), never a 5xx a
+        # collector would retry forever.
+        (json_export([{"spanId": "eee19b7ec3c1b174", "name": "x", "attrs": {
+            "gen_ai.request.model": "claude-haiku-4-5", "gen_ai.usage.input_tokens": 99999999999999999999999}}]),
+         "application/json", 400, "does not fit in 64 bits"),
+        (json_export([{"spanId": "eee19b7ec3c1b174", "name": "x", "attrs": {
+            "gen_ai.request.model": "claude-haiku-4-5", "gen_ai.usage.output_tokens": -3}}]),
+         "application/json", 400, "output_tokens = -3 is not a count"),
+        (json_export([{"spanId": "eee19b7ec3c1b174", "name": "x", "attrs": {}}]).replace(
+            b'"startTimeUnixNano": "1767225600000000000"', b'"startTimeUnixNano": "-5"'),
+         "application/json", 400, "startTimeUnixNano: '-5' is not a time"),
     ]
     for body, ctype, code, message in cases:
         status, reply = post(server.url, body, ctype)

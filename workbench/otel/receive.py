@@ -17,6 +17,7 @@ import collections
 import hmac
 import ipaddress
 import json
+import math
 import threading
 import zlib
 from collections.abc import Iterator, Mapping
@@ -148,9 +149,12 @@ def _json_value(v: Any, where: str) -> Any:
             return value
         if key in ("intValue", "int_value"):
             try:
-                return int(value)  # 64-bit integers travel as JSON strings
+                number = int(value)  # 64-bit integers travel as JSON strings
             except (TypeError, ValueError):
                 raise PayloadError(f"{where}: intValue {value!r} is not an integer") from None
+            if not _INT64[0] <= number <= _INT64[1]:
+                raise PayloadError(f"{where}: intValue {value!r} does not fit in 64 bits, as OTLP's intValue must")
+            return number
         if key in ("doubleValue", "double_value"):
             return float(value)
         if key in ("arrayValue", "array_value"):
@@ -175,9 +179,12 @@ def _json_attrs(kvs: Any, where: str) -> dict[str, Any]:
 
 def _json_int(value: Any, where: str) -> int:
     try:
-        return int(value)
+        number = int(value)
     except (TypeError, ValueError):
         raise PayloadError(f"{where}: {value!r} is not an integer (nanoseconds since the Unix epoch)") from None
+    if not 0 <= number < 2**64:  # OTLP times are unsigned 64-bit
+        raise PayloadError(f"{where}: {value!r} is not a time in nanoseconds since the Unix epoch (0 to 2^64 - 1)")
+    return number
 
 
 def _json_list(obj: Mapping[str, Any], camel: str, snake: str, where: str) -> list[Any]:
@@ -229,6 +236,31 @@ def decode_json(body: bytes) -> Iterator[SpanIn]:
 
 
 # -- spans to rows ----------------------------------------------------------------------------
+
+_INT64 = (-(2**63), 2**63 - 1)
+_COUNTS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens",
+           "attempts", "repeat")
+_MEASURES = ("latency_ms", "ttft_ms", "cost_usd")
+
+
+def _check_numbers(row: Mapping[str, Any], where: str) -> None:
+    """Refuse, as the sender's error, numbers the file cannot hold or that mean nothing.
+
+    A token count past 64 bits would be refused by SQLite after the 200 answer
+    was due, and a collector retries a 5xx forever; a negative count, an infinite
+    cost or latency would poison every sum and percentile.
+    """
+    for col in _COUNTS:
+        v = row.get(col)
+        if v is not None and not 0 <= v <= _INT64[1]:
+            raise PayloadError(f"{where}: {col} = {v!r} is not a count from 0 to 2^63 - 1")
+    for col in _MEASURES:
+        v = row.get(col)
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise PayloadError(f"{where}: {col} = {v!r} is not a finite number >= 0")
+    version = row.get("prompt_version")
+    if version is not None and not _INT64[0] <= version <= _INT64[1]:
+        raise PayloadError(f"{where}: prompt version {version!r} does not fit in 64 bits")
 
 
 class Ingestor:
@@ -285,6 +317,7 @@ class Ingestor:
                     start_ns=s.start_ns, end_ns=s.end_ns, error=s.error, status_message=s.status_message,
                     attrs=s.attrs, resource=s.resource, exception=s.exception, parent_row_id=parent,
                 )
+                _check_numbers(row, f"span {s.span_id:016x} ({s.name!r})")
                 if "workbench.id" not in s.attrs:  # workbench's own spans carry their cost, even an unknown one
                     self._cost(row)
                 items.append((traces.INGEST_SQL, traces.row(**row)))
