@@ -52,6 +52,8 @@ class FakeOpenAI:
     def __init__(self, *, model: str | None = None, port: int = 0) -> None:
         self.model = model
         self.cached_tokens = 0
+        self.sends_usage = True
+        """False: ignore ``stream_options.include_usage``, as many local servers do."""
         self.requests: list[dict[str, Any]] = []
         self.completed = 0
         self._faults: deque[tuple[Any, ...]] = deque()
@@ -196,7 +198,7 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     return
                 finish = message["choices"][0]["finish_reason"]
                 self._data({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
-                if (body.get("stream_options") or {}).get("include_usage"):
+                if (body.get("stream_options") or {}).get("include_usage") and fake.sends_usage:
                     self._data({**base, "choices": [], "usage": message["usage"]})
                 self._chunk(b"data: [DONE]\n\n")
                 self._chunk(b"")

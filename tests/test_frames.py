@@ -428,3 +428,33 @@ def test_metrics_from_a_file_see_rows_added_or_deleted_after_a_cached_read(tmp_p
     store.execute("DELETE FROM traces WHERE id < '000000000003'")
     assert frames.metrics(store)["requests"][0] == 12
     store.close()
+
+
+def test_prompt_cache_savings_price_each_groups_own_reads_and_writes(tmp_path, scripted):
+    """Reads save, 5-minute and 1-hour writes cost their premium, each in its own group (genai-prices by hand)."""
+    from genai_prices import Usage as GP
+    from genai_prices import calc_price
+
+    import workbench as wb
+
+    model, n = "claude-sonnet-4-5", 100_000
+    scripted.queue(
+        scripted.completion("w", model=model, input_tokens=100, output_tokens=50, cache_write_tokens=n),
+        scripted.completion("r", model=model, input_tokens=100, output_tokens=50, cache_read_tokens=n),
+        scripted.completion("h", model=model, input_tokens=100, output_tokens=50, cache_write_tokens=n, cache_write_1h_tokens=n),
+    )
+    with wb.open(tmp_path / "s.db", provider=scripted) as bench:
+        for name in ("writes", "reads", "writes_1h"):
+            bench.complete(bench.prompts.register(name, "{q}", model), q="x")
+        saved = dict(bench.savings(by="prompt").filter(pl.col("source") == "prompt_cache")
+                     .select("prompt_name", "saved_usd").iter_rows())
+
+    def price(**tokens) -> float:
+        total = tokens.get("cache_read_tokens", 0) + tokens.get("cache_write_tokens", 0)
+        return float(calc_price(GP(input_tokens=total, **tokens), model, provider_id="anthropic").total_price)
+
+    plain = float(calc_price(GP(input_tokens=n), model, provider_id="anthropic").total_price)
+    assert saved["reads"] == pytest.approx(plain - price(cache_read_tokens=n))
+    assert saved["writes"] == pytest.approx(plain - price(cache_write_tokens=n))
+    assert saved["writes_1h"] == pytest.approx(plain - price(cache_write_tokens=n, cache_write_1h_tokens=n))
+    assert saved["writes"] < 0 and saved["writes_1h"] < saved["writes"] < saved["reads"]

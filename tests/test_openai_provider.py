@@ -18,11 +18,13 @@ from workbench.errors import (
     RateLimited,
 )
 from workbench.providers.base import Request
-from workbench.providers.openai import OpenAIProvider
+from workbench.providers.openai import MissingUsageWarning, OpenAIProvider
 
 try:
+    from ._keys import MALFORMED_KEYS, leaks
     from .fake_openai import FakeOpenAI
 except ImportError:
+    from _keys import MALFORMED_KEYS, leaks
     from fake_openai import FakeOpenAI
 
 
@@ -108,3 +110,30 @@ def test_no_key_is_a_config_error(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
         OpenAIProvider(base_url="http://127.0.0.1:9/v1")
+
+
+def test_a_server_that_sends_no_usage_gives_unknown_tokens_and_cost_not_zero(tmp_path, server):
+    server.sends_usage = False  # many local servers ignore stream_options.include_usage
+    provider = OpenAIProvider(api_key="test", base_url=server.base_url)
+    with wb.open(tmp_path / "o.db", provider=provider) as bench:
+        with pytest.warns(MissingUsageWarning, match="no token usage"):
+            result = bench.complete(model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}])
+        row = bench.trace(result.trace_id)
+    assert result.text.startswith("Echo:") and result.cost_usd is None
+    assert row["status"] == "ok" and row["cost_usd"] is None
+    assert row["input_tokens"] is None and row["output_tokens"] is None
+    assert row["metadata"]["usage"] == "not reported by the provider"
+
+
+@pytest.mark.parametrize("label", list(MALFORMED_KEYS))
+def test_no_part_of_a_malformed_key_reaches_an_error_or_the_file(tmp_path, server, label):
+    key = MALFORMED_KEYS[label]
+    provider = OpenAIProvider(api_key=key, base_url=server.base_url)
+    with wb.open(tmp_path / "keys.db", provider=provider) as bench:
+        result = bench.complete(model="gpt-4o-mini", messages="hi", raise_on_error=False)
+        row = bench.trace(result.trace_id)
+    if result.status == "ok":  # a key httpx accepts reaches the fake, which takes any key
+        return
+    error = result.error
+    for text in (error.message, str(error), row["error"], repr(error.__cause__)):
+        assert leaks(text, key) == [], text

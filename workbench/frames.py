@@ -911,7 +911,7 @@ def metrics(
 SAVINGS_SOURCES = ("prompt_cache", "exact_cache", "semantic_cache", "routing")
 _SAVINGS_KEYS = {"day": "day", "prompt": "prompt_name", "model": "model", "user": "user_id", "provider": "provider"}
 _GATEWAY_COLUMNS = ["started_at", "provider", "model", "prompt_name", "user_id", "status", "input_tokens", "output_tokens",
-                    "cache_read_tokens", "cache_write_tokens", "cost_usd", "error_type", "metadata_json"]
+                    "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens", "cost_usd", "error_type", "metadata_json"]
 
 
 def gateway_calls(store: Store, **filters: Any) -> pl.DataFrame:
@@ -943,26 +943,35 @@ def gateway_calls(store: Store, **filters: Any) -> pl.DataFrame:
     ).drop("metadata_json")
 
 
-def _prompt_cache_saved(calls: pl.DataFrame, pricer: Any) -> pl.DataFrame:
-    """Per provider and model: dollars prompt caching saved, net of the cache-write premium.
+def _prompt_cache_prices(calls: pl.DataFrame, pricer: Any) -> pl.DataFrame:
+    """Per provider and model: what one token of each cache kind saved or cost against plain input.
 
-    Cache reads are priced as if they had been uncached input, minus what they cost
-    as reads; cache writes cost their premium over plain input. Flat per-token
-    prices make the sum of tokens enough (a long-context tier is priced at its
-    group's totals, an approximation noted in ``savings``).
+    ``read_saved``: a cache read's price below plain input; ``write_5m_premium`` and
+    ``write_1h_premium``: what a 5-minute or 1-hour cache write costs above plain
+    input. Per-token prices are flat, so a call's saving is its own tokens times
+    these (a long-context tier is priced at the flat rate, an approximation noted in
+    ``savings``). Null where the model has no known price.
     """
     from .providers.base import Usage
 
-    sums = calls.group_by("provider", "model").agg(pl.col("cache_read_tokens").fill_null(0).sum().alias("r"),
-                                                   pl.col("cache_write_tokens").fill_null(0).sum().alias("w"))
     rows = []
-    for provider, model, r, w in sums.iter_rows():
+    for provider, model in calls.select("provider", "model").unique().iter_rows():
         pid = "openai" if provider == "openai" else None
-        as_input = pricer.estimate(model, Usage(input_tokens=r + w), pid) if model else None
-        actual = pricer.estimate(model, Usage(cache_read_tokens=r, cache_write_tokens=w), pid) if model else None
-        saved_per = None if as_input is None or actual is None or not (r or w) else (as_input - actual)
-        rows.append((provider, model, None if saved_per is None else saved_per / max(r + w, 1)))
-    return pl.DataFrame(rows, schema={"provider": pl.String, "model": pl.String, "saved_per_token": pl.Float64}, orient="row")
+        unit = 10_000  # per-token prices from a count under any long-context tier (sonnet: 200k)
+
+        def price(**tokens: int) -> float | None:
+            return pricer.estimate(model, Usage(**tokens), pid) if model else None
+
+        plain = price(input_tokens=unit)
+        read = price(cache_read_tokens=unit)
+        w5 = price(cache_write_tokens=unit)
+        w1 = price(cache_write_tokens=unit, cache_write_1h_tokens=unit)
+        known = None not in (plain, read, w5, w1)
+        rows.append((provider, model, (plain - read) / unit if known else None,
+                     (w5 - plain) / unit if known else None, (w1 - plain) / unit if known else None))
+    schema = {"provider": pl.String, "model": pl.String, "read_saved": pl.Float64,
+              "write_5m_premium": pl.Float64, "write_1h_premium": pl.Float64}
+    return pl.DataFrame(rows, schema=schema, orient="row")
 
 
 def savings(store: Store, by: str | Sequence[str] = "day", **filters: Any) -> pl.DataFrame:
@@ -970,8 +979,9 @@ def savings(store: Store, by: str | Sequence[str] = "day", **filters: Any) -> pl
 
     Sources and how each is estimated:
 
-    - ``prompt_cache``: cache-read tokens priced as plain input minus their read
-      price, less the premium paid for cache writes (genai-prices, per model).
+    - ``prompt_cache``: each call's cache-read tokens priced as plain input minus
+      their read price, less the premium its 5-minute and 1-hour cache writes paid
+      over plain input (genai-prices, per model; negative while writes outweigh reads).
     - ``exact_cache`` / ``semantic_cache``: each hit saves what the stored call
       cost when it was made (the same model, so the call it replaced).
     - ``routing``: the tokens of each routed call priced at the model that was
@@ -995,10 +1005,13 @@ def savings(store: Store, by: str | Sequence[str] = "day", **filters: Any) -> pl
         raise ConfigError(f"savings(by=...) takes {', '.join(_SAVINGS_KEYS)}; got {', '.join(unknown)}")
     cols = [_SAVINGS_KEYS[k] for k in keys]
     calls = gateway_calls(store, **filters)
-    per_token = _prompt_cache_saved(calls, Pricer(store))
-    calls = calls.join(per_token, on=["provider", "model"], how="left").with_columns(
-        ((pl.col("cache_read_tokens").fill_null(0) + pl.col("cache_write_tokens").fill_null(0))
-         * pl.col("saved_per_token")).alias("prompt_cache_saved"),
+    prices = _prompt_cache_prices(calls, Pricer(store))
+    write_1h = pl.col("cache_write_1h_tokens").fill_null(0)
+    write_5m = pl.col("cache_write_tokens").fill_null(0) - write_1h
+    calls = calls.join(prices, on=["provider", "model"], how="left").with_columns(
+        # Each call's own reads save, its own 5-minute and 1-hour writes cost their premium.
+        (pl.col("cache_read_tokens").fill_null(0) * pl.col("read_saved")
+         - write_5m * pl.col("write_5m_premium") - write_1h * pl.col("write_1h_premium")).alias("prompt_cache_saved"),
     )
     agg = calls.group_by(cols).agg(
         pl.len().alias("requests"),

@@ -291,7 +291,11 @@ class Tracer:
         simulated = bool(getattr(provider, "simulated", False)) or provider_name == "simulated"
         cost = source = None
         status = "ok"
-        if completion is not None:
+        if completion is not None and not completion.usage.reported:
+            usage = None  # the provider said nothing: unknown tokens and cost, never zero
+            latency = completion.latency_ms
+            meta["usage"] = "not reported by the provider"
+        elif completion is not None:
             cost, source = self.pricer.cost(request.model, completion.usage, note and note.price_provider)
             usage = completion.usage
             # The answering attempt's latency; time lost to retries is in metadata.retry_wait_s.

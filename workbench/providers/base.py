@@ -100,6 +100,9 @@ class Usage:
     """Input tokens written to the prompt cache (cache creation), 5-minute and 1-hour writes together."""
     cache_write_1h_tokens: int = 0
     """Of ``cache_write_tokens``, those written to the 1-hour cache (priced higher than 5-minute writes)."""
+    reported: bool = True
+    """False when the provider sent no usage at all: the counts above are then unknown, not zero,
+    and a trace records NULL tokens and NULL cost."""
 
     @property
     def cache_write_5m_tokens(self) -> int:

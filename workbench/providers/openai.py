@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import warnings
 from typing import Any
 
 from ..errors import (
+    BadRequest,
     ConfigError,
     MissingDependency,
     ProviderConnectionError,
@@ -28,6 +30,7 @@ from ..errors import (
     ProviderUnavailable,
     provider_error_for_status,
 )
+from ._redact import Redactor, exception_text
 from .base import CallNote, Completion, Request, Usage
 
 __all__ = ["OpenAIProvider"]
@@ -38,6 +41,10 @@ _FINISH = {"stop": "end_turn", "length": "max_tokens", "content_filter": "refusa
 """OpenAI finish reasons in the stop-reason words the rest of workbench uses."""
 _ERROR_STATUS = {"rate_limit_exceeded": 429, "server_error": 500, "overloaded": 529, "timeout": 408}
 """Status to classify an error event inside a stream by, from its ``type`` or ``code``."""
+
+
+class MissingUsageWarning(UserWarning):
+    """A server answered without token usage: the call's tokens and cost are recorded as unknown."""
 
 
 class OpenAIProvider:
@@ -151,11 +158,27 @@ class OpenAIProvider:
             error = _provider_error(exc)
             if error is None:
                 raise
-            if self._key and self._key in error.message:
-                error.message = error.message.replace(self._key, "<redacted>")
-                error.args = (error.message,)
+            # A malformed key is quoted by httpx or echoed by a server: scrub any spelling of it,
+            # and chain the original only when nothing in its chain held the key.
+            redact = Redactor([self._key])
+            error.message = redact(error.message)
+            error.args = (error.message,)
+            error.latency_ms = (time.perf_counter() - started) * 1000
+            if "Illegal header value" in error.message:
+                error.retryable = False  # a malformed key never succeeds
+            chain = exception_text(exc)
+            if redact(chain) != chain:
+                raise error from None
             raise error from exc
         finished = time.perf_counter()
+        if usage is None:
+            # The server sent no usage (many local servers ignore include_usage): the tokens and
+            # the cost are unknown, never zero.
+            warnings.warn(
+                f"{self.name}: the server reported no token usage for {request.model}; the call's tokens and cost "
+                "are recorded as unknown (a server that honours stream_options.include_usage fixes this)",
+                MissingUsageWarning, stacklevel=2,
+            )
         return Completion(
             text="".join(parts),
             model=model or request.model,
@@ -180,7 +203,7 @@ class OpenAIProvider:
 def usage_of(usage: Any) -> Usage:
     """OpenAI usage in Anthropic semantics: cached prompt tokens move out of input into cache reads."""
     if usage is None:
-        return Usage()
+        return Usage(reported=False)
     details = getattr(usage, "prompt_tokens_details", None)
     cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
     prompt = usage.prompt_tokens or 0
@@ -190,6 +213,12 @@ def usage_of(usage: Any) -> Usage:
 def _provider_error(exc: Exception) -> ProviderError | None:
     """The ProviderError for an openai SDK or transport exception; None for anything else."""
     import openai
+
+    if isinstance(exc, UnicodeEncodeError):
+        # Raised while the request was built: nothing was sent or paid.
+        where = ("a header (often the API key) holds characters HTTP headers cannot carry"
+                 if exc.encoding == "ascii" else "its text is not valid Unicode")
+        return BadRequest(f"openai: the request was not sent: {where} ({exc.reason})", retryable=False)
 
     if isinstance(exc, openai.APIStatusError):
         body = exc.body if isinstance(exc.body, dict) else {}
