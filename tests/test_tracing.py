@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import uuid
 from datetime import datetime, timezone
@@ -10,7 +11,7 @@ from datetime import datetime, timezone
 import pytest
 
 import workbench as wb
-from workbench.errors import BadRequest, RateLimited
+from workbench.errors import BadRequest, ConfigError, RateLimited
 
 try:  # tests/ may or may not become a package
     from .fake_anthropic import FakeAnthropic
@@ -310,3 +311,19 @@ def test_a_template_variable_named_like_an_option_goes_in_variables(bench):
     result = bench.complete(v, variables={"model": "the big one", "tags": "everything"})
     row = bench.trace(result.trace_id)
     assert "Use the big one for everything" in row["input"] and row["model"] == "claude-haiku-4-5"
+
+
+@pytest.mark.parametrize(
+    ("messages", "says"),
+    [
+        ([{"role": "user"}], "messages[0] must be"),
+        (5, "got int"),
+        ([], "(empty)"),
+        ([{"role": "system", "content": "x"}], "system prompt goes in system="),
+        ([{"role": "user", "content": 3}], "content must be text"),
+    ],
+)
+def test_malformed_messages_are_a_config_error_naming_the_turn(bench, messages, says):
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        bench.complete(model="claude-haiku-4-5", messages=messages)
+    assert bench.traces() == []  # refused before any call

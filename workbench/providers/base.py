@@ -49,10 +49,12 @@ class Request:
         """Build a request from a prompt string or a list of ``{"role", "content"}`` dicts."""
         if isinstance(messages, str):
             msgs: tuple[Message, ...] = (Message("user", messages),)
+        elif isinstance(messages, (list, tuple)) and messages:
+            msgs = tuple(_message(m, i) for i, m in enumerate(messages))
         else:
-            msgs = tuple(
-                m if isinstance(m, Message) else Message(m["role"], _text_of(m["content"]))
-                for m in messages
+            raise _config_error(
+                f"messages must be a prompt string or a non-empty list of {{'role', 'content'}} turns, "
+                f"got {type(messages).__name__}" + (" (empty)" if isinstance(messages, (list, tuple)) else "")
             )
         if "stop" in kwargs and kwargs["stop"] is not None:
             kwargs["stop"] = tuple(kwargs["stop"])
@@ -68,6 +70,26 @@ class Request:
         for m in self.messages:
             parts.append(f"[{m.role}]\n{m.content}")
         return "\n\n".join(parts)
+
+
+def _config_error(message: str) -> Exception:
+    from ..errors import ConfigError  # records stay free of the error tree at import time
+
+    return ConfigError(message)
+
+
+def _message(m: Any, i: int) -> Message:
+    """One turn from a Message or a ``{"role", "content"}`` dict; a malformed turn names itself."""
+    if isinstance(m, Message):
+        return m
+    if not isinstance(m, dict) or "role" not in m or "content" not in m:
+        raise _config_error(f"messages[{i}] must be {{'role': 'user' or 'assistant', 'content': ...}}, got {m!r:.120}")
+    if m["role"] not in ("user", "assistant"):
+        raise _config_error(f"messages[{i}] has role {m['role']!r}; use 'user' or 'assistant' (the system prompt goes in system=)")
+    content = m["content"]
+    if not isinstance(content, (str, list, tuple)):
+        raise _config_error(f"messages[{i}] content must be text or a list of content blocks, got {type(content).__name__}")
+    return Message(m["role"], _text_of(content))
 
 
 def _text_of(content: Any) -> str:
