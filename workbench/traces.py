@@ -298,6 +298,12 @@ def ts_query(text: str) -> str:
     return " & ".join(parts) or "'-'"  # no word at all: a query that matches nothing
 
 
+def _any_word(text: str) -> str:
+    """A tsquery matching any word of ``text``: what a snippet highlights."""
+    tokens = re.findall(r"[^\W_]+", _searchable(text))
+    return " | ".join("'" + t.replace("\\", "\\\\").replace("'", "''") + "'" for t in tokens) or "'-'"
+
+
 class _Fts5:
     """SQLite's FTS5 index (migration m007): the statements the search functions need."""
 
@@ -307,6 +313,7 @@ class _Fts5:
     )
     clear_sql = "INSERT INTO traces_fts (traces_fts) VALUES ('delete-all')"
     query = staticmethod(fts_query)
+    snippet_query = staticmethod(fts_query)
 
     def match(self, alias: str = "") -> str:
         """The condition "the index row matches the bound query" (FTS5 names the table, not the alias)."""
@@ -323,13 +330,19 @@ class _Fts5:
 class _Tsvector(_Fts5):
     """PostgreSQL's stand-in (``migrations.POSTGRES``): a table of tsvectors with a GIN index."""
 
+    # PostgreSQL's parser reads "-42" as a signed number and "a@b.com" or "1.2.3" as one token;
+    # FTS5 splits them all at punctuation. Punctuation becomes space before parsing, so a word
+    # means the same on both back ends.
+    PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
     index_sql = (
-        "INSERT INTO traces_fts (rowid, doc) SELECT rowid, "
-        "to_tsvector('simple', COALESCE(input, '') || ' ' || COALESCE(output, '')) FROM traces "
+        "INSERT INTO traces_fts (rowid, doc) SELECT rowid, to_tsvector('simple', translate("
+        f"COALESCE(input, '') || ' ' || COALESCE(output, ''), '{PUNCTUATION.replace(chr(39), chr(39) * 2)}', "
+        f"'{' ' * len(PUNCTUATION)}')) FROM traces "
         "WHERE rowid > ? AND rowid <= ? AND (input IS NOT NULL OR output IS NOT NULL)"
     )
     clear_sql = "DELETE FROM traces_fts"
     query = staticmethod(ts_query)
+    snippet_query = staticmethod(_any_word)
     HEADLINE = "StartSel=\x02, StopSel=\x03, MaxWords=12, MinWords=5, MaxFragments=1, FragmentDelimiter=…"
 
     def match(self, alias: str = "") -> str:
@@ -584,7 +597,7 @@ def _snippets(store: Store, text: str, rowids: list[int]) -> dict[int, str]:
     if not rowids:
         return {}
     fts = _fts(store)
-    rows = store.execute(fts.snippets_sql(len(rowids)), [fts.query(text), *rowids]).fetchall()
+    rows = store.execute(fts.snippets_sql(len(rowids)), [fts.snippet_query(text), *rowids]).fetchall()
     return {r[0]: r[1] for r in rows}
 
 
