@@ -175,19 +175,28 @@ class Connection:
         return self.raw
 
     def execute(self, sql: str, params: Sequence[Any] | None = ()) -> Any:
-        raw = self._ready()
         psycopg = _psycopg()
-        try:
-            head = sql.lstrip()[:16].upper()
-            if head.startswith("BEGIN"):
-                raw.execute("BEGIN")
-                if "IMMEDIATE" in head:
-                    raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-                return raw.cursor()
-            text, args = statement(sql, params)
-            return raw.execute(text, args)
-        except psycopg.Error as exc:
-            raise translate(exc, self.shown, _doing(sql), readonly=self.readonly) from None
+        doing = _doing(sql)
+        for attempt in (0, 1):
+            raw = self._ready()
+            idle = not self.in_transaction
+            try:
+                head = sql.lstrip()[:16].upper()
+                if head.startswith("BEGIN"):
+                    raw.execute("BEGIN")
+                    if "IMMEDIATE" in head:
+                        raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                    return raw.cursor()
+                text, args = statement(sql, params)
+                return raw.execute(text, args)
+            except psycopg.Error as exc:
+                # The server dropped this connection since its last use (a restart, an idle timeout):
+                # a read outside a transaction runs again on a new one; a write says so instead,
+                # since it cannot know whether the server ran it.
+                if attempt == 0 and idle and raw.broken and doing == "reading":
+                    continue
+                raise translate(exc, self.shown, doing, readonly=self.readonly) from None
+        raise AssertionError("unreachable")
 
     def executemany(self, sql: str, rows: Any) -> Any:
         raw = self._ready()
@@ -243,6 +252,17 @@ def translate(exc: BaseException, where: str, doing: str, *, readonly: bool = Fa
     state = getattr(exc, "sqlstate", None) or ""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, psycopg.OperationalError) and not state:
+        # Failures to connect carry no SQLSTATE: the server's words say which.
+        found = re.search(r'database "([^"]+)" does not exist', text)
+        if found:
+            return StoreError(
+                f"the database {found.group(1)!r} does not exist on the server of {where}; "
+                f"create it (createdb {found.group(1)}) or fix the URL"
+            )
+        if "authentication failed" in text or "no pg_hba.conf entry" in text or re.search(r'role "[^"]+" does not exist', text):
+            return StoreError(
+                f"the server of {where} refused the login ({text}); check the user and password in the URL or ~/.pgpass"
+            )
         return StoreError(
             f"cannot reach the PostgreSQL server of {where} while {doing} it ({text}). Check that the server "
             "is running and the URL's host, port, user and database are right; rows traced meanwhile are kept "
