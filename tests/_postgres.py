@@ -55,8 +55,12 @@ def _as_owner(argv: list[str]) -> list[str]:
     return argv
 
 
-def start_cluster(folder: str | None = None) -> tuple[str, str]:
-    """Make and start a throw-away cluster; returns (URL, data folder). Fast settings: its data is disposable."""
+def start_cluster(folder: str | None = None, *, durable: bool = False) -> tuple[str, str]:
+    """Make and start a throw-away cluster; returns (URL, data folder).
+
+    Fast settings (no fsync): its data is disposable. ``durable`` (benchmarks) keeps fsync
+    and full-page writes, with ``synchronous_commit=off`` like SQLite's ``synchronous=NORMAL``.
+    """
     bindir = binaries()
     if bindir is None:
         raise RuntimeError("no pg_ctl on this machine: apt-get install postgresql")
@@ -69,8 +73,9 @@ def start_cluster(folder: str | None = None) -> tuple[str, str]:
                               "-E", "UTF8", "--no-locale", "--no-sync"]),
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     port = _free_port()
-    options = (f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
-               "-c full_page_writes=off -c max_connections=200")
+    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c synchronous_commit=off -c max_connections=200"
+    if not durable:
+        options += " -c fsync=off -c full_page_writes=off"
     subprocess.run(_as_owner([os.path.join(bindir, "pg_ctl"), "-D", data, "-o", options, "-l",
                               os.path.join(base, "log"), "-w", "-t", "120", "start"]),
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
