@@ -73,7 +73,7 @@ def start_cluster(folder: str | None = None, *, durable: bool = False) -> tuple[
                               "-E", "UTF8", "--no-locale", "--no-sync"]),
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     port = _free_port()
-    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c synchronous_commit=off -c max_connections=200"
+    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c synchronous_commit=off -c max_connections=500"
     if not durable:
         options += " -c fsync=off -c full_page_writes=off"
     subprocess.run(_as_owner([os.path.join(bindir, "pg_ctl"), "-D", data, "-o", options, "-l",

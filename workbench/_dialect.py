@@ -186,6 +186,44 @@ def _translate(text: str) -> str:
 # -- the writer's commit, shared by both back ends ---------------------------------------------
 
 
+def commit_groups(
+    conn: Any,
+    items: Sequence[tuple[str, Sequence[Any]]],
+    *,
+    begin: Callable[[Any], Any],
+    insert_many: Callable[[Any, str, Sequence[Sequence[Any]]], None],
+    commit: Callable[[Any], Any],
+    rollback: Callable[[Any], None],
+    is_busy: Callable[[BaseException], bool],
+    wait_s: float,
+) -> BaseException | None:
+    """Write ``items`` in one transaction, rows of one statement together, waiting out locks
+    for up to ``wait_s``; returns the driver's own error when it failed (never raises it)."""
+    import time
+
+    groups: dict[str, list[Sequence[Any]]] = {}
+    for sql, row in items:
+        groups.setdefault(sql, []).append(row)
+    deadline = time.monotonic() + wait_s
+    error: BaseException | None = None
+    for attempt in range(20):
+        try:
+            target = begin(conn)
+            for sql, rows in groups.items():
+                insert_many(target, sql, rows)
+            commit(target)
+            return None
+        except Exception as exc:  # noqa: BLE001 - any bad row or database error is reported, not raised
+            rollback(conn)
+            error = exc
+            if is_busy(exc) and time.monotonic() < deadline:
+                time.sleep(min(0.05 * 2**attempt, 2.0))
+                continue
+            return exc
+    return error
+
+
+
 def write_rows(
     transaction: Callable[[Any, Sequence[tuple[str, Sequence[Any]]]], BaseException | None],
     row_level: Callable[[BaseException], bool],

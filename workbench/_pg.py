@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from ._dialect import POSTGRES, _tokens, numbered_params
+from ._dialect import POSTGRES, _tokens, commit_groups, numbered_params
 from ._dialect import write_rows as _write_rows
 from ._sqlite import BUSY_TIMEOUT_MS, rollback, split_values
 from .errors import (
@@ -320,31 +320,32 @@ def is_busy(exc: BaseException | None) -> bool:
 
 
 def transaction(conn: Connection, items: Sequence[tuple[str, Sequence[Any]]]) -> BaseException | None:
-    """Write ``items`` in one transaction under the write lock; the error when it failed."""
-    groups: dict[str, list[Sequence[Any]]] = {}
-    for sql, row in items:
-        groups.setdefault(sql, []).append(row)
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    error: BaseException | None = None
-    for attempt in range(20):
-        try:
-            raw = conn._ready()
-            raw.execute("BEGIN")
-            raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-            for sql, rows in groups.items():
-                insert_many(raw, sql, rows)
-            raw.execute("COMMIT")
-            return None
-        except Exception as exc:  # noqa: BLE001 - any bad row or server error is reported, not raised
-            with contextlib.suppress(Exception):
-                if not conn.raw.broken and conn.in_transaction:
-                    conn.raw.execute("ROLLBACK")
-            error = exc
-            if is_busy(exc) and time.monotonic() < deadline:
-                time.sleep(min(0.05 * 2**attempt, 2.0))
-                continue
-            return exc
-    return error
+    """Write ``items`` in one transaction under the write lock; the error when it failed.
+
+    Runs on the raw psycopg connection: the writer needs psycopg's own errors to tell a
+    refused row from a refusing server (``row_level``).
+    """
+    return commit_groups(
+        conn, items, begin=_begin_locked, insert_many=insert_many, commit=_commit, rollback=_rollback,
+        is_busy=is_busy, wait_s=BUSY_TIMEOUT_MS / 1000,
+    )
+
+
+def _begin_locked(conn: Connection) -> Any:
+    raw = conn._ready()
+    raw.execute("BEGIN")
+    raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+    return raw
+
+
+def _commit(raw: Any) -> None:
+    raw.execute("COMMIT")
+
+
+def _rollback(conn: Connection) -> None:
+    with contextlib.suppress(Exception):
+        if not conn.raw.broken and conn.in_transaction:
+            conn.raw.execute("ROLLBACK")
 
 
 _copy_cache: dict[str, str | None] = {}
@@ -490,7 +491,8 @@ class PostgresStore(Store):
 
     def migrate(self) -> list[str]:
         """Apply pending migrations (``migrations.POSTGRES``) in one transaction; return the names applied."""
-        from .migrations import MIGRATION_SET, NAMES, POSTGRES as STEPS
+        from .migrations import MIGRATION_SET, NAMES
+        from .migrations import POSTGRES as STEPS
 
         with self.lock:
             if self._applied_fast() == set(NAMES):
@@ -524,10 +526,7 @@ class PostgresStore(Store):
                 raw.execute("COMMIT")
             except psycopg.Error as exc:
                 rollback(self.conn)
-                error = self.error(exc, "migrating")
-                if type(error) is StoreError:
-                    raise StoreError(f"migrating {self.path} ({MIGRATION_SET}) failed: {error}") from None
-                raise error from None
+                raise self.migration_error(exc) from None
             except BaseException:
                 rollback(self.conn)
                 raise

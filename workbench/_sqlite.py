@@ -206,26 +206,21 @@ def rollback(conn: sqlite3.Connection) -> None:
 
 def transaction(conn: sqlite3.Connection, items: Sequence[tuple[str, Sequence[Any]]]) -> BaseException | None:
     """Write ``items`` in one transaction, waiting out locks; the error when it failed."""
-    groups: dict[str, list[Sequence[Any]]] = {}
-    for sql, row in items:
-        groups.setdefault(sql, []).append(row)
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    error: BaseException | None = None
-    for attempt in range(20):
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for sql, rows in groups.items():
-                insert_many(conn, sql, rows)
-            conn.execute("COMMIT")
-            return None
-        except Exception as exc:  # noqa: BLE001 - any bad row or file error is reported, not raised
-            rollback(conn)
-            error = exc
-            if is_busy(exc) and time.monotonic() < deadline:
-                time.sleep(min(0.05 * 2**attempt, 2.0))
-                continue
-            return exc
-    return error
+    from ._dialect import commit_groups
+
+    return commit_groups(
+        conn, items, begin=_begin_immediate, insert_many=insert_many, commit=_commit, rollback=rollback,
+        is_busy=is_busy, wait_s=BUSY_TIMEOUT_MS / 1000,
+    )
+
+
+def _begin_immediate(conn: sqlite3.Connection) -> sqlite3.Connection:
+    conn.execute("BEGIN IMMEDIATE")
+    return conn
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    conn.execute("COMMIT")
 
 
 MULTI_ROWS = (512, 64, 8)

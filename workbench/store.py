@@ -301,7 +301,7 @@ class Store:
 
     def migrate(self) -> list[str]:
         """Apply pending migrations; return the names applied."""
-        from .migrations import MIGRATION_SET, NAMES
+        from .migrations import NAMES
 
         with self.lock:
             if self._applied_fast() == set(NAMES):
@@ -326,14 +326,20 @@ class Store:
                 self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 rollback(self.conn)
-                error = self.error(exc, "migrating")
-                if type(error) is StoreError:
-                    raise StoreError(f"migrating {self.path} ({MIGRATION_SET}) failed: {exc}") from exc
-                raise error from None
+                raise self.migration_error(exc) from None
             except BaseException:
                 rollback(self.conn)
                 raise
             return pending
+
+    def migration_error(self, exc: BaseException) -> StoreError:
+        """The error for a failed migration: the cause's own ``StoreError`` (a full disk), else one naming the set."""
+        from .migrations import MIGRATION_SET
+
+        error = self.error(exc, "migrating")
+        if type(error) is StoreError:
+            return StoreError(f"migrating {self.path} ({MIGRATION_SET}) failed: {exc if isinstance(exc, self.backend.errors) else error}")
+        return error
 
     def _applied_fast(self) -> set[str] | None:
         """Applied workbench migration names by plain SQL (no sqlite-utils import)."""
