@@ -81,10 +81,6 @@ class ScriptedProvider:
         pass
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "backends(*names): run the test on each store back end (sqlite, postgres)")
-
-
 def pytest_generate_tests(metafunc):
     marker = metafunc.definition.get_closest_marker("backends")
     if marker is not None and "backend" in metafunc.fixturenames:

@@ -219,7 +219,7 @@ class BatchWriter:
                 f"({self.spill_error}); they are lost if the process ends before the file takes them"
             )
         if failed:
-            parts.append(f"{_rows(failed, 'can', 'can')} never be written (SQLite refuses a value; each is kept in {where} with its error)")
+            parts.append(f"{_rows(failed, 'can', 'can')} never be written (the database refuses a value; each is kept in {where} with its error)")
         cause = f" The file refused them: {self.last_error}" if (pending or held) and self.last_error is not None else ""
         return (
             f"{_rows(total)} not in {self.path}: " + "; ".join(parts) + "." + cause + " "
@@ -253,7 +253,7 @@ class BatchWriter:
             if failed:
                 first = next(e[3] for e in entries if e[0] == _spill.FAILED)
                 parts.append(
-                    f"{_rows(failed, 'can', 'can')} never be written, because SQLite refuses a value ({first}); "
+                    f"{_rows(failed, 'can', 'can')} never be written, because the database refuses a value ({first}); "
                     f"{'it is' if failed == 1 else 'they are'} kept in {where} with {'its' if failed == 1 else 'their'} error."
                 )
             sentence = " ".join(parts)
