@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-postgres bench install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ demo: $(STAMP)
 
 test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q
+
+# The tests that run on PostgreSQL (each module's [postgres] runs and tests/test_postgres.py), on the
+# server in WORKBENCH_TEST_POSTGRES or a throw-away cluster the fixture starts with the machine's
+# pg_ctl (apt-get install postgresql); fails instead of skipping when neither is there.
+test-postgres: $(DEV_STAMP)
+	WORKBENCH_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest -q -k postgres
 
 bench: $(DEV_STAMP)
 	$(BIN)/python -m bench

@@ -1,4 +1,4 @@
-"""Run every benchmark, or the ones named: ``python -m bench [tracing ingest import runner metrics report otel otel-ingest parquet widgets first_use gateway durability charts monitor]``."""
+"""Run every benchmark, or the ones named: ``python -m bench [tracing ingest import runner metrics report otel otel-ingest parquet widgets first_use gateway durability charts monitor postgres]``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,16 @@ SUITES = {
     "charts": charts.main,
     "monitor": monitor.main,
 }
+
+
+def _postgres() -> None:
+    """SQLite against PostgreSQL: ingest and metrics over 100,000 traces (``bench/postgres.py``)."""
+    from . import postgres
+
+    postgres.main()
+
+
+SUITES["postgres"] = _postgres
 
 
 def _datasets() -> None:

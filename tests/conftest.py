@@ -1,4 +1,12 @@
-"""Shared fixtures: a store, a workbench on the simulator, and a scripted provider."""
+"""Shared fixtures: a store, a workbench on the simulator, and a scripted provider.
+
+``store``, ``bench`` and ``scripted_bench`` are a SQLite file by default. A test
+(or module) marked ``@pytest.mark.backends("sqlite", "postgres")`` runs once per
+back end: on PostgreSQL each test gets a new database on the server from
+``tests/_postgres.py`` (``WORKBENCH_TEST_POSTGRES``, or a throw-away cluster it
+starts), and skips with the reason when there is none, unless
+``WORKBENCH_REQUIRE_POSTGRES=1`` (CI), where it fails.
+"""
 
 from __future__ import annotations
 
@@ -74,16 +82,49 @@ class ScriptedProvider:
         pass
 
 
+def pytest_generate_tests(metafunc):
+    marker = metafunc.definition.get_closest_marker("backends")
+    if marker is not None and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", marker.args, ids=list(marker.args))
+
+
 @pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "store.db")
+def backend(request):
+    """``sqlite`` unless the test is marked ``backends(...)``."""
+    return getattr(request, "param", "sqlite")
+
+
+def postgres_url() -> str:
+    """A new, empty PostgreSQL database for one test (skips, or fails in CI, without a server)."""
+    import _postgres
+
+    server = _postgres.server()
+    if server is None:
+        if _postgres.REQUIRED:
+            pytest.fail(f"WORKBENCH_REQUIRE_POSTGRES=1 but {_postgres.skip_reason()}")
+        pytest.skip(_postgres.skip_reason())
+    return _postgres.fresh_database(server)
+
+
+@pytest.fixture
+def target(backend, tmp_path):
+    """Where a store lives for this test: a file under ``tmp_path``, or a fresh PostgreSQL database's URL."""
+    def make(name: str = "store.db"):
+        return tmp_path / name if backend == "sqlite" else postgres_url()
+
+    return make
+
+
+@pytest.fixture
+def store(target):
+    s = Store(target("store.db"))
     yield s
     s.close()
 
 
 @pytest.fixture
-def bench(tmp_path):
-    b = wb.open(tmp_path / "wb.db", provider=SimulatedProvider(seed=0, time_scale=0))
+def bench(target):
+    b = wb.open(target("wb.db"), provider=SimulatedProvider(seed=0, time_scale=0))
     yield b
     b.close()
 
@@ -95,9 +136,9 @@ def scripted():
 
 
 @pytest.fixture
-def scripted_bench(tmp_path, scripted):
+def scripted_bench(target, scripted):
     """A workbench whose calls go to the ``scripted`` provider."""
-    b = wb.open(tmp_path / "scripted.db", provider=scripted)
+    b = wb.open(target("scripted.db"), provider=scripted)
     yield b
     b.close()
 

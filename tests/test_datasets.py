@@ -11,6 +11,8 @@ import pytest
 from workbench import datasets as wb_datasets
 from workbench.errors import DatasetError, DatasetNotFound
 
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 SUPPORT_QA = Path(__file__).resolve().parent.parent / "data" / "support_qa.jsonl"
 
 

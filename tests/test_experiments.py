@@ -23,6 +23,8 @@ from workbench.providers.anthropic import AnthropicProvider
 from workbench.providers.simulated import SimulatedProvider
 from workbench.scorers import contains_reference, exact_match
 
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 try:  # tests/ may or may not become a package
     from .fake_anthropic import FakeAnthropic
 except ImportError:

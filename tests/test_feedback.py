@@ -11,6 +11,8 @@ from workbench import feedback, stats
 from workbench.errors import ConfigError
 from workbench.feedback import CHOICES, Feedback, default_rater
 
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 
 @pytest.fixture
 def fb(bench):

@@ -12,6 +12,8 @@ from workbench import frames, traces
 from workbench.errors import ConfigError
 from workbench.store import Store
 
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 _seq = iter(range(10**9))
 
@@ -125,7 +127,7 @@ def test_in_memory_store_falls_back_to_its_own_connection():
 def test_read_sql_binds_parameters_and_applies_a_schema(filled):
     df = frames.read_sql(filled, "SELECT model, latency_ms FROM traces WHERE model = ? ORDER BY id", ["sonnet"])
     assert df["latency_ms"].to_list() == [50.0, 400.0]
-    empty = frames.read_sql(filled, "SELECT model FROM traces WHERE 0", schema={"model": pl.String})
+    empty = frames.read_sql(filled, "SELECT model FROM traces WHERE 1 = 0", schema={"model": pl.String})
     assert empty.schema == pl.Schema({"model": pl.String})
 
 

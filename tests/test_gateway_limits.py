@@ -17,6 +17,8 @@ from workbench.errors import ConfigError, GatewayRefused, SpendLimitReached, Use
 from workbench.providers.simulated import SimulatedProvider
 from workbench.store import Store
 
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 HELPER = Path(__file__).resolve().parent / "helpers" / "limits_worker.py"
 ASK = [{"role": "user", "content": "How do I export my data?"}]
 
@@ -54,8 +56,8 @@ def test_token_buckets_take_the_estimate_and_give_back_what_was_not_used(store):
         limits.admit(search, 5_000, 0)  # could never pass: says so instead of a retry time
 
 
-def test_limits_hold_across_a_restart(tmp_path):
-    path = tmp_path / "l.db"
+def test_limits_hold_across_a_restart(target):
+    path = target("l.db")
     s1 = Store(path)
     bound(s1, gw.RateLimit(requests=2, window_s=3600)).admit(gw.Caller("carol"), 1, 0)
     bound(s1, gw.RateLimit(requests=2, window_s=3600)).admit(gw.Caller("carol"), 1, 0)
@@ -66,8 +68,13 @@ def test_limits_hold_across_a_restart(tmp_path):
     s2.close()
 
 
+@pytest.mark.backends("sqlite")
 def test_threads_never_exceed_any_users_limit_or_budget(store):
-    """4 users x 16 threads, each thread with its own connection (as separate processes would have)."""
+    """4 users x 16 threads, each thread with its own connection (as separate processes would have).
+
+    SQLite only: the lower bound on admissions depends on how long settlements wait for
+    the next admit, which is timing; PostgreSQL's exactness is the two-process test's.
+    """
     rules = (gw.RateLimit(requests=12, window_s=86_400), gw.Budget(usd=0.10, period="day"))
     users = ["u1", "u2", "u3", "u4"]
     admitted: Counter[str] = Counter()
@@ -105,8 +112,8 @@ def test_threads_never_exceed_any_users_limit_or_budget(store):
 
 
 @pytest.mark.slow
-def test_two_processes_on_one_file_never_exceed_a_limit(tmp_path):
-    path = tmp_path / "two.db"
+def test_two_processes_on_one_file_never_exceed_a_limit(target):
+    path = target("two.db")
     Store(path).close()  # migrate once, before both start
     users = ["alice", "bob", "carol"]
     procs = [
@@ -127,10 +134,10 @@ def test_two_processes_on_one_file_never_exceed_a_limit(tmp_path):
     assert spent == {f"user:{u}": pytest.approx(0.10) for u in users}
 
 
-def test_budgets_through_the_gateway_are_reserved_settled_and_traced(tmp_path):
+def test_budgets_through_the_gateway_are_reserved_settled_and_traced(target):
     sim = SimulatedProvider(seed=1, time_scale=0, error_rate=0)
     gateway = gw.Gateway(sim, limits=gw.Limits(gw.Budget(usd=0.003, period="month")))
-    bench = wb.open(tmp_path / "b.db", provider=gateway)
+    bench = wb.open(target("b.db"), provider=gateway)
     import asyncio
 
     async def burst():

@@ -23,6 +23,8 @@ from workbench.monitor import (
     load_config,
 )
 
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 NOW = datetime(2026, 11, 26, 14, 0, tzinfo=timezone.utc)
 
 

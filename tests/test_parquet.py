@@ -12,6 +12,8 @@ import workbench as wb
 from workbench import frames, traces
 from workbench.errors import ConfigError
 
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 
 def spread_over_days(bench, n: int = 90) -> None:
     """Calls and spans on three UTC days, some failed and some unpriced, then an experiment today."""

@@ -13,6 +13,8 @@ V1 = "Answer: {question}"
 V2 = "Context: {context}\nQuestion: {question}"
 MODEL = "claude-haiku-4-5"
 
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 
 @pytest.fixture
 def prompts(store):

@@ -10,6 +10,8 @@ from workbench import traces
 from workbench._ids import new_id
 from workbench.errors import BadRequest
 
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 NAME = "report-\udcff.txt"
 """What os.fsdecode makes of a file name that is not UTF-8 (bytes b'report-\\xff.txt')."""
 

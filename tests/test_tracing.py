@@ -13,6 +13,8 @@ import pytest
 import workbench as wb
 from workbench.errors import BadRequest, ConfigError, RateLimited
 
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 try:  # tests/ may or may not become a package
     from .fake_anthropic import FakeAnthropic
 except ImportError:

@@ -19,6 +19,8 @@ from workbench import _format, traces
 from workbench._ids import new_id
 from workbench.widgets.traces import TracesWidget
 
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 pytest.importorskip("anywidget")
 
 T0 = datetime(2025, 3, 1, tzinfo=timezone.utc)
@@ -134,6 +136,7 @@ def test_indexing_goes_in_chunks_and_never_twice(bench, monkeypatch):
     assert traces.search_count(bench.store, "word3") == 1
 
 
+@pytest.mark.backends("sqlite")  # SQLite's query plans
 def test_the_index_adds_no_trigger_to_the_trace_writer(bench):
     triggers = bench.store.query("SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger'")
     assert [t for t in triggers if t["tbl_name"] == "traces"] == []
@@ -450,6 +453,7 @@ def recorded(bench, monkeypatch):
     return calls
 
 
+@pytest.mark.backends("sqlite")  # SQLite's query plans
 @pytest.mark.parametrize("browse", [
     traces.Browse(),
     traces.Browse(judges=True),
@@ -477,6 +481,7 @@ def test_counts_and_pages_never_sort_or_scan_rows_for_a_count(bench, recorded, b
             assert "SEARCH t USING INDEX" not in plan and "SCAN t" not in plan, plan
 
 
+@pytest.mark.backends("sqlite")  # SQLite's query plans
 def test_a_rare_filter_pages_from_the_index_not_a_walk(bench, recorded, monkeypatch):
     monkeypatch.setattr(traces, "SPARSE_SCAN_ROWS", 1_000)  # as at a million rows, scaled to 400
     put(bench, 400, status=lambda i: "error" if i == 5 else "ok")
@@ -494,6 +499,7 @@ def test_a_rare_filter_pages_from_the_index_not_a_walk(bench, recorded, monkeypa
     assert "NOT INDEXED" in next(sql for sql, _ in recorded if "LIMIT" in sql)
 
 
+@pytest.mark.backends("sqlite")  # SQLite's query plans
 def test_the_explorer_index_matches_the_judge_expression(bench):
     (sql,) = bench.store.execute("SELECT sql FROM sqlite_master WHERE name = 'idx_traces_explore'").fetchone()
     assert traces.JUDGE_SQL in sql  # or SQLite could not read "is a judge's call" from the index

@@ -17,6 +17,8 @@ from genai_prices import calc_price
 
 import workbench
 
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 try:  # tests/ may or may not become a package
     from .fake_anthropic import FakeAnthropic
 except ImportError:

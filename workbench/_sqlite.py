@@ -206,26 +206,21 @@ def rollback(conn: sqlite3.Connection) -> None:
 
 def transaction(conn: sqlite3.Connection, items: Sequence[tuple[str, Sequence[Any]]]) -> BaseException | None:
     """Write ``items`` in one transaction, waiting out locks; the error when it failed."""
-    groups: dict[str, list[Sequence[Any]]] = {}
-    for sql, row in items:
-        groups.setdefault(sql, []).append(row)
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    error: BaseException | None = None
-    for attempt in range(20):
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for sql, rows in groups.items():
-                insert_many(conn, sql, rows)
-            conn.execute("COMMIT")
-            return None
-        except Exception as exc:  # noqa: BLE001 - any bad row or file error is reported, not raised
-            rollback(conn)
-            error = exc
-            if is_busy(exc) and time.monotonic() < deadline:
-                time.sleep(min(0.05 * 2**attempt, 2.0))
-                continue
-            return exc
-    return error
+    from ._dialect import commit_groups
+
+    return commit_groups(
+        conn, items, begin=_begin_immediate, insert_many=insert_many, commit=_commit, rollback=rollback,
+        is_busy=is_busy, wait_s=BUSY_TIMEOUT_MS / 1000,
+    )
+
+
+def _begin_immediate(conn: sqlite3.Connection) -> sqlite3.Connection:
+    conn.execute("BEGIN IMMEDIATE")
+    return conn
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    conn.execute("COMMIT")
 
 
 MULTI_ROWS = (512, 64, 8)
@@ -279,34 +274,40 @@ def insert_many(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]
 def write_rows(
     conn: sqlite3.Connection, items: Sequence[tuple[str, Sequence[Any]]], *, replaying: bool = False
 ) -> tuple[int, list[int], list[tuple[int, str]], BaseException | None]:
-    """Commit ``items``: (rows written, indexes kept for a file error, (index, why) refused, the file error).
+    """Commit ``items`` (see ``_dialect.write_rows``): one refused row never holds back the others."""
+    from ._dialect import write_rows as write
 
-    One refused row (a value SQLite cannot bind) must not hold back the rows
-    batched with it: after a row-level failure each row is written on its own.
-    When ``replaying``, a row whose id is already in the file counts as written
-    (a crash between a replay's commit and the spill file's rewrite).
-    """
-    error = transaction(conn, items)
-    if error is None:
-        return len(items), [], [], None
-    if replaying and len(items) == 1 and is_duplicate(error):
-        return 1, [], [], None
-    if not row_level(error):
-        return 0, list(range(len(items))), [], error
-    if len(items) == 1:
-        return 0, [], [(0, f"{type(error).__name__}: {error}")], None
-    written, kept, failed = 0, [], []
-    file_error: BaseException | None = None
-    for i, item in enumerate(items):
-        if file_error is not None:
-            kept.append(i)
-            continue
-        e = transaction(conn, [item])
-        if e is None or (replaying and is_duplicate(e)):
-            written += 1
-        elif row_level(e):
-            failed.append((i, f"{type(e).__name__}: {e}"))
-        else:
-            file_error = e
-            kept.append(i)
-    return written, kept, failed, file_error
+    return write(transaction, row_level, is_duplicate, conn, items, replaying=replaying)
+
+
+class SqliteBackend:
+    """How the store and its writer reach one SQLite file (``_pg.PgBackend`` is the server's)."""
+
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    """The driver's own errors, which ``translate`` turns into ``StoreError``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.spill_base = path
+        """Where the spill file goes: ``<spill_base>.spill.jsonl``."""
+
+    def connect(self) -> sqlite3.Connection:
+        return connect(self.path)
+
+    def transaction(self, conn: sqlite3.Connection, items: Sequence[tuple[str, Sequence[Any]]]) -> BaseException | None:
+        return transaction(conn, items)
+
+    def write_rows(
+        self, conn: sqlite3.Connection, items: Sequence[tuple[str, Sequence[Any]]], *, replaying: bool = False
+    ) -> tuple[int, list[int], list[tuple[int, str]], BaseException | None]:
+        return write_rows(conn, items, replaying=replaying)
+
+    def translate(self, exc: BaseException, doing: str, *, readonly: bool = False, existed: bool = True) -> StoreError:
+        return translate(exc, self.path, doing, readonly=readonly, existed=existed)
+
+    def row_level(self, exc: BaseException) -> bool:
+        return row_level(exc)
+
+    def close(self, conn: Any) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()

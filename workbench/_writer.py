@@ -15,7 +15,6 @@ import atexit
 import contextlib
 import os
 import signal
-import sqlite3
 import sys
 import threading
 import time
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _spill
-from ._sqlite import connect, row_level, translate, write_rows
+from ._sqlite import SqliteBackend
 from .errors import RowsNotWritten, StoreError
 
 WRITER_QUEUE_SIZE = 100_000
@@ -102,8 +101,10 @@ class BatchWriter:
     ``WRITER_WINDOW_S``. Rows the file refuses are kept (``keep``) and retried.
     """
 
-    def __init__(self, path: str, maxsize: int = WRITER_QUEUE_SIZE) -> None:
+    def __init__(self, path: str, maxsize: int = WRITER_QUEUE_SIZE, *, backend: Any = None) -> None:
         self.path = path
+        self.backend = backend if backend is not None else SqliteBackend(path)
+        """Connections, commits and error translation: ``_sqlite.SqliteBackend`` or ``_pg.PgBackend``."""
         self.maxsize = maxsize
         self.written = 0
         self.failed = 0
@@ -114,7 +115,7 @@ class BatchWriter:
         """Kept rows no spill file took: (kind, sql, row, error)."""
         self.last_error: StoreError | None = None
         self.spill_error: str | None = None
-        self.spill = _spill.Spill(path)
+        self.spill = _spill.Spill(self.backend.spill_base)
         self._closed = False
         self._batch = min(maxsize, WRITER_BATCH)
         self._row_s: float | None = None
@@ -218,7 +219,7 @@ class BatchWriter:
                 f"({self.spill_error}); they are lost if the process ends before the file takes them"
             )
         if failed:
-            parts.append(f"{_rows(failed, 'can', 'can')} never be written (SQLite refuses a value; each is kept in {where} with its error)")
+            parts.append(f"{_rows(failed, 'can', 'can')} never be written (the database refuses a value; each is kept in {where} with its error)")
         cause = f" The file refused them: {self.last_error}" if (pending or held) and self.last_error is not None else ""
         return (
             f"{_rows(total)} not in {self.path}: " + "; ".join(parts) + "." + cause + " "
@@ -227,8 +228,8 @@ class BatchWriter:
 
     def keep(self, entries: list[tuple[str, str, Sequence[Any], str | None]], error: BaseException | None = None) -> str:
         """Keep rows the file refused (spill file, else memory); returns where, as a sentence."""
-        if error is not None and not row_level(error):
-            self.last_error = translate(error, self.path, "writing to")
+        if error is not None and not self.backend.row_level(error):
+            self.last_error = self.backend.translate(error, "writing to")
         pending = sum(1 for e in entries if e[0] == _spill.PENDING)
         failed = len(entries) - pending
         try:
@@ -252,7 +253,7 @@ class BatchWriter:
             if failed:
                 first = next(e[3] for e in entries if e[0] == _spill.FAILED)
                 parts.append(
-                    f"{_rows(failed, 'can', 'can')} never be written, because SQLite refuses a value ({first}); "
+                    f"{_rows(failed, 'can', 'can')} never be written, because the database refuses a value ({first}); "
                     f"{'it is' if failed == 1 else 'they are'} kept in {where} with {'its' if failed == 1 else 'their'} error."
                 )
             sentence = " ".join(parts)
@@ -298,20 +299,19 @@ class BatchWriter:
     # -- the writer's thread ----------------------------------------------------------------
 
     def _run(self) -> None:
-        conn: sqlite3.Connection | None = None
+        conn: Any = None
         try:
             while True:
                 batch = self.queue.take(self._batch, min(self.maxsize, self._batch))
                 self._inflight = batch
                 try:
                     if conn is None:
-                        conn = connect(self.path)
+                        conn = self.backend.connect()
                     stop = self._write(conn, batch)
                 except Exception as exc:  # noqa: BLE001 - the writer must outlive any failure, keeping the rows
                     stop = self._write_failed(batch, exc)
                     if conn is not None:  # start again from a fresh connection
-                        with contextlib.suppress(sqlite3.Error):
-                            conn.close()
+                        self.backend.close(conn)
                         conn = None
                 finally:
                     self._inflight = []
@@ -319,7 +319,7 @@ class BatchWriter:
                     return
         finally:
             if conn is not None:
-                conn.close()
+                self.backend.close(conn)
 
     def _write_failed(self, batch: list[Any], exc: BaseException) -> bool:
         """The connection itself failed: keep the batch's rows and release its waiters."""
@@ -334,7 +334,7 @@ class BatchWriter:
                 stop = True
         return stop
 
-    def _write(self, conn: sqlite3.Connection, batch: list[Any]) -> bool:
+    def _write(self, conn: Any, batch: list[Any]) -> bool:
         items: list[tuple[str, Sequence[Any]]] = []
         events: list[Any] = []
         force = stop = False
@@ -358,10 +358,10 @@ class BatchWriter:
             _signal(ev)
         return stop
 
-    def _commit(self, conn: sqlite3.Connection, items: list[tuple[str, Sequence[Any]]]) -> bool:
+    def _commit(self, conn: Any, items: list[tuple[str, Sequence[Any]]]) -> bool:
         """Write ``items``; keep what the file refuses. True when all were committed."""
         t0 = time.perf_counter()
-        written, kept, failed, error = write_rows(conn, items)
+        written, kept, failed, error = self.backend.write_rows(conn, items)
         self.written += written
         if not kept and not failed:
             self._measure(len(items), time.perf_counter() - t0)
@@ -392,18 +392,18 @@ class BatchWriter:
         target = int(WRITER_WINDOW_S / 8 / max(self._row_s, 1e-7))
         self._batch = max(WRITER_BATCH_MIN, min(target, WRITER_BATCH_MAX, self.maxsize))
 
-    def _retry_kept(self, conn: sqlite3.Connection) -> None:
+    def _retry_kept(self, conn: Any) -> None:
         """Write rows kept after earlier failures: held in memory first, then the spill file."""
         self._replay_after = time.monotonic() + REPLAY_EVERY_S
         if self.held:
             self._spill_held()
         try:
-            result = _replay(conn, self.spill)
+            result = _replay(self.backend, conn, self.spill)
         except OSError:
             return  # the spill file cannot be read or rewritten now; try again later
         self.written += result.written
         if result.error is not None:
-            self.last_error = translate(result.error, self.path, "writing to")
+            self.last_error = self.backend.translate(result.error, "writing to")
             return
         # Failed rows stay in the spill file but are not retried on their own: only recover() does.
         self._replay_due = bool(self.held)
@@ -430,7 +430,7 @@ class _Replayed:
 
 
 def _replay(
-    conn: sqlite3.Connection, spill: _spill.Spill, *, retry_failed: bool = False, discard_failed: bool = False
+    backend: Any, conn: Any, spill: _spill.Spill, *, retry_failed: bool = False, discard_failed: bool = False
 ) -> _Replayed:
     """Write the spill file's pending rows (and failed ones when asked) into the file."""
     result = _Replayed()
@@ -439,7 +439,7 @@ def _replay(
     with spill.session() as session:
         todo = [i for i, e in enumerate(session.entries) if e.kind == _spill.PENDING or (retry_failed and e.kind == _spill.FAILED)]
         if todo:
-            written, kept, failed, error = write_rows(
+            written, kept, failed, error = backend.write_rows(
                 conn, [(session.entries[i].sql, session.entries[i].row) for i in todo], replaying=True
             )
             result.written, result.error = written, error

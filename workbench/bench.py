@@ -52,8 +52,9 @@ class Workbench:
         time_scale: float | None = None,
         readonly: bool = False,
     ) -> None:
-        self.path = config.db_path(path)
-        self.store = Store(self.path, readonly=readonly)
+        self.store = Store(config.db_path(path), readonly=readonly)
+        self.path = self.store.path
+        """The file, or the server's URL without its password."""
         self.prompts = PromptRegistry(self.store)
         self.pricing = Pricer(self.store)
         self.provider = make_provider(provider, seed=seed, time_scale=time_scale)
@@ -64,10 +65,7 @@ class Workbench:
         bind = getattr(self.provider, "bind", None)
         if callable(bind):
             bind(self)  # a gateway keeps its caches and limits in this file
-        if self.path != ":memory:":
-            from ._reader import reader
-
-            reader().prestart()  # frames read through it; warm it while the user gets going
+        self.store.warm()  # the reader frames go through; started while the user gets going
         self.datasets = Datasets(self.store)
         self.feedback = Feedback(self.store)
         self.experiments = Experiments(self)
@@ -361,7 +359,7 @@ def open(  # noqa: A001 - the entry verb users type: wb.open()
     """Open (creating or migrating) a workbench file.
 
     Args:
-        path: the SQLite file; default ``WORKBENCH_DB`` or ``workbench.db``.
+        path: the SQLite file, or a PostgreSQL URL (``postgresql://user@host/db``); default ``WORKBENCH_DB`` or ``workbench.db``.
         provider: ``"simulated"``, ``"anthropic"``, ``"auto"`` (Anthropic when
             ``ANTHROPIC_API_KEY`` is set) or a Provider instance.
         seed: the simulated provider's seed.

@@ -15,7 +15,7 @@ from . import _format as fmt
 from . import config
 from .errors import WorkbenchError
 
-db_option = click.option("--db", "db", default=None, help="SQLite file (default: $WORKBENCH_DB or workbench.db).")
+db_option = click.option("--db", "db", default=None, help="SQLite file or postgresql:// URL (default: $WORKBENCH_DB or workbench.db).")
 
 
 def _open(db: str | None, *, create: bool = False, **kwargs: Any) -> Any:
@@ -32,10 +32,11 @@ def _existing(db: str | None) -> str:
     import os
 
     from .errors import StoreError
+    from .store import is_server_url
 
     given = _db(db)
     path = config.db_path(given)
-    if path != ":memory:" and not os.path.exists(path):
+    if path != ":memory:" and not is_server_url(path) and not os.path.exists(path):
         source = ("--db" if given is not None else "WORKBENCH_DB" if os.environ.get("WORKBENCH_DB")
                   else f"the default, {config.DEFAULT_DB}")
         raise StoreError(
@@ -87,7 +88,7 @@ def _list_default(group: click.Group) -> click.Group:
             ctx.invoke(group.commands["list"])
 
     group.callback = callback
-    group.params.append(click.Option(["--db", "db"], default=None, help="SQLite file (default: $WORKBENCH_DB or workbench.db)."))
+    group.params.append(click.Option(["--db", "db"], default=None, help="SQLite file or postgresql:// URL (default: $WORKBENCH_DB or workbench.db)."))
     return group
 
 

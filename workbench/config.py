@@ -21,7 +21,7 @@ def setting(value: object, env: str, default: object) -> object:
 
 
 def db_path(value: str | os.PathLike[str] | None = None) -> str:
-    """Path of the SQLite file (``WORKBENCH_DB``, default ``workbench.db``)."""
+    """Path of the SQLite file, or a PostgreSQL URL (``WORKBENCH_DB``, default ``workbench.db``)."""
     return os.fspath(setting(value, "WORKBENCH_DB", DEFAULT_DB))  # type: ignore[arg-type]
 
 

@@ -196,19 +196,13 @@ def read_sql_parts(
     *,
     schema: Mapping[str, pl.DataType] | None = None,
 ) -> pl.DataFrame:
-    """Several SELECTs of one shape, read at once, their rows stacked in order (file stores only)."""
-    from ._reader import ReaderError, reader
+    """Several SELECTs of one shape, read at once, their rows stacked in order (file or server stores).
 
+    The store reads them as Arrow: SQLite through ADBC in the reader process,
+    PostgreSQL through ADBC's PostgreSQL driver (see `Store.read_frame`).
+    """
     store.sync()
-    try:
-        # In a child process: see _reader.py for why the driver must not share ours.
-        df = reader().read_parts(store.read_uri(), parts, {"adbc.sqlite.query.batch_rows": _BATCH_ROWS})
-    except ReaderError as exc:
-        # The child reports SQLite's own words: a damaged page, a lock, a missing file.
-        error = store.error(exc, "reading")
-        if type(error) is StoreError:
-            raise StoreError(f"reading {store.path} failed: {exc} (query: {parts[0][0].strip()[:200]})") from None
-        raise error from None
+    df = store.read_frame(parts, {"adbc.sqlite.query.batch_rows": _BATCH_ROWS})
     return _apply_schema(df, schema)
 
 
@@ -339,13 +333,13 @@ class _Columns:
     last_rowid: int
     total: int
     """Rows in the table when read: a smaller count later means rows were deleted."""
-    file: tuple[int, int]
-    """(device, inode): another file at the same path starts afresh."""
+    file: tuple[Any, ...]
+    """`Store.identity`: another file (or database) at the same path starts afresh."""
 
 
 COLUMN_CACHE_ENTRIES = 4
 """Distinct unordered reads (column sets and filters) whose columns are kept per process."""
-_column_cache: OrderedDict[tuple[str, str, tuple[Any, ...]], _Columns] = OrderedDict()
+_column_cache: OrderedDict[tuple[Any, str, tuple[Any, ...]], _Columns] = OrderedDict()
 _column_lock = threading.Lock()
 
 
@@ -362,10 +356,8 @@ def _read_appending(
     unchanged rows would be nearly all of a repeated ``metrics()``.
     """
     store.sync()
-    path = os.path.realpath(store.path)
-    st = os.stat(path)
-    ident = (st.st_dev, st.st_ino)
-    key = (path, sql, tuple(params))
+    ident = store.identity()
+    key = (ident, sql, tuple(params))
     hi, total = store.execute("SELECT MAX(rowid), COUNT(*) FROM traces").fetchone()
     hi = hi or 0
     joiner = " AND " if where else " WHERE "
@@ -394,7 +386,7 @@ def _read_appending(
     return frame
 
 
-def _remember(key: tuple[str, str, tuple[Any, ...]], entry: _Columns) -> None:
+def _remember(key: tuple[Any, str, tuple[Any, ...]], entry: _Columns) -> None:
     with _column_lock:
         _column_cache[key] = entry
         _column_cache.move_to_end(key)

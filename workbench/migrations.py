@@ -1,4 +1,4 @@
-"""Numbered schema migrations of the workbench file.
+"""Numbered schema migrations of the workbench file (and of a PostgreSQL store: ``POSTGRES``).
 
 Each migration runs in a transaction. A migration that has shipped is never
 edited: change the schema with a new, higher-numbered one.
@@ -387,6 +387,301 @@ def m012_alerts(db: Database) -> None:
         CREATE INDEX idx_alert_notifications ON alert_notifications (alert_id);
         """
     )
+
+
+# -- the same migrations on PostgreSQL ---------------------------------------------------------
+# Each name above has its PostgreSQL text here, applied by `_pg.PostgresStore.migrate` in one
+# transaction under an advisory lock and recorded in `_workbench_migrations`. The tables, columns
+# and their order are the same; the types are PostgreSQL's (BIGINT for SQLite's INTEGER, DOUBLE
+# PRECISION for REAL, BYTEA for BLOB). Where SQLite has something PostgreSQL does not, the text
+# says what stands in for it. A new migration adds its PostgreSQL text here too (a test checks).
+
+POSTGRES: dict[str, str] = {
+    "m001_prompts": """
+        CREATE TABLE prompts (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            template TEXT NOT NULL,
+            model TEXT NOT NULL,
+            params_json TEXT NOT NULL,
+            variables_json TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            UNIQUE (name, version),
+            UNIQUE (name, content_hash)
+        );
+        CREATE TABLE prompt_labels (
+            name TEXT NOT NULL,
+            label TEXT NOT NULL,
+            version BIGINT,
+            split_json TEXT,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (name, label)
+        );
+        CREATE TABLE prompt_label_history (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            label TEXT NOT NULL,
+            version BIGINT,
+            split_json TEXT,
+            previous_version BIGINT,
+            previous_split_json TEXT,
+            action TEXT NOT NULL,
+            set_at TEXT NOT NULL
+        );
+        CREATE INDEX idx_prompt_label_history ON prompt_label_history (name, label, set_at);
+    """,
+    # SQLite's hidden rowid becomes a column of that name. It is assigned under the write lock
+    # (see _pg.py), so it grows in commit order, which the full-text index and the frame cache
+    # rely on. `SELECT *` returns it; `traces._decode` drops it.
+    "m002_traces": """
+        CREATE TABLE traces (
+            rowid BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+            id TEXT PRIMARY KEY,
+            trace_id TEXT NOT NULL,
+            parent_id TEXT,
+            kind TEXT NOT NULL,
+            name TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            provider TEXT,
+            simulated BIGINT NOT NULL DEFAULT 0,
+            model TEXT,
+            resolved_model TEXT,
+            prompt_name TEXT,
+            prompt_version BIGINT,
+            experiment_id TEXT,
+            variant TEXT,
+            item_id TEXT,
+            repeat BIGINT,
+            user_id TEXT,
+            input TEXT,
+            output TEXT,
+            input_tokens BIGINT,
+            output_tokens BIGINT,
+            cache_read_tokens BIGINT,
+            cache_write_tokens BIGINT,
+            latency_ms DOUBLE PRECISION,
+            ttft_ms DOUBLE PRECISION,
+            cost_usd DOUBLE PRECISION,
+            price_source TEXT,
+            status TEXT NOT NULL,
+            error_type TEXT,
+            error TEXT,
+            attempts BIGINT,
+            stop_reason TEXT,
+            request_id TEXT,
+            tags_json TEXT,
+            metadata_json TEXT
+        );
+        CREATE INDEX idx_traces_started_at ON traces (started_at);
+        CREATE INDEX idx_traces_trace_id ON traces (trace_id);
+        CREATE INDEX idx_traces_experiment ON traces (experiment_id, variant) WHERE experiment_id IS NOT NULL;
+        CREATE VIEW llm_calls AS
+            SELECT id, started_at, provider, simulated, model, prompt_name, prompt_version,
+                   status, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+                   latency_ms, ttft_ms, cost_usd, attempts, error_type, user_id
+            FROM traces WHERE kind = 'llm';
+    """,
+    "m003_price_overrides": """
+        CREATE TABLE price_overrides (
+            model TEXT PRIMARY KEY,
+            input_per_mtok DOUBLE PRECISION NOT NULL,
+            output_per_mtok DOUBLE PRECISION NOT NULL,
+            cache_read_per_mtok DOUBLE PRECISION,
+            cache_write_per_mtok DOUBLE PRECISION,
+            updated_at TEXT NOT NULL
+        );
+    """,
+    "m004_datasets": """
+        CREATE TABLE datasets (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            content_hash TEXT NOT NULL,
+            n_items BIGINT NOT NULL,
+            source TEXT,
+            created_at TEXT NOT NULL,
+            UNIQUE (name, version),
+            UNIQUE (name, content_hash)
+        );
+        CREATE TABLE dataset_items (
+            dataset_id TEXT NOT NULL REFERENCES datasets (id),
+            item_id TEXT NOT NULL,
+            idx BIGINT NOT NULL,
+            inputs_json TEXT NOT NULL,
+            expected_json TEXT,
+            metadata_json TEXT,
+            cluster TEXT,
+            PRIMARY KEY (dataset_id, item_id)
+        );
+    """,
+    "m005_experiments": """
+        CREATE TABLE experiments (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            dataset_id TEXT REFERENCES datasets (id),
+            config_json TEXT NOT NULL,
+            config_hash TEXT NOT NULL,
+            status TEXT NOT NULL,
+            status_message TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE scores (
+            id TEXT PRIMARY KEY,
+            trace_id TEXT NOT NULL,
+            experiment_id TEXT,
+            variant TEXT,
+            item_id TEXT,
+            repeat BIGINT,
+            scorer TEXT NOT NULL,
+            value DOUBLE PRECISION,
+            passed BIGINT,
+            rationale TEXT,
+            judge_trace_id TEXT,
+            created_at TEXT NOT NULL,
+            UNIQUE (trace_id, scorer)
+        );
+        CREATE INDEX idx_scores_experiment ON scores (experiment_id, variant, scorer);
+    """,
+    "m006_feedback": """
+        CREATE TABLE feedback (
+            id TEXT PRIMARY KEY,
+            experiment_id TEXT,
+            item_id TEXT,
+            variant_a TEXT,
+            variant_b TEXT,
+            choice TEXT,
+            trace_id TEXT,
+            rating DOUBLE PRECISION,
+            comment TEXT,
+            rater TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE UNIQUE INDEX idx_feedback_pair ON feedback (experiment_id, item_id, variant_a, variant_b, rater)
+            WHERE trace_id IS NULL;
+        CREATE UNIQUE INDEX idx_feedback_trace ON feedback (trace_id, rater) WHERE trace_id IS NOT NULL;
+    """,
+    # FTS5 becomes a table of tsvectors (the 'simple' configuration: lower-cased words, no
+    # stemming, as FTS5's default tokenizer) caught up by rowid exactly as the FTS5 index is.
+    "m007_traces_fts": """
+        CREATE TABLE traces_fts (
+            rowid BIGINT PRIMARY KEY,
+            doc TSVECTOR NOT NULL
+        );
+        CREATE INDEX idx_traces_fts ON traces_fts USING GIN (doc);
+        CREATE TABLE traces_fts_state (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            last_rowid BIGINT NOT NULL
+        );
+        INSERT INTO traces_fts_state (id, last_rowid) VALUES (1, 0);
+    """,
+    # The same covering columns; the judge expression is spelled as `traces.judge_sql` writes it here.
+    "m008_trace_explorer": """
+        CREATE INDEX idx_traces_explore ON traces (
+            (strpos(COALESCE(tags_json, ''), '"judge"') > 0), started_at, kind, status, model,
+            prompt_name, prompt_version, experiment_id, variant, item_id, user_id
+        );
+    """,
+    "m009_cache_write_1h": """
+        ALTER TABLE traces ADD COLUMN cache_write_1h_tokens BIGINT;
+        ALTER TABLE price_overrides ADD COLUMN cache_write_1h_per_mtok DOUBLE PRECISION;
+        DROP VIEW llm_calls;
+        CREATE VIEW llm_calls AS
+            SELECT id, started_at, provider, simulated, model, prompt_name, prompt_version,
+                   status, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+                   cache_write_1h_tokens, latency_ms, ttft_ms, cost_usd, attempts, error_type, user_id
+            FROM traces WHERE kind = 'llm';
+    """,
+    # SQLite's INTEGER PRIMARY KEY hands out ids when none is given (exact entries); semantic
+    # entries bring their own random 62-bit ids.
+    "m010_gateway_cache": """
+        CREATE TABLE gateway_cache (
+            id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+            kind TEXT NOT NULL,
+            namespace TEXT NOT NULL,
+            key TEXT NOT NULL,
+            prompt TEXT,
+            embedding BYTEA,
+            embedder TEXT,
+            completion_json TEXT NOT NULL,
+            cost_usd DOUBLE PRECISION,
+            created_at TEXT NOT NULL,
+            expires_at DOUBLE PRECISION
+        );
+        CREATE UNIQUE INDEX idx_gateway_cache_exact ON gateway_cache (namespace, key) WHERE kind = 'exact';
+        CREATE INDEX idx_gateway_cache_semantic ON gateway_cache (namespace, key, embedder) WHERE kind = 'semantic';
+    """,
+    "m011_gateway_limits": """
+        CREATE TABLE gateway_buckets (
+            scope TEXT NOT NULL,
+            name TEXT NOT NULL,
+            level DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (scope, name)
+        );
+        CREATE TABLE gateway_spend (
+            scope TEXT NOT NULL,
+            period TEXT NOT NULL,
+            spent_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
+            calls BIGINT NOT NULL DEFAULT 0,
+            PRIMARY KEY (scope, period)
+        );
+        CREATE TABLE gateway_reservations (
+            id TEXT PRIMARY KEY,
+            scope TEXT NOT NULL,
+            period TEXT NOT NULL,
+            usd DOUBLE PRECISION NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL
+        );
+        CREATE INDEX idx_gateway_reservations ON gateway_reservations (scope, period);
+    """,
+    "m012_alerts": """
+        CREATE TABLE alerts (
+            id TEXT PRIMARY KEY,
+            rule TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            metric TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            scope_json TEXT NOT NULL,
+            status TEXT NOT NULL,
+            window_minutes BIGINT NOT NULL,
+            first_seen TEXT NOT NULL,
+            last_seen TEXT NOT NULL,
+            clear_since TEXT,
+            resolved_at TEXT,
+            observed DOUBLE PRECISION,
+            baseline DOUBLE PRECISION,
+            bar DOUBLE PRECISION,
+            peak DOUBLE PRECISION,
+            p_value DOUBLE PRECISION,
+            test_level DOUBLE PRECISION,
+            n BIGINT,
+            n_baseline BIGINT,
+            statistic TEXT,
+            rule_json TEXT,
+            source TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE UNIQUE INDEX idx_alerts_one_open ON alerts (rule, scope_json) WHERE status = 'open';
+        CREATE UNIQUE INDEX idx_alerts_incident ON alerts (rule, scope_json, first_seen);
+        CREATE INDEX idx_alerts_first_seen ON alerts (first_seen);
+        CREATE TABLE alert_notifications (
+            id TEXT PRIMARY KEY,
+            alert_id TEXT NOT NULL REFERENCES alerts (id),
+            event TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts BIGINT NOT NULL,
+            error TEXT,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX idx_alert_notifications ON alert_notifications (alert_id);
+    """,
+}
 
 
 NAMES = tuple(fn.__name__ for fn in _STEPS)

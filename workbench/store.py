@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from . import _spill
-from ._sqlite import BUSY_TIMEOUT_MS, connect, needs_immutable, read_only_uri, rollback, row_level, transaction, translate
+from ._dialect import SQLITE, Dialect
+from ._sqlite import BUSY_TIMEOUT_MS, SqliteBackend, connect, needs_immutable, read_only_uri, rollback, translate
 from ._writer import WRITER_BATCH, WRITER_QUEUE_SIZE, WRITER_WINDOW_S, BatchWriter, _install_signal_handlers, _replay
 from .errors import ConfigError, DiskFull, NotAWorkbenchDatabase, ReadOnlyDatabase, RowsNotWritten, StoreError
 
@@ -122,18 +123,37 @@ def _remove_created(path: str, existed: set[str]) -> None:
 # -- the store -------------------------------------------------------------------------------
 
 
+def is_server_url(target: str | os.PathLike[str]) -> bool:
+    """Whether ``target`` names a PostgreSQL server (``postgresql://...``) rather than a file."""
+    return isinstance(target, str) and target.lower().startswith(("postgresql://", "postgres://"))
+
+
 class Store:
-    """One workbench SQLite file.
+    """One workbench SQLite file, or a PostgreSQL database (``Store("postgresql://...")``).
 
     ``conn`` is for the caller's thread (reads and small writes); trace rows go
     through ``writer``, a background thread with its own connection. With
     ``readonly=True`` the file is opened for reading only and every write is
     refused with a ``ReadOnlyDatabase`` error.
+
+    ``dialect`` says how the database spells what differs (``_dialect.py``);
+    ``backend`` connects, commits and translates the driver's errors.
+    A URL gives a ``_pg.PostgresStore``, which keeps this interface.
     """
+
+    dialect: Dialect = SQLITE
+
+    def __new__(cls, path: str | os.PathLike[str], *args: Any, **kwargs: Any) -> Store:
+        if cls is Store and is_server_url(path):
+            from ._pg import PostgresStore
+
+            return super().__new__(PostgresStore)
+        return super().__new__(cls)
 
     def __init__(self, path: str | os.PathLike[str], *, migrate: bool = True, readonly: bool = False) -> None:
         self.path = os.fspath(path)
         self.readonly = readonly
+        self.backend: Any = SqliteBackend(self.path)
         self.lock = threading.RLock()
         self._local = threading.local()
         self._thread_conns: list[sqlite3.Connection] = []
@@ -231,7 +251,46 @@ class Store:
 
     def error(self, exc: BaseException, doing: str = "writing to") -> StoreError:
         """The ``StoreError`` for a failure of this file (see ``_sqlite.translate``)."""
-        return translate(exc, self.path, doing, readonly=self.readonly)
+        return self.backend.translate(exc, doing, readonly=self.readonly)
+
+    def refused(self, doing: str) -> ReadOnlyDatabase:
+        """The error for a write to a store opened with ``readonly=True``."""
+        return ReadOnlyDatabase(
+            f"{self.path} was opened with readonly=True: {doing} it is refused. Open it with wb.open({self.path!r}) to change it."
+        )
+
+    def connect(self) -> Any:
+        """A new connection of this store's own (for a module that keeps one, like the gateway's limits)."""
+        try:
+            return self.backend.connect()
+        except self.backend.errors as exc:
+            raise self.error(exc, "opening") from None
+
+    def identity(self) -> tuple[Any, ...]:
+        """Tells this database from another at the same path (a file replaced): (device, inode)."""
+        st = os.stat(os.path.realpath(self.path))
+        return (st.st_dev, st.st_ino)
+
+    def warm(self) -> None:
+        """Start what the first frame read would wait for (the Arrow reader process)."""
+        if self.path != ":memory:":
+            from ._reader import reader
+
+            reader().prestart()
+
+    def read_frame(self, parts: Sequence[tuple[str, Sequence[Any]]], options: dict[str, str]) -> Any:
+        """Several SELECTs of one shape as one Polars frame, through Arrow (see ``frames.read_sql_parts``)."""
+        from ._reader import ReaderError, reader
+
+        try:
+            # In a child process: see _reader.py for why the driver must not share ours.
+            return reader().read_parts(self.read_uri(), parts, options)
+        except ReaderError as exc:
+            # The child reports SQLite's own words: a damaged page, a lock, a missing file.
+            error = self.error(exc, "reading")
+            if type(error) is StoreError:
+                raise StoreError(f"reading {self.path} failed: {exc} (query: {parts[0][0].strip()[:200]})") from None
+            raise error from None
 
     @property
     def db(self) -> Any:
@@ -242,7 +301,7 @@ class Store:
 
     def migrate(self) -> list[str]:
         """Apply pending migrations; return the names applied."""
-        from .migrations import MIGRATION_SET, NAMES
+        from .migrations import NAMES
 
         with self.lock:
             if self._applied_fast() == set(NAMES):
@@ -267,14 +326,20 @@ class Store:
                 self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 rollback(self.conn)
-                error = self.error(exc, "migrating")
-                if type(error) is StoreError:
-                    raise StoreError(f"migrating {self.path} ({MIGRATION_SET}) failed: {exc}") from exc
-                raise error from None
+                raise self.migration_error(exc) from None
             except BaseException:
                 rollback(self.conn)
                 raise
             return pending
+
+    def migration_error(self, exc: BaseException) -> StoreError:
+        """The error for a failed migration: the cause's own ``StoreError`` (a full disk), else one naming the set."""
+        from .migrations import MIGRATION_SET
+
+        error = self.error(exc, "migrating")
+        if type(error) is StoreError:
+            return StoreError(f"migrating {self.path} ({MIGRATION_SET}) failed: {exc if isinstance(exc, self.backend.errors) else error}")
+        return error
 
     def _applied_fast(self) -> set[str] | None:
         """Applied workbench migration names by plain SQL (no sqlite-utils import)."""
@@ -318,7 +383,7 @@ class Store:
         with self.lock:
             try:
                 return self.conn.execute(sql, params)
-            except sqlite3.Error as exc:
+            except self.backend.errors as exc:
                 raise self.error(exc, _doing(sql)) from None
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
@@ -328,7 +393,7 @@ class Store:
                 cur = self.conn.execute(sql, params)
                 cols = [d[0] for d in cur.description]
                 return [dict(zip(cols, row)) for row in cur.fetchall()]
-            except sqlite3.Error as exc:
+            except self.backend.errors as exc:
                 raise self.error(exc, "reading") from None
 
     def write_now(self, items: Sequence[tuple[str, Sequence[Any]]]) -> None:
@@ -342,20 +407,20 @@ class Store:
         if not items:
             return
         if self.readonly:
-            raise self.error(sqlite3.OperationalError("attempt to write a readonly database"), "recording calls in")
+            raise self.refused("recording calls in")
         try:
             conn = getattr(self._local, "conn", None)
             if conn is None:
-                conn = connect(self.path)
+                conn = self.backend.connect()
                 self._local.conn = conn
                 self._thread_conns.append(conn)
-            error = transaction(conn, list(items))
-        except sqlite3.Error as exc:
+            error = self.backend.transaction(conn, list(items))
+        except self.backend.errors as exc:
             error = exc
         if error is None:
             return
         translated = self.error(error, "writing to")
-        if row_level(error):
+        if self.backend.row_level(error):
             raise translated from None
         # Paid calls must not be lost: keep the rows, and say where in the error.
         note = self.writer.keep([(_spill.PENDING, sql, row, str(translated)) for sql, row in items], error)
@@ -371,10 +436,10 @@ class Store:
     def writer(self) -> BatchWriter:
         """The background writer, started on first use (and again after ``close()``)."""
         if self.readonly:
-            raise self.error(sqlite3.OperationalError("attempt to write a readonly database"), "recording traces in")
+            raise self.refused("recording traces in")
         writer = self._writer
         if writer is None or writer._closed:
-            writer = self._writer = BatchWriter(self.path)
+            writer = self._writer = BatchWriter(self.path, backend=self.backend)
             _install_signal_handlers()
         return writer
 
@@ -403,7 +468,7 @@ class Store:
     def health(self) -> Health:
         """Rows written, pending, spilled and failed (see ``Health``)."""
         writer = self._writer
-        spill = writer.spill if writer is not None else _spill.Spill(self.path) if self.path != ":memory:" else None
+        spill = writer.spill if writer is not None else _spill.Spill(self.backend.spill_base) if self.path != ":memory:" else None
         spilled, failed = spill.counts() if spill is not None else (0, 0)
         held = len(writer.held) if writer is not None else 0
         return Health(
@@ -425,25 +490,26 @@ class Store:
         the health afterwards.
         """
         if self.readonly:
-            raise self.error(sqlite3.OperationalError("attempt to write a readonly database"), "recovering rows into")
+            raise self.refused("recovering rows into")
         if self._writer is not None:
             self._writer.sync()
             self._writer.retry_held_now()
+        spill = _spill.Spill(self.backend.spill_base)
         try:
-            conn = connect(self.path)
-        except sqlite3.Error as exc:
+            conn = self.backend.connect()
+        except self.backend.errors as exc:
             raise self.error(exc, "recovering rows into") from None
         try:
-            result = _replay(conn, _spill.Spill(self.path), retry_failed=True, discard_failed=discard_failed)
-        except sqlite3.Error as exc:
+            result = _replay(self.backend, conn, spill, retry_failed=True, discard_failed=discard_failed)
+        except self.backend.errors as exc:
             raise self.error(exc, "recovering rows into") from None
         except OSError as exc:
             raise StoreError(
                 f"the rows kept for {self.path} cannot be read or rewritten ({exc}); check the spill files "
-                f"{' and '.join(_spill.Spill(self.path).paths)}"
+                f"{' and '.join(spill.paths)}"
             ) from None
         finally:
-            conn.close()
+            self.backend.close(conn)
         self._recovered += result.written
         if result.error is not None:
             raise self.error(result.error, "recovering rows into")
@@ -461,13 +527,13 @@ class Store:
         for conn in self._thread_conns:
             try:
                 conn.close()
-            except sqlite3.ProgrammingError:
-                pass  # made on another thread; it closes when that thread's objects go
+            except Exception:  # noqa: BLE001 - made on another thread; it closes when that thread's objects go
+                pass
         self._thread_conns.clear()
         with self.lock:
             try:
                 self.conn.close()
-            except sqlite3.ProgrammingError:
+            except Exception:  # noqa: BLE001 - made on another thread
                 pass
         if kept is not None:
             raise kept
@@ -482,11 +548,11 @@ class _Transaction:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def __enter__(self) -> sqlite3.Connection:
+    def __enter__(self) -> Any:
         self.store.lock.acquire()
         try:
             self.store.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
+        except self.store.backend.errors as exc:
             self.store.lock.release()
             raise self.store.error(exc) from None
         except BaseException:
@@ -499,12 +565,12 @@ class _Transaction:
             if exc_type is None:
                 try:
                     self.store.conn.execute("COMMIT")
-                except sqlite3.Error as error:
+                except self.store.backend.errors as error:
                     rollback(self.store.conn)
                     raise self.store.error(error) from None
             else:
                 rollback(self.store.conn)
-                if isinstance(exc, sqlite3.Error):
+                if isinstance(exc, self.store.backend.errors):
                     raise self.store.error(exc) from None
         finally:
             self.store.lock.release()

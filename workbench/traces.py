@@ -7,12 +7,14 @@ path to disk) and read back as dicts or, for analysis, by ``frames.py``.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ._canonical import dumps, escape_surrogates, escape_surrogates_in, has_surrogates, loads
+from ._dialect import SQLITE, Dialect
 
 if TYPE_CHECKING:
     from .store import Store
@@ -154,6 +156,7 @@ class TraceQuery:
 
 
 def _decode(r: dict[str, Any]) -> dict[str, Any]:
+    r.pop("rowid", None)  # PostgreSQL's stand-in for SQLite's hidden rowid comes with `*`
     r["tags"] = loads(r.pop("tags_json", None), [])
     r["metadata"] = loads(r.pop("metadata_json", None), {})
     return r
@@ -197,6 +200,7 @@ def iter_rows(store: Store, query: TraceQuery | None = None, chunk: int = 1_000)
         last = rows[-1]["_rowid"]
         for r in rows:
             del r["_rowid"]
+            r.pop("rowid", None)
         yield rows
 
 
@@ -232,11 +236,7 @@ def index_fts(store: Store) -> int:
             if top <= last:
                 return added
             upto = min(top, last + FTS_CHUNK)
-            cur = conn.execute(
-                "INSERT INTO traces_fts (rowid, input, output) SELECT rowid, input, output FROM traces "
-                "WHERE rowid > ? AND rowid <= ? AND (input IS NOT NULL OR output IS NOT NULL)",
-                (last, upto),
-            )
+            cur = conn.execute(_fts(store).index_sql, (last, upto))
             added += cur.rowcount
             conn.execute("UPDATE traces_fts_state SET last_rowid = ? WHERE id = 1", (upto,))
 
@@ -248,7 +248,7 @@ def rebuild_fts(store: Store) -> int:
     the rowids of ``traces``, whose primary key is text) or rows were deleted.
     """
     with store.transaction() as conn:
-        conn.execute("INSERT INTO traces_fts (traces_fts) VALUES ('delete-all')")
+        conn.execute(_fts(store).clear_sql)
         conn.execute("UPDATE traces_fts_state SET last_rowid = 0 WHERE id = 1")
     return index_fts(store)
 
@@ -278,16 +278,103 @@ def _searchable(text: str) -> str:
     return escape_surrogates(text.replace("\x00", " "))
 
 
-def _search_sql(select: str, text: str, query: TraceQuery | None) -> tuple[str, list[Any]]:
+def ts_query(text: str) -> str:
+    """User text as a safe PostgreSQL ``tsquery``, meaning what `fts_query` means in FTS5.
+
+    Every word must appear; a word's parts (``rate-limit``: rate, limit) must be
+    adjacent (``<->``); a trailing ``*`` is a prefix search (``:*``). Each part
+    is quoted, so tsquery syntax in the text is searched for as text.
+    """
+    parts = []
+    for word in _searchable(text).split():
+        prefix = word.endswith("*") and len(word.rstrip("*")) > 0
+        tokens = re.findall(r"[^\W_]+", word.rstrip("*") if prefix else word)
+        if not tokens:
+            continue
+        quoted = ["'" + t.replace("\\", "\\\\").replace("'", "''") + "'" for t in tokens]
+        if prefix:
+            quoted[-1] += ":*"
+        parts.append("(" + " <-> ".join(quoted) + ")")
+    return " & ".join(parts) or "'-'"  # no word at all: a query that matches nothing
+
+
+def _any_word(text: str) -> str:
+    """A tsquery matching any word of ``text``: what a snippet highlights."""
+    tokens = re.findall(r"[^\W_]+", _searchable(text))
+    return " | ".join("'" + t.replace("\\", "\\\\").replace("'", "''") + "'" for t in tokens) or "'-'"
+
+
+class _Fts5:
+    """SQLite's FTS5 index (migration m007): the statements the search functions need."""
+
+    index_sql = (
+        "INSERT INTO traces_fts (rowid, input, output) SELECT rowid, input, output FROM traces "
+        "WHERE rowid > ? AND rowid <= ? AND (input IS NOT NULL OR output IS NOT NULL)"
+    )
+    clear_sql = "INSERT INTO traces_fts (traces_fts) VALUES ('delete-all')"
+    query = staticmethod(fts_query)
+    snippet_query = staticmethod(fts_query)
+
+    def match(self, alias: str = "") -> str:
+        """The condition "the index row matches the bound query" (FTS5 names the table, not the alias)."""
+        return "traces_fts MATCH ?"
+
+    def snippets_sql(self, n: int) -> str:
+        marks = ", ".join("?" * n)
+        return (
+            "SELECT rowid, snippet(traces_fts, -1, char(2), char(3), '…', 12) FROM traces_fts "
+            f"WHERE traces_fts MATCH ? AND rowid IN ({marks})"
+        )
+
+
+class _Tsvector(_Fts5):
+    """PostgreSQL's stand-in (``migrations.POSTGRES``): a table of tsvectors with a GIN index."""
+
+    # PostgreSQL's parser reads "-42" as a signed number and "a@b.com" or "1.2.3" as one token;
+    # FTS5 splits them all at punctuation. Punctuation becomes space before parsing, so a word
+    # means the same on both back ends.
+    PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
+    index_sql = (
+        "INSERT INTO traces_fts (rowid, doc) SELECT rowid, to_tsvector('simple', translate("
+        f"COALESCE(input, '') || ' ' || COALESCE(output, ''), '{PUNCTUATION.replace(chr(39), chr(39) * 2)}', "
+        f"'{' ' * len(PUNCTUATION)}')) FROM traces "
+        "WHERE rowid > ? AND rowid <= ? AND (input IS NOT NULL OR output IS NOT NULL)"
+    )
+    clear_sql = "DELETE FROM traces_fts"
+    query = staticmethod(ts_query)
+    snippet_query = staticmethod(_any_word)
+    HEADLINE = "StartSel=\x02, StopSel=\x03, MaxWords=12, MinWords=5, MaxFragments=1, FragmentDelimiter=…"
+
+    def match(self, alias: str = "") -> str:
+        return f"{alias + '.' if alias else ''}doc @@ to_tsquery('simple', ?)"
+
+    def snippets_sql(self, n: int) -> str:
+        marks = ", ".join("?" * n)
+        return (
+            "SELECT t.rowid, ts_headline('simple', COALESCE(t.input, '') || ' ' || COALESCE(t.output, ''), "
+            f"to_tsquery('simple', ?), '{self.HEADLINE}') FROM traces AS t WHERE t.rowid IN ({marks})"
+        )
+
+
+_ENGINES = {"fts5": _Fts5(), "tsvector": _Tsvector()}
+
+
+def _fts(store: Store) -> _Fts5:
+    """The full-text engine of the store's dialect."""
+    return _ENGINES[store.dialect.fts]
+
+
+def _search_sql(store: Store, select: str, text: str, query: TraceQuery | None) -> tuple[str, list[Any]]:
     where, params = (query or TraceQuery()).where()
     # Drive the join from the index: FTS5 yields matches in rowid order, so
     # "ORDER BY f.rowid DESC LIMIT n" stops after n hits instead of sorting them all.
     extra = where.replace(" WHERE ", " AND ", 1)
+    fts = _fts(store)
     sql = (
         f"SELECT {select} FROM traces_fts AS f JOIN traces AS t ON t.rowid = f.rowid "
-        f"WHERE traces_fts MATCH ?{extra}"
+        f"WHERE {fts.match('f')}{extra}"
     )
-    return sql, [fts_query(text), *params]
+    return sql, [fts.query(text), *params]
 
 
 def search(
@@ -304,7 +391,7 @@ def search(
     if not _searchable(text).strip():
         return list_traces(store, query, limit=limit, offset=offset)
     index_fts(store)
-    sql, params = _search_sql("t.*", text, query)
+    sql, params = _search_sql(store, "t.*", text, query)
     sql += " ORDER BY f.rowid DESC"
     if limit is not None:
         sql += " LIMIT ? OFFSET ?"
@@ -319,9 +406,10 @@ def search_count(store: Store, text: str, query: TraceQuery | None = None) -> in
     index_fts(store)
     if not (query or TraceQuery()).where()[0]:
         # No filter: the index alone knows (every indexed rowid is a trace; they are never deleted).
-        sql, params = "SELECT COUNT(*) FROM traces_fts WHERE traces_fts MATCH ?", [fts_query(text)]
+        fts = _fts(store)
+        sql, params = f"SELECT COUNT(*) FROM traces_fts WHERE {fts.match()}", [fts.query(text)]
     else:
-        sql, params = _search_sql("COUNT(*)", text, query)
+        sql, params = _search_sql(store, "COUNT(*)", text, query)
     return store.execute(sql, params).fetchone()[0]
 
 
@@ -334,7 +422,7 @@ def distinct(store: Store, column: str, recent: int | None = 100_000, limit: int
     allowed = ("model", "prompt_name", "status", "kind", "provider", "variant", "user_id")
     if column not in allowed:
         raise KeyError(f"distinct values are offered for {', '.join(allowed)}, not {column!r}")
-    source = "traces" if recent is None else f"(SELECT {column} FROM traces ORDER BY id DESC LIMIT {int(recent)})"
+    source = "traces" if recent is None else f"(SELECT {column} FROM traces ORDER BY id DESC LIMIT {int(recent)}) AS recent"
     rows = store.execute(
         f"SELECT DISTINCT {column} FROM {source} WHERE {column} IS NOT NULL ORDER BY 1 LIMIT ?", (limit,)
     ).fetchall()
@@ -379,9 +467,9 @@ def output_of(store: Store, trace_id: str) -> str | None:
 def experiment_totals(store: Store) -> dict[str, dict[str, Any]]:
     """Per experiment id: main calls, dollars (None when nothing was priced), and whether any call was simulated."""
     rows = store.query(
-        "SELECT experiment_id, SUM(kind = 'llm' AND variant IS NOT NULL) AS calls, SUM(cost_usd) AS cost_usd, "
-        "MAX(simulated) AS simulated, GROUP_CONCAT(DISTINCT provider) AS providers "
-        "FROM traces WHERE experiment_id IS NOT NULL GROUP BY experiment_id"
+        "SELECT experiment_id, SUM(CASE WHEN kind = 'llm' AND variant IS NOT NULL THEN 1 ELSE 0 END) AS calls, "
+        f"SUM(cost_usd) AS cost_usd, MAX(simulated) AS simulated, {store.dialect.group_concat_distinct('provider')} "
+        "AS providers FROM traces WHERE experiment_id IS NOT NULL GROUP BY experiment_id"
     )
     return {r.pop("experiment_id"): r for r in rows}
 
@@ -396,6 +484,11 @@ def experiment_totals(store: Store) -> dict[str, dict[str, Any]]:
 JUDGE_SQL = "(instr(COALESCE(tags_json, ''), '\"judge\"') > 0)"
 """True for a judge's call (the experiment runner tags them ``judge``). Spelled exactly as in
 ``idx_traces_explore``, or SQLite cannot read it from the index."""
+
+
+def judge_sql(dialect: Dialect) -> str:
+    """`JUDGE_SQL` in ``dialect``'s spelling (as its ``idx_traces_explore`` spells it)."""
+    return dialect.contains("COALESCE(tags_json, '')", "'\"judge\"'")
 
 EXPLORE_INDEX = "idx_traces_explore"
 
@@ -431,7 +524,7 @@ class Browse:
     text: str = ""
     """Words that must all appear in the input or output (full-text search)."""
 
-    def where(self) -> tuple[str, list[Any]]:
+    def where(self, dialect: Dialect = SQLITE) -> tuple[str, list[Any]]:
         """``AND``-joined conditions (no leading WHERE) and their parameters.
 
         Column names stay unqualified: none of them is a column of ``traces_fts``
@@ -443,7 +536,7 @@ class Browse:
             clauses.append("item_id = ?")
             params.append(self.item_id)
         if not self.judges:
-            clauses.append(f"{JUDGE_SQL} = 0")
+            clauses.append(dialect.is_false(judge_sql(dialect)))
         return " AND ".join(clauses), params
 
     @property
@@ -452,8 +545,8 @@ class Browse:
 
 
 def _filter_count(store: Store, browse: Browse) -> int:
-    where, params = browse.where()
-    sql = f"SELECT COUNT(*) FROM traces INDEXED BY {EXPLORE_INDEX}" + (f" WHERE {where}" if where else "")
+    where, params = browse.where(store.dialect)
+    sql = f"SELECT COUNT(*) FROM traces{store.dialect.indexed_by(EXPLORE_INDEX)}" + (f" WHERE {where}" if where else "")
     return store.execute(sql, params).fetchone()[0]
 
 
@@ -467,22 +560,24 @@ def _candidates(store: Store, browse: Browse) -> list[int] | None:
         return None
     if _filter_count(store, replace(browse, text="")) > SEARCH_CANDIDATES:
         return None
-    where, params = browse.where()
+    dialect, fts = store.dialect, _fts(store)
+    where, params = browse.where(dialect)
     rowids = [r[0] for r in store.execute(
-        f"SELECT rowid FROM traces INDEXED BY {EXPLORE_INDEX} WHERE {where} ORDER BY rowid DESC", params
+        f"SELECT rowid FROM traces{dialect.indexed_by(EXPLORE_INDEX)} WHERE {where} ORDER BY rowid DESC", params
     ).fetchall()]
     if not rowids:
         return []
     found = {r[0] for r in store.execute(
-        "SELECT rowid FROM traces_fts WHERE traces_fts MATCH ? AND rowid IN (SELECT value FROM json_each(?))",
-        [fts_query(browse.text), json.dumps(rowids)],
+        f"SELECT rowid FROM traces_fts WHERE {fts.match()} AND {dialect.in_json_ints('rowid')}",
+        [fts.query(browse.text), json.dumps(rowids)],
     ).fetchall()}
     return [r for r in rowids if r in found]
 
 
 def browse_count(store: Store, browse: Browse) -> tuple[int, bool]:
     """``(n, exact)``: traces the explorer would list; a search stops counting at `SEARCH_COUNT_CAP`."""
-    where, params = browse.where()
+    dialect, fts = store.dialect, _fts(store)
+    where, params = browse.where(dialect)
     if not browse.searching:
         return _filter_count(store, browse), True
     index_fts(store)
@@ -490,10 +585,10 @@ def browse_count(store: Store, browse: Browse) -> tuple[int, bool]:
     if few is not None:
         return len(few), True
     sql = (
-        "SELECT COUNT(*) FROM (SELECT 1 FROM traces_fts AS f CROSS JOIN traces AS t NOT INDEXED ON t.rowid = f.rowid "
-        f"WHERE traces_fts MATCH ?{' AND ' + where if where else ''} LIMIT ?)"
+        f"SELECT COUNT(*) FROM (SELECT 1 FROM traces_fts AS f {dialect.forced_join()} traces AS t{dialect.not_indexed()} "
+        f"ON t.rowid = f.rowid WHERE {fts.match('f')}{' AND ' + where if where else ''} LIMIT ?) AS found"
     )
-    n = store.execute(sql, [fts_query(browse.text), *params, SEARCH_COUNT_CAP + 1]).fetchone()[0]
+    n = store.execute(sql, [fts.query(browse.text), *params, SEARCH_COUNT_CAP + 1]).fetchone()[0]
     return min(n, SEARCH_COUNT_CAP), n <= SEARCH_COUNT_CAP
 
 
@@ -501,12 +596,8 @@ def _snippets(store: Store, text: str, rowids: list[int]) -> dict[int, str]:
     """Each row's best matching passage, matches between \\x02 and \\x03 (the view marks them)."""
     if not rowids:
         return {}
-    marks = ", ".join("?" * len(rowids))
-    rows = store.execute(
-        "SELECT rowid, snippet(traces_fts, -1, char(2), char(3), '…', 12) FROM traces_fts "
-        f"WHERE traces_fts MATCH ? AND rowid IN ({marks})",
-        [fts_query(text), *rowids],
-    ).fetchall()
+    fts = _fts(store)
+    rows = store.execute(fts.snippets_sql(len(rowids)), [fts.snippet_query(text), *rowids]).fetchall()
     return {r[0]: r[1] for r in rows}
 
 
@@ -535,7 +626,8 @@ def browse_page(
     ``snippet``: the best matching passage with matches between ``\\x02`` and ``\\x03``.
     """
     cols = ", ".join(f"t.{c}" for c in ROW_COLUMNS)
-    where, params = browse.where()
+    dialect, fts = store.dialect, _fts(store)
+    where, params = browse.where(dialect)
     conds = [where] if where else []
     if before is not None:
         conds.append("t.rowid < ?")
@@ -552,21 +644,21 @@ def browse_page(
         picked = [r for r in few if (before is None or r < before) and (after is None or r > after)]
         picked = picked[::-1][offset:offset + limit][::-1] if direction == "ASC" else picked[offset:offset + limit]
         sql = (
-            f"SELECT t.rowid AS rowid, {cols} FROM traces AS t NOT INDEXED "
-            "WHERE t.rowid IN (SELECT value FROM json_each(?)) ORDER BY t.rowid DESC"
+            f"SELECT t.rowid AS rowid, {cols} FROM traces AS t{dialect.not_indexed()} "
+            f"WHERE {dialect.in_json_ints('t.rowid')} ORDER BY t.rowid DESC"
         )
         rows = store.query(sql, [json.dumps(picked)])
     elif browse.searching:
         sql = (
-            f"SELECT t.rowid AS rowid, {cols} FROM traces_fts AS f CROSS JOIN traces AS t NOT INDEXED "
-            f"ON t.rowid = f.rowid WHERE traces_fts MATCH ?{''.join(' AND ' + c for c in conds)} "
+            f"SELECT t.rowid AS rowid, {cols} FROM traces_fts AS f {dialect.forced_join()} traces AS t{dialect.not_indexed()} "
+            f"ON t.rowid = f.rowid WHERE {fts.match('f')}{''.join(' AND ' + c for c in conds)} "
             f"ORDER BY f.rowid {direction} LIMIT ? OFFSET ?"
         )
-        params = [fts_query(browse.text), *params]
+        params = [fts.query(browse.text), *params]
     else:
         (top,) = store.execute("SELECT COALESCE(MAX(rowid), 0) FROM traces").fetchone()
         sparse = total is not None and total * SPARSE_SCAN_ROWS < top * limit
-        source = f"traces AS t INDEXED BY {EXPLORE_INDEX}" if sparse else "traces AS t NOT INDEXED"
+        source = "traces AS t" + (dialect.indexed_by(EXPLORE_INDEX) if sparse else dialect.not_indexed())
         clause = (" WHERE " + " AND ".join(conds)) if conds else ""
         sql = f"SELECT t.rowid AS rowid, {cols} FROM {source}{clause} ORDER BY t.rowid {direction} LIMIT ? OFFSET ?"
     if few is None:
@@ -588,7 +680,7 @@ def judges_of(store: Store, trace: dict[str, Any]) -> list[dict[str, Any]]:
         return []
     rows = store.query(
         f"SELECT id, name, prompt_name, status, latency_ms, cost_usd, metadata_json FROM traces "
-        f"WHERE experiment_id = ? AND item_id IS ? AND {JUDGE_SQL} ORDER BY id",
+        f"WHERE experiment_id = ? AND item_id {store.dialect.null_safe_eq()} ? AND {judge_sql(store.dialect)} ORDER BY id",
         (trace["experiment_id"], trace.get("item_id")),
     )
     found = []

@@ -3,7 +3,8 @@
 Rate limits are token buckets: a bucket holds up to ``requests`` (or ``tokens``)
 and refills at that many per window. Budgets are dollars per UTC day or month.
 Every decision is one ``BEGIN IMMEDIATE`` transaction on the file, so limits hold
-exactly across threads, processes and restarts: SQLite serialises the writers.
+exactly across threads, processes and restarts: SQLite serialises the writers
+(on PostgreSQL the same statement takes the database's write lock: ``_pg.py``).
 
 A call is admitted before it is made: one request and its estimated tokens are
 taken from the buckets, and its worst-case cost is reserved against the budget.
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import atexit
 import calendar
-import sqlite3
 import threading
 import time
 import weakref
@@ -57,7 +57,8 @@ REFUND_SQL = "UPDATE gateway_buckets SET level = level + ? WHERE scope = ? AND n
 UNRESERVE_SQL = "DELETE FROM gateway_reservations WHERE id = ?"
 SPEND_SQL = (
     "INSERT INTO gateway_spend (scope, period, spent_usd, calls) VALUES (?, ?, ?, 1) "
-    "ON CONFLICT (scope, period) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd, calls = calls + 1"
+    "ON CONFLICT (scope, period) DO UPDATE SET spent_usd = gateway_spend.spent_usd + excluded.spent_usd, "
+    "calls = gateway_spend.calls + 1"
 )
 
 
@@ -170,7 +171,8 @@ class Limits:
         self.path: str | None = None
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
         """Settled calls not yet written (see ``settle``)."""
-        self._conn: sqlite3.Connection | None = None
+        self._conn: Any = None
+        self._store: Store | None = None
         self._lock = threading.Lock()
 
     def spec(self) -> list[dict[str, Any]]:
@@ -180,15 +182,15 @@ class Limits:
         if store.path == ":memory:":
             raise ConfigError("per-user limits are kept in the workbench file; open a file, not ':memory:'")
         self.path = store.path
+        self._store = store
         _live.add(self)
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self) -> Any:
+        """This process's own connection to the store (SQLite's or the server's), made on first use."""
         if self._conn is None:
-            if self.path is None:
+            if self._store is None:
                 raise ConfigError("Limits are not bound to a workbench file: wb.open(path, provider=gateway)")
-            from .._sqlite import connect
-
-            self._conn = connect(self.path)
+            self._conn = self._store.connect()
         return self._conn
 
     @staticmethod
@@ -318,7 +320,7 @@ class Limits:
         with self._lock:
             self._pending.append((sql, tuple(params)))
 
-    def _apply_pending(self, conn: sqlite3.Connection) -> None:
+    def _apply_pending(self, conn: Any) -> None:
         """Write settled calls inside the caller's open transaction (the lock is held)."""
         pending, self._pending = self._pending, []
         # In order, but runs of one statement go in one executemany.
@@ -359,8 +361,8 @@ class Limits:
     def close(self) -> None:
         try:
             self.flush()
-        except sqlite3.ProgrammingError:
-            pass  # the file was closed under us at exit
+        except Exception:  # noqa: BLE001 - the file was closed under us at exit
+            pass
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
