@@ -386,3 +386,18 @@ def test_a_chart_name_typo_fails_before_altair_is_imported():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[0].startswith("unknown chart 'qualty'; did you mean 'quality'?")
     assert out[1] == "False False"
+
+
+def test_intervals_of_0_to_1_scores_stay_in_their_range(bench):
+    """Two items, one right and one wrong: the t interval of the mean reaches past 0 and 1; the readout does not."""
+    _, b = prompts(bench)
+    rows = [json.loads(line) for line in SUPPORT_QA.read_text().splitlines()][:2]
+    rows[0]["expected"] = "no answer says this"
+    for row in rows:
+        row.pop("cluster")
+    exp = bench.experiment("tiny", dataset=dataset(bench, rows=rows, name="tiny"), variants={"A": b},
+                           scorers=[contains_reference()]).run(progress=False)
+    row = exp.quality().row(0, named=True)
+    raw = stats.mean_ci(exp.item_scores()["value"].to_numpy())
+    assert raw.ci_low < 0 and raw.ci_high > 1  # what the t interval alone says
+    assert (row["mean"], row["ci_low"], row["ci_high"]) == (0.5, 0.0, 1.0)

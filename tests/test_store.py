@@ -368,3 +368,28 @@ def test_one_unwritable_row_does_not_lose_the_rows_batched_with_it(store):
     store.flush()  # reported once: the row is where the error said, retrying would fail again
     health = store.health()
     assert (health.written, health.pending, health.spilled, health.failed) == (201, 0, 0, 1)
+
+
+def test_an_in_memory_workbench_keeps_its_traces_and_writes_no_file(tmp_path, monkeypatch):
+    """The writer and an experiment's commits share the one in-memory database, not empty ones of their own."""
+    import workbench as wb
+    from workbench.providers.simulated import SimulatedProvider
+    from workbench.scorers import contains_reference
+
+    monkeypatch.chdir(tmp_path)
+    bench = wb.open(":memory:", provider=SimulatedProvider(seed=0, time_scale=0))
+    try:
+        for _ in range(3):
+            bench.complete(model="claude-haiku-4-5", messages="hi")
+        v = bench.prompts.register("p", "Q: {q}", "claude-haiku-4-5")
+        ds = bench.datasets.load("d", [{"id": str(i), "inputs": {"q": f"q{i}"}, "expected": f"q{i}"} for i in range(4)])
+        exp = bench.experiment("e", dataset=ds, variants={"A": v}, scorers=[contains_reference()], repeats=2)
+        exp.run(progress=False)
+        health = bench.health()
+        assert health.ok and health.spilled == health.failed == 0
+        assert len(bench.traces(limit=None, kind="llm")) == 3 + 8
+        assert bench.metrics()["requests"][0] == 11
+        assert exp.summary()["n_items"][0] == 4
+    finally:
+        bench.close()
+    assert list(tmp_path.iterdir()) == []

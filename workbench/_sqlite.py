@@ -311,3 +311,38 @@ class SqliteBackend:
     def close(self, conn: Any) -> None:
         with contextlib.suppress(sqlite3.Error):
             conn.close()
+
+
+class MemoryBackend(SqliteBackend):
+    """An in-memory database: one connection, shared by the writer and every caller under one lock.
+
+    ``:memory:`` is a new, empty database for each connection that opens it, so the
+    writer thread and ``write_now`` must use the store's own connection; the lock
+    (the store's) keeps their transactions from interleaving with the caller's.
+    Nothing is spilled to a file: there is no file.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, lock: Any) -> None:
+        super().__init__(":memory:")
+        self.conn = conn
+        self.lock = lock
+        # A row SQLite refuses is kept in the temp folder, not beside a file that does not exist.
+        import tempfile
+
+        self.spill_base = os.path.join(tempfile.gettempdir(), f"workbench-memory-{os.getpid()}-{id(conn):x}")
+
+    def connect(self) -> sqlite3.Connection:
+        return self.conn
+
+    def transaction(self, conn: sqlite3.Connection, items: Sequence[tuple[str, Sequence[Any]]]) -> BaseException | None:
+        with self.lock:
+            return transaction(conn, items)
+
+    def write_rows(
+        self, conn: sqlite3.Connection, items: Sequence[tuple[str, Sequence[Any]]], *, replaying: bool = False
+    ) -> tuple[int, list[int], list[tuple[int, str]], BaseException | None]:
+        with self.lock:
+            return write_rows(conn, items, replaying=replaying)
+
+    def close(self, conn: Any) -> None:
+        pass  # the store's own connection: the store closes it

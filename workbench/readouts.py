@@ -229,6 +229,9 @@ def _quality_row(exp: Experiment, sub: pl.DataFrame, confidence: float) -> dict[
         # which overstates certainty; Wilson's does not.
         lo_w, hi_w = stats.wilson_interval(int(values.sum()), len(values), confidence)
         est = stats.Estimate(est.mean, est.se, lo_w, hi_w, est.n, est.n_clusters, confidence)
+    if est.n > 0 and values.min() >= 0 and values.max() <= 1 and not fmt.missing(est.ci_low):
+        # Scores in [0, 1] have a mean in [0, 1]: a t interval past it (few items) says nothing more.
+        est = stats.Estimate(est.mean, est.se, max(est.ci_low, 0.0), min(est.ci_high, 1.0), est.n, est.n_clusters, confidence)
     passes = sub["pass_rate"].drop_nulls().to_numpy()
     if len(passes):
         k = int(np.sum(passes >= 0.5))

@@ -32,7 +32,7 @@ from typing import Any
 
 from . import _spill
 from ._dialect import SQLITE, Dialect
-from ._sqlite import BUSY_TIMEOUT_MS, SqliteBackend, connect, needs_immutable, read_only_uri, rollback, translate
+from ._sqlite import BUSY_TIMEOUT_MS, MemoryBackend, SqliteBackend, connect, needs_immutable, read_only_uri, rollback, translate
 from ._writer import WRITER_BATCH, WRITER_QUEUE_SIZE, WRITER_WINDOW_S, BatchWriter, _install_signal_handlers, _replay
 from .errors import ConfigError, DiskFull, NotAWorkbenchDatabase, ReadOnlyDatabase, RowsNotWritten, StoreError
 
@@ -164,6 +164,7 @@ class Store:
             if readonly:
                 raise ConfigError("readonly=True needs a file; an in-memory database starts empty")
             self.conn = connect(self.path)
+            self.backend = MemoryBackend(self.conn, self.lock)
             if migrate:
                 self.migrate()
             return
