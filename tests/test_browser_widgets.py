@@ -261,10 +261,9 @@ def test_traces_explorer_row_click_opens_the_span_tree_and_enter_searches(browse
         explorer.locator("input[data-wb-input='judges']").check()
         explorer.locator(".wb-rows-table .wb-tag", has_text="judge").first.wait_for()
         explorer.locator(".wb-rows-table tbody tr", has=page.locator(".wb-tag", has_text="judge")).first.click()
-        link = explorer.locator(".wb-detail .wb-link").first
-        link.wait_for()
-        assert "judged call" in explorer.locator(".wb-detail").inner_text()
-        link.click()
+        # Wait for the judge's own detail: the previous row's detail has links too.
+        explorer.locator(".wb-detail", has_text="judged call").wait_for()
+        explorer.locator(".wb-detail .wb-link").first.click()  # the judged call comes first
         explorer.locator(".wb-detail", has_text="judged by").wait_for()
 
         shoot(page, TRACES, "traces")
