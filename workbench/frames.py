@@ -343,47 +343,63 @@ _column_cache: OrderedDict[tuple[Any, str, tuple[Any, ...]], _Columns] = Ordered
 _column_lock = threading.Lock()
 
 
-def _read_appending(
-    store: Store, sql: str, where: str, params: Sequence[Any], schema: Mapping[str, pl.DataType]
-) -> pl.DataFrame:
-    """An unordered read (what `metrics` asks for) that reads only rows added since the last same read.
+def _table_state(store: Store) -> tuple[tuple[Any, ...], int, int]:
+    """(identity, highest rowid, rows) of ``traces`` once queued rows are in: what the caches check."""
+    store.sync()
+    hi, total = store.execute("SELECT MAX(rowid), COUNT(*) FROM traces").fetchone()
+    return store.identity(), hi or 0, total
 
+
+def _appending(
+    store: Store, key: tuple[Any, ...], state: tuple[tuple[Any, ...], int, int],
+    read: Any, combine: Any,
+) -> pl.DataFrame:
+    """A frame of every trace row, kept per process and caught up by reading only the rows added since.
+
+    ``read(lo, hi)`` gives the frame of the rows with ``lo < rowid <= hi``;
+    ``combine(old, new)`` merges it into what was kept (rows stacked, or sums added).
     Trace rows are append-only (the full-text index relies on it too: see
     `traces.index_fts`), so the rows with a rowid above the last one read are
-    exactly the new ones. A table that shrank or a file replaced at the same
+    exactly the new ones. A table that shrank or another database at the same
     path is read again from scratch. Reading SQLite costs about 50 ns a value
     while Polars needs under 2 ns for the same aggregate: rereading a million
     unchanged rows would be nearly all of a repeated ``metrics()``.
     """
-    store.sync()
-    ident = store.identity()
-    key = (ident, sql, tuple(params))
-    hi, total = store.execute("SELECT MAX(rowid), COUNT(*) FROM traces").fetchone()
-    hi = hi or 0
-    joiner = " AND " if where else " WHERE "
+    ident, hi, total = state
     with _column_lock:
         cached = _column_cache.get(key)
     if cached is not None and cached.file == ident and hi >= cached.last_rowid:
         (added,) = store.execute("SELECT COUNT(*) FROM traces WHERE rowid > ?", (cached.last_rowid,)).fetchone()
         if cached.total + added == total:
-            frame = cached.frame
-            if added:
-                new = read_sql_parts(store, [(f"{sql}{joiner}rowid > ? AND rowid <= ?",
-                                               [*params, cached.last_rowid, hi])], schema=schema)
-                frame = pl.concat([frame, new], how="vertical_relaxed")
+            frame = cached.frame if not added else combine(cached.frame, read(cached.last_rowid, hi))
             _remember(key, _Columns(frame, hi, total, ident))
             return frame
     # Bounded by the max rowid seen above, so the cache's mark is exact even while rows arrive.
-    if hi > SPLIT_ROWS:
-        # A big read goes in two rowid halves, read at once on two connections.
-        mid = hi // 2
-        parts = [(f"{sql}{joiner}rowid <= ?", [*params, mid]),
-                 (f"{sql}{joiner}rowid > ? AND rowid <= ?", [*params, mid, hi])]
-    else:
-        parts = [(f"{sql}{joiner}rowid <= ?", [*params, hi])]
-    frame = read_sql_parts(store, parts, schema=schema)
+    frame = read(0, hi)
     _remember(key, _Columns(frame, hi, total, ident))
     return frame
+
+
+def _read_appending(
+    store: Store, sql: str, where: str, params: Sequence[Any], schema: Mapping[str, pl.DataType],
+    state: tuple[tuple[Any, ...], int, int] | None = None,
+) -> pl.DataFrame:
+    """An unordered read (what `metrics` asks for) that reads only rows added since the last same read."""
+    state = state or _table_state(store)
+    joiner = " AND " if where else " WHERE "
+
+    def read(lo: int, hi: int) -> pl.DataFrame:
+        if lo == 0 and hi > SPLIT_ROWS:
+            # A big read goes in two rowid halves, read at once on two connections.
+            mid = hi // 2
+            parts = [(f"{sql}{joiner}rowid <= ?", [*params, mid]),
+                     (f"{sql}{joiner}rowid > ? AND rowid <= ?", [*params, mid, hi])]
+        else:
+            parts = [(f"{sql}{joiner}rowid > ? AND rowid <= ?", [*params, lo, hi])]
+        return read_sql_parts(store, parts, schema=schema)
+
+    return _appending(store, (state[0], sql, tuple(params)), state, read,
+                      lambda old, new: pl.concat([old, new], how="vertical_relaxed"))
 
 
 def _remember(key: tuple[Any, str, tuple[Any, ...]], entry: _Columns) -> None:
@@ -783,27 +799,93 @@ def _metrics_lazy(lf: pl.LazyFrame, keys: list[str], every: str | None) -> pl.Da
         if every is not None and ("truncate" in str(exc).lower() or "duration" in str(exc).lower()):
             raise ConfigError(f"every={every!r} is not a Polars duration such as '5m', '1h', '1d': {exc}") from None
         raise
+    quant = _quantiles_by(values, keys)
+    if not keys:
+        return _derive(pl.concat([totals, quant], how="horizontal").fill_nan(None), keys)
+    joined = totals.join(quant, on=keys, how="left", nulls_equal=True)
+    return _derive(joined.fill_nan(None), keys)
+
+
+_SUM_SQL = (
+    "COUNT(*) AS requests, "
+    "SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors, "
+    + ", ".join(f"SUM({c}) AS {c}" for c in _TOKENS) + ", "
+    "SUM(cost_usd) AS cost_usd, COUNT(cost_usd) AS _priced, "
+    "SUM(CASE WHEN status = 'ok' AND cost_usd IS NULL THEN 1 ELSE 0 END) AS unpriced, "
+    "SUM(CASE WHEN status = 'ok' THEN latency_ms END) AS _lat_sum, "
+    "COUNT(CASE WHEN status = 'ok' THEN latency_ms END) AS _lat_n"
+)
+_SUM_SCHEMA = {"requests": pl.Int64, "errors": pl.Int64, **{c: pl.Int64 for c in _TOKENS}, "cost_usd": pl.Float64,
+               "_priced": pl.Int64, "unpriced": pl.Int64, "_lat_sum": pl.Float64, "_lat_n": pl.Int64}
+
+
+def _metrics_split(store: Store, keys: list[str], filters: Mapping[str, Any]) -> pl.DataFrame:
+    """`metrics` of a store without time buckets: SQLite sums, the Arrow reader brings only latencies.
+
+    The counts and sums are one aggregate query that the database runs itself
+    (no value leaves it), on a worker thread; at the same time the reader fetches
+    the ok calls' group keys, latencies and ttfts, all exact percentiles need.
+    Both are kept per process and caught up by rowid (sums add up), so a repeated
+    call reads only the traces written since.
+    """
+    times = {name: _utc_text(filters.get(name), name) for name in ("since", "until")}
+    where, params = traces.TraceQuery(**{**filters, **times, "kind": "llm"}).where()
+    state = _table_state(store)
+    group = f" GROUP BY {', '.join(keys)}" if keys else ""
+    sum_sql = f"SELECT {''.join(k + ', ' for k in keys)}{_SUM_SQL} FROM traces{where}"
+    joiner = " AND " if where else " WHERE "
+    schema = {**{k: TRACE_SCHEMA[k] for k in keys}, **_SUM_SCHEMA}
+
+    def sums_between(lo: int, hi: int) -> pl.DataFrame:
+        rows = store.query(f"{sum_sql}{joiner}rowid > ? AND rowid <= ?{group}", [*params, lo, hi])
+        frame = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+        return frame.filter(pl.col("requests") > 0)  # no keys and no rows: SQLite's one empty row
+
+    def add(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+        both = pl.concat([old, new], how="vertical_relaxed")
+        if not keys:
+            return both.select(pl.all().sum())
+        return both.group_by(keys).agg(pl.all().sum())  # null keys group together, as in SQL
+
+    sums = _pool().submit(_appending, store, (state[0], sum_sql, tuple(params)), state, sums_between, add)
+    value_cols = [*keys, *(col for col, _, _ in _QUANTILES)]
+    ok_where = f"{where}{joiner}status = 'ok'"
+    values = _read_appending(store, f"SELECT {', '.join(value_cols)} FROM traces{ok_where}", ok_where, params,
+                             {c: TRACE_SCHEMA[c] for c in value_cols}, state)
+    quant = _quantiles_by(values, keys)
+    totals = sums.result()
+    if not keys and totals.height == 0:
+        totals = pl.DataFrame({c: [0] if t == pl.Int64 else [None] for c, t in _SUM_SCHEMA.items()}, schema=_SUM_SCHEMA)
+    totals = totals.with_columns(
+        pl.when(pl.col("_lat_n") > 0).then(pl.col("_lat_sum") / pl.col("_lat_n")).alias("latency_mean")
+    )
+    if keys:
+        out = totals.join(quant, on=keys, how="left", nulls_equal=True)
+    else:
+        out = pl.concat([totals, quant], how="horizontal")
+    return _derive(out.fill_nan(None), keys)
+
+
+def _quantiles_by(values: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Exact latency and ttft percentiles of ok calls, one row per group of ``keys`` present in ``values``."""
     if not keys:
         quant: dict[str, Any] = {}
         for col, name, qs in _QUANTILES:
             xs = _exact_quantiles(values[col].drop_nulls().cast(pl.Float64).to_numpy(), qs)
             quant.update({f"{name}_p{round(q * 100)}": [x] for q, x in zip(qs, xs)})
-        out = pl.concat([totals, pl.DataFrame(quant, schema={k: pl.Float64 for k in quant})], how="horizontal")
-        return _derive(out.fill_nan(None), keys)
+        return pl.DataFrame(quant, schema={k: pl.Float64 for k in quant})
     # Per group: the rows as one code, then numpy's sort per segment (as `_compute` does).
     codes, n_groups = _combine_codes([_key_codes(values[k]) for k in keys])
     assert codes is not None
     order = np.argsort(codes, kind="stable")
     offsets = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=n_groups))])
-    first_rows = order[offsets[:-1][np.diff(offsets) > 0]]
-    quant = {k: values[k].gather(first_rows) for k in keys}
     present = np.diff(offsets) > 0
+    quant = {k: values[k].gather(order[offsets[:-1][present]]) for k in keys}
     for col, name, qs in _QUANTILES:
         arr = values[col].cast(pl.Float64).fill_null(float("nan")).to_numpy()
         for q, got in zip(qs, _grouped_quantiles(arr, order, offsets, qs)):
             quant[f"{name}_p{round(q * 100)}"] = got[present]
-    joined = totals.join(pl.DataFrame(quant), on=keys, how="left", nulls_equal=True)
-    return _derive(joined.fill_nan(None), keys)
+    return pl.DataFrame(quant)
 
 
 def metrics(
@@ -852,6 +934,11 @@ def metrics(
         if every is not None or filters.get("since") is not None or filters.get("until") is not None:
             used.append("started_at")
         df = _filter_frame(df.select(c for c in dict.fromkeys(used) if c in df.columns), filters)
+    elif hasattr(df_or_store, "conn") and hasattr(df_or_store, "path") and every is None \
+            and df_or_store.path not in ("", ":memory:"):  # type: ignore[union-attr]
+        out = _metrics_split(df_or_store, keys, filters)  # type: ignore[arg-type]
+        out = out.with_columns(pl.col(k).cast(TRACE_SCHEMA[k]) for k in keys)
+        return out.sort(keys, nulls_last=True) if keys else out
     elif hasattr(df_or_store, "conn") and hasattr(df_or_store, "path"):
         needed = [*keys, *(c for c in _METRIC_INPUTS if c not in keys)]
         if every is not None:
