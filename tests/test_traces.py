@@ -92,3 +92,27 @@ def test_search_text_with_a_nul_or_a_surrogate_never_raises(bench, text):
         assert [r["id"] for r in found] == ([hit] if "\udcff" not in text else [])
     else:
         assert len(found) == 2  # nothing to search for: every trace, as for blank text
+
+
+def test_the_writer_indexes_new_traces_for_search_while_idle(tmp_path):
+    """A file traced into has its search index caught up by the writer's quiet moments, not by the first search."""
+    import time
+
+    import workbench as wb
+    from workbench import traces as tr
+
+    bench = wb.open(tmp_path / "idle.db", provider="simulated")
+    try:
+        rows = [tr.row(id=f"{i:012d}", trace_id=f"t{i}", kind="span", name="s", started_at=tr.iso_utc(1.7e9 + i),
+                       status="ok", input=f"question {i} about exports", output="answer") for i in range(3_500)]
+        bench.store.writer.put_many(tr.INSERT_SQL, rows)
+        bench.store.sync()
+        state = "SELECT last_rowid = (SELECT MAX(rowid) FROM traces) FROM traces_fts_state"
+        deadline = time.monotonic() + 120  # a condition, not a timing: generous for a busy machine
+        while not bench.store.execute(state).fetchone()[0] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert bench.store.execute(state).fetchone()[0] == 1
+        assert tr.index_fts(bench.store) == 0  # nothing left for a search to do
+        assert tr.search_count(bench.store, "exports") == 3_500
+    finally:
+        bench.close()

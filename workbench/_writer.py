@@ -21,7 +21,7 @@ import time
 import warnings
 import weakref
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,8 @@ WRITER_BATCH_MIN = 100
 """Rows per transaction at least, however slow the disk (and the most a caller can be made to wait behind)."""
 WRITER_WINDOW_S = 0.2
 """The writer commits a queued row within this long: a SIGKILL loses at most this window."""
+IDLE_AFTER_S = 0.05
+"""The writer does idle work (the search index) once its queue has been empty this long."""
 SIGNAL_FLUSH_S = 5.0
 """On SIGTERM, how long the writer may take to commit the queue before the rest is spilled."""
 REPLAY_EVERY_S = 1.0
@@ -76,9 +78,14 @@ class _RowQueue:
             self.items.append(item)
             self.not_empty.notify()
 
-    def take(self, most: int, bound: int) -> list[Any]:
-        """Up to ``most`` items, waiting for the first; sets the queue's bound to ``bound``."""
+    def take(self, most: int, bound: int, timeout: float | None = None) -> list[Any]:
+        """Up to ``most`` items, waiting for the first (or ``timeout`` seconds: then none);
+        sets the queue's bound to ``bound``."""
         with self.not_empty:
+            if not self.items and timeout is not None:
+                self.not_empty.wait(timeout)
+                if not self.items:
+                    return []
             while not self.items:
                 self.not_empty.wait()
             n = min(most, len(self.items))
@@ -101,8 +108,14 @@ class BatchWriter:
     ``WRITER_WINDOW_S``. Rows the file refuses are kept (``keep``) and retried.
     """
 
-    def __init__(self, path: str, maxsize: int = WRITER_QUEUE_SIZE, *, backend: Any = None) -> None:
+    def __init__(self, path: str, maxsize: int = WRITER_QUEUE_SIZE, *, backend: Any = None,
+                 idle: Callable[[Any], bool] | None = None) -> None:
         self.path = path
+        self.idle = idle
+        """Work for quiet moments, on the writer's connection (catching the search index up);
+        returns True while more is left. Never delays a queued row: it runs only when the
+        queue has been empty for ``IDLE_AFTER_S``."""
+        self._idle_due = idle is not None
         self.backend = backend if backend is not None else SqliteBackend(path)
         """Connections, commits and error translation: ``_sqlite.SqliteBackend`` or ``_pg.PgBackend``."""
         self.maxsize = maxsize
@@ -302,12 +315,17 @@ class BatchWriter:
         conn: Any = None
         try:
             while True:
-                batch = self.queue.take(self._batch, min(self.maxsize, self._batch))
+                batch = self.queue.take(self._batch, min(self.maxsize, self._batch),
+                                        IDLE_AFTER_S if self._idle_due else None)
+                if not batch:
+                    conn = self._idle_step(conn)
+                    continue
                 self._inflight = batch
                 try:
                     if conn is None:
                         conn = self.backend.connect()
                     stop = self._write(conn, batch)
+                    self._idle_due = self.idle is not None
                 except Exception as exc:  # noqa: BLE001 - the writer must outlive any failure, keeping the rows
                     stop = self._write_failed(batch, exc)
                     if conn is not None:  # start again from a fresh connection
@@ -320,6 +338,16 @@ class BatchWriter:
         finally:
             if conn is not None:
                 self.backend.close(conn)
+
+    def _idle_step(self, conn: Any) -> Any:
+        """One piece of idle work; a failure only ends it until the next commit (a search catches up then)."""
+        try:
+            if conn is None:
+                conn = self.backend.connect()
+            self._idle_due = bool(self.idle(conn))  # type: ignore[misc]
+        except Exception:  # noqa: BLE001 - optional work must never disturb the rows' path
+            self._idle_due = False
+        return conn
 
     def _write_failed(self, batch: list[Any], exc: BaseException) -> bool:
         """The connection itself failed: keep the batch's rows and release its waiters."""

@@ -440,9 +440,17 @@ class Store:
             raise self.refused("recording traces in")
         writer = self._writer
         if writer is None or writer._closed:
-            writer = self._writer = BatchWriter(self.path, backend=self.backend)
+            writer = self._writer = BatchWriter(self.path, backend=self.backend, idle=self._idle_work())
             _install_signal_handlers()
         return writer
+
+    def _idle_work(self) -> Any:
+        """What the writer does when idle: catch the full-text index up (a SQLite file's FTS5 index)."""
+        if self.path == ":memory:" or self.dialect.fts != "fts5":
+            return None
+        from .traces import index_fts_some
+
+        return index_fts_some
 
     def sync(self, timeout: float | None = None) -> None:
         """Wait until every queued row is committed or kept aside; never raises for kept rows.

@@ -241,6 +241,33 @@ def index_fts(store: Store) -> int:
             conn.execute("UPDATE traces_fts_state SET last_rowid = ? WHERE id = 1", (upto,))
 
 
+FTS_IDLE_CHUNK = 1_000
+"""Rows the background writer indexes per quiet moment (about 30 ms here): queued traces never wait long."""
+
+
+def index_fts_some(conn: Any, limit: int = FTS_IDLE_CHUNK) -> bool:
+    """Index up to ``limit`` unindexed traces on a SQLite connection (the writer's, when idle).
+
+    One transaction reads the high-water mark, indexes and moves it, as `index_fts`
+    does, so the two never index a row twice. Returns True while rows remain, so a
+    file written faster than it is searched has its index ready by the first search.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (last,) = conn.execute("SELECT last_rowid FROM traces_fts_state WHERE id = 1").fetchone()
+        (top,) = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM traces").fetchone()
+        upto = min(top, last + limit)
+        if upto > last:
+            conn.execute(_Fts5.index_sql, (last, upto))
+            conn.execute("UPDATE traces_fts_state SET last_rowid = ? WHERE id = 1", (upto,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return upto < top
+
+
 def rebuild_fts(store: Store) -> int:
     """Rebuild the full-text index from scratch; returns the rows indexed.
 

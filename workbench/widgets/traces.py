@@ -162,6 +162,10 @@ class TracesWidget(HTMLView):
             '<div class="wb-list" data-wb-slot="list"></div></div>',
             cls="wb-traces",
         )
+        if not getattr(self.store, "readonly", False):
+            # The writer catches the search index up in its quiet moments: starting it now means a
+            # big file written by another process is (mostly) indexed by the time a search is typed.
+            self.store.writer  # noqa: B018 - the property starts the writer thread
         self.refresh_options()
         self.apply()
 
