@@ -395,7 +395,7 @@ def test_metrics_from_a_store_reads_only_the_columns_it_needs(filled, monkeypatc
     monkeypatch.setattr(frames, "_read_traces", spy)
     out = frames.metrics(filled, by="model", every="1h")
     assert seen["kind"] == "llm" and seen["parse_times"] is True
-    assert set(seen["cols"]) == {"model", "started_at", *frames._METRIC_INPUTS}
+    assert set(seen["cols"]) == {"model", "started_at", *frames.METRIC_INPUTS}
     assert out.select("bucket", "model").rows() == [
         (T0, "haiku"), (T0 + timedelta(hours=1), "sonnet"), (T0 + timedelta(hours=2), "haiku")
     ]

@@ -39,16 +39,30 @@ if TYPE_CHECKING:
     from .store import Store
 
 __all__ = [
+    "COLUMN_CACHE_ENTRIES",
     "EXPERIMENT_SCHEMA",
     "GROUP_COLUMNS",
     "METRIC_COLUMNS",
+    "METRIC_INPUTS",
+    "SAVINGS_SOURCES",
     "SCORE_SCHEMA",
+    "SPLIT_ROWS",
     "TRACE_SCHEMA",
+    "days_with_rows",
     "experiments_df",
+    "gateway_calls",
+    "gateway_events",
     "metrics",
+    "production_scored",
+    "production_scores",
     "read_sql",
+    "read_sql_parts",
+    "savings",
+    "scores_between",
     "scores_df",
+    "top_users",
     "traces_df",
+    "traces_in_ranges",
 ]
 
 _INT_TRACE_COLUMNS = {
@@ -107,7 +121,7 @@ METRIC_COLUMNS = (
 )
 """The columns `metrics` computes, in output order (after the group keys)."""
 
-_METRIC_INPUTS = (
+METRIC_INPUTS = (
     "status", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
     "cost_usd", "latency_ms", "ttft_ms",
 )
@@ -919,7 +933,7 @@ def metrics(
         raise ConfigError(f"every must be a Polars duration string such as '5m' or '1h', not {every!r}")
 
     if _is_parquet(df_or_store):
-        needed = [*keys, *(c for c in _METRIC_INPUTS if c not in keys)]
+        needed = [*keys, *(c for c in METRIC_INPUTS if c not in keys)]
         if every is not None:
             needed.append("started_at")
         lf = df_or_store.traces(columns=needed, **{**filters, "kind": "llm"})  # type: ignore[union-attr]
@@ -930,7 +944,7 @@ def metrics(
     if isinstance(df_or_store, pl.DataFrame):
         df = df_or_store
         # Only the columns used (selecting is free; filtering wide frames is not).
-        used = [*keys, *_METRIC_INPUTS, "kind", *(f for f, v in filters.items() if v is not None)]
+        used = [*keys, *METRIC_INPUTS, "kind", *(f for f, v in filters.items() if v is not None)]
         if every is not None or filters.get("since") is not None or filters.get("until") is not None:
             used.append("started_at")
         df = _filter_frame(df.select(c for c in dict.fromkeys(used) if c in df.columns), filters)
@@ -940,7 +954,7 @@ def metrics(
         out = out.with_columns(pl.col(k).cast(TRACE_SCHEMA[k]) for k in keys)
         return out.sort(keys, nulls_last=True) if keys else out
     elif hasattr(df_or_store, "conn") and hasattr(df_or_store, "path"):
-        needed = [*keys, *(c for c in _METRIC_INPUTS if c not in keys)]
+        needed = [*keys, *(c for c in METRIC_INPUTS if c not in keys)]
         if every is not None:
             needed.append("started_at")
         df = _read_traces(
@@ -962,7 +976,7 @@ def metrics(
             f"group column(s) {', '.join(opaque)} hold Python objects (dtype Object); "
             "build the frame from lists, or with schema_overrides={name: pl.String}"
         )
-    missing = [c for c in (*keys, *_METRIC_INPUTS) if c not in df.columns]
+    missing = [c for c in (*keys, *METRIC_INPUTS) if c not in df.columns]
     if every is not None and "started_at" not in df.columns:
         missing.append("started_at")
     if missing:
@@ -983,6 +997,77 @@ def metrics(
 
     out = _compute(df, keys)
     return out.sort(keys, nulls_last=True) if keys else out
+
+
+# -- reads other parts of the analysis layer ask for (the monitor, Parquet export) --------------
+
+def traces_in_ranges(store: Store, ranges: Sequence[tuple[str, str]], columns: Sequence[str]) -> pl.DataFrame:
+    """Model calls started in any of the ``[since, until)`` ranges (UTC ISO text), in one trip to the reader."""
+    cols = _check_columns(list(columns))
+    sql = f"SELECT {', '.join(cols)} FROM traces WHERE kind = 'llm' AND started_at >= ? AND started_at < ?"
+    return _parse_started_at(read_sql_parts(store, [(sql, [lo, hi]) for lo, hi in ranges],
+                                            schema={c: TRACE_SCHEMA[c] for c in cols}))
+
+
+_SCORED_CALL_SCHEMA = {
+    "trace_id": pl.String(), "scorer": pl.String(), "value": pl.Float64(), "started_at": pl.String(),
+    "model": pl.String(), "prompt_name": pl.String(), "prompt_version": pl.Int64(), "user_id": pl.String(),
+    "provider": pl.String(), "metadata_json": pl.String(),
+}
+
+
+def production_scores(store: Store, since: str, until: str, scorers: Sequence[str] | None = None) -> pl.DataFrame:
+    """Scores stored outside experiments against calls started in ``[since, until)``, with the calls' columns."""
+    sql = (
+        "SELECT s.trace_id, s.scorer, s.value, t.started_at, t.model, t.prompt_name, t.prompt_version, t.user_id, "
+        "t.provider, t.metadata_json FROM scores AS s JOIN traces AS t ON t.id = s.trace_id "
+        "WHERE s.experiment_id IS NULL AND t.started_at >= ? AND t.started_at < ?"
+    )
+    params: list[Any] = [since, until]
+    if scorers:
+        sql += f" AND s.scorer IN ({', '.join('?' * len(scorers))})"
+        params += sorted(scorers)
+    return read_sql(store, sql, params, schema=_SCORED_CALL_SCHEMA)
+
+
+def production_scored(store: Store, trace_ids: Sequence[str], scorers: Sequence[str]) -> set[tuple[str, str]]:
+    """``(trace id, scorer)`` pairs already scored outside experiments, of these traces and scorers."""
+    out: set[tuple[str, str]] = set()
+    marks = ", ".join("?" * len(scorers))
+    for start in range(0, len(trace_ids), 500):
+        chunk = list(trace_ids[start:start + 500])
+        if not chunk or not scorers:
+            continue
+        df = read_sql(
+            store,
+            f"SELECT trace_id, scorer FROM scores WHERE experiment_id IS NULL AND scorer IN ({marks}) "
+            f"AND trace_id IN ({', '.join('?' * len(chunk))})",
+            [*scorers, *chunk], schema={"trace_id": pl.String(), "scorer": pl.String()},
+        )
+        out.update(zip(df["trace_id"].to_list(), df["scorer"].to_list()))
+    return out
+
+
+def scores_between(store: Store, since: str, until: str) -> pl.DataFrame:
+    """Scores created in ``[since, until)`` (UTC ISO text), in id order."""
+    cols = ", ".join(SCORE_SCHEMA)
+    return read_sql(store, f"SELECT {cols} FROM scores WHERE created_at >= ? AND created_at < ? ORDER BY id",
+                    [since, until], schema=SCORE_SCHEMA)
+
+
+def days_with_rows(store: Store, table: str, since: str | None = None, until: str | None = None) -> list[str]:
+    """The UTC days (``YYYY-MM-DD``) on which ``table`` (traces, scores, experiments) has rows."""
+    column = {"traces": "started_at", "scores": "created_at", "experiments": "created_at"}[table]
+    where, params = [], []
+    if since is not None:
+        where.append(f"{column} >= ?")
+        params.append(since)
+    if until is not None:
+        where.append(f"{column} < ?")
+        params.append(until)
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    rows = store.query(f"SELECT DISTINCT substr({column}, 1, 10) AS day FROM {table}{clause} ORDER BY 1", params)
+    return [r["day"] for r in rows]
 
 
 # -- the gateway's savings and events (decisions are in metadata_json under "gateway") -----------

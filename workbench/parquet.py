@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from .store import Store
 
 TABLES = ("traces", "scores", "experiments")
-_TIME_COLUMN = {"traces": "started_at", "scores": "created_at", "experiments": "created_at"}
 PART = "part-0.parquet"
 """Each day is one file with a fixed name: exporting a day again replaces it."""
 
@@ -166,17 +165,7 @@ def export_parquet(
     hi = None if until is None else frames._utc_text(until, "until")
     written = {}
     for table in TABLES:
-        col = _TIME_COLUMN[table]
-        where, params = [], []
-        if lo is not None:
-            where.append(f"{col} >= ?")
-            params.append(lo)
-        if hi is not None:
-            where.append(f"{col} < ?")
-            params.append(hi)
-        clause = (" WHERE " + " AND ".join(where)) if where else ""
-        sql_days = f"SELECT DISTINCT substr({col}, 1, 10) AS day FROM {table}{clause} ORDER BY 1"
-        days = [r["day"] for r in store.query(sql_days, params)]
+        days = frames.days_with_rows(store, table, lo, hi)
         n = 0
         for day in days:
             start, end = _day_bounds(day)
@@ -195,11 +184,7 @@ def _read_day(store: Store, table: str, start: str, end: str) -> pl.DataFrame:
     if table == "traces":
         return frames.traces_df(store, since=start, until=end, parse_times=False)
     if table == "scores":
-        cols = ", ".join(frames.SCORE_SCHEMA)
-        return frames.read_sql(
-            store, f"SELECT {cols} FROM scores WHERE created_at >= ? AND created_at < ? ORDER BY id", [start, end],
-            schema=frames.SCORE_SCHEMA,
-        )
+        return frames.scores_between(store, start, end)
     import polars as pl
 
     # A handful of rows: filter the frame rather than teach experiments_df a time range.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -23,9 +23,6 @@ if TYPE_CHECKING:
 
 _BASE_COLUMNS = ("started_at", "status", "latency_ms", "cost_usd", "experiment_id", "tags_json")
 _DIRECT_KEYS = {"model", "prompt_name", "user_id", "provider"}
-_SCORE_COLUMNS = "s.trace_id, s.scorer, s.value, t.started_at, t.model, t.prompt_name, t.prompt_version, t.user_id, t.provider, t.metadata_json"
-
-
 def trace_columns(keys: Iterable[str]) -> list[str]:
     """Trace columns to read for these scope keys."""
     cols = list(_BASE_COLUMNS)
@@ -166,10 +163,7 @@ def read_calls(bench: Workbench, ranges: Sequence[tuple[int, int]], keys: Iterab
     ranges = merge_ranges(ranges)
     if len(ranges) > 1 and bench.store.path not in ("", ":memory:"):
         # Several stretches (a seasonal baseline reads the same minutes on 7 days): one trip to the reader.
-        sql = f"SELECT {', '.join(cols)} FROM traces WHERE kind = 'llm' AND started_at >= ? AND started_at < ?"
-        parts = [(sql, [_iso(lo), _iso(hi)]) for lo, hi in ranges]
-        schema = {c: frames.TRACE_SCHEMA[c] for c in cols}
-        df = frames._parse_started_at(frames.read_sql_parts(bench.store, parts, schema=schema))
+        df = frames.traces_in_ranges(bench.store, [(_iso(lo), _iso(hi)) for lo, hi in ranges], cols)
     else:
         parts = [frames.traces_df(bench.store, since=_utc(lo), until=_utc(hi), kind="llm", columns=cols) for lo, hi in ranges]
         df = pl.concat(parts, how="vertical_relaxed") if parts else frames.traces_df(bench.store, kind="llm", columns=cols).clear()
@@ -185,20 +179,7 @@ def read_scores(bench: Workbench, lo: int, hi: int, keys: Iterable[str], scorers
     from .. import frames
 
     keys = list(keys)
-    sql = (
-        f"SELECT {_SCORE_COLUMNS} FROM scores AS s JOIN traces AS t ON t.id = s.trace_id "
-        "WHERE s.experiment_id IS NULL AND t.started_at >= ? AND t.started_at < ?"
-    )
-    params: list[Any] = [_iso(lo), _iso(hi)]
-    if scorers:
-        sql += f" AND s.scorer IN ({', '.join('?' * len(scorers))})"
-        params += sorted(scorers)
-    schema = {
-        "trace_id": pl.String(), "scorer": pl.String(), "value": pl.Float64(), "started_at": pl.String(),
-        "model": pl.String(), "prompt_name": pl.String(), "prompt_version": pl.Int64(), "user_id": pl.String(),
-        "provider": pl.String(), "metadata_json": pl.String(),
-    }
-    df = frames.read_sql(bench.store, sql, params, schema=schema)
+    df = frames.production_scores(bench.store, _iso(lo), _iso(hi), sorted(scorers) if scorers else None)
     labels = None
     if "label" in keys:
         labels = label_history(bench, df["prompt_name"].drop_nulls().unique().to_list())

@@ -326,19 +326,19 @@ class Monitor:
 
     def view(self, now: Any = None, hours: float = 24.0) -> Any:
         """The last ``hours`` per scope, open incidents at the top (HTML in a notebook)."""
-        from .view import MonitorView
+        from ..widgets.monitor import MonitorView
 
         return MonitorView.build(self, now=now, hours=hours)
 
     def widget(self, now: Any = None, hours: float = 24.0) -> Any:
         """The view with *Check now* and *Refresh* buttons (ipywidgets); ``now`` fixes the time for backdated traffic."""
-        from .view import widget
+        from ..widgets.monitor import widget
 
         return widget(self, now=now, hours=hours)
 
     def chart(self, now: Any = None, hours: float = 24.0, every: str = "1h", fields: Sequence[str] | None = None) -> Any:
         """Metrics over the last ``hours`` with this period's alerts marked on them (Altair)."""
-        from .view import alert_chart
+        from ..widgets.monitor import alert_chart
 
         return alert_chart(self, now=now, hours=hours, every=every, fields=fields)
 

@@ -208,22 +208,9 @@ def score_production(
 
 def _scored_before(bench: Workbench, ids: Sequence[str], scorers: Sequence[str]) -> set[tuple[str, str]]:
     """(trace id, scorer) pairs already stored, outside experiments."""
-    from ..frames import read_sql
+    from ..frames import production_scored
 
-    out: set[tuple[str, str]] = set()
-    marks_s = ", ".join("?" * len(scorers))
-    for start in range(0, len(ids), 500):
-        chunk = list(ids[start:start + 500])
-        if not chunk:
-            continue
-        df = read_sql(
-            bench.store,
-            f"SELECT trace_id, scorer FROM scores WHERE experiment_id IS NULL AND scorer IN ({marks_s}) "
-            f"AND trace_id IN ({', '.join('?' * len(chunk))})",
-            [*scorers, *chunk], schema={"trace_id": pl.String(), "scorer": pl.String()},
-        )
-        out.update(zip(df["trace_id"].to_list(), df["scorer"].to_list()))
-    return out
+    return production_scored(bench.store, ids, scorers)
 
 
 def quality_over_time(

@@ -1,4 +1,4 @@
-"""Notebook views: compare outputs and rate them, explore traces, browse prompts, watch a run.
+"""Notebook views: compare outputs and rate them, explore traces, browse prompts, watch a run, watch production.
 
 The compare grid and the traces explorer are anywidgets (`_common.HTMLView`:
 Python renders escaped HTML, a small ES module shipped in ``_static/`` draws
@@ -15,12 +15,13 @@ from typing import Any
 # their names, are what ``wb.widgets.compare`` and friends stay bound to.
 from .compare import CompareWidget
 from .live import ExperimentWidget
+from .monitor import MonitorView
 from .prompts import PromptsWidget, prompt_metrics
 from .traces import TracesWidget
 
 __all__ = [
-    "CompareWidget", "ExperimentWidget", "PromptsWidget", "TracesWidget", "compare", "experiment", "prompt_metrics",
-    "prompts", "traces",
+    "CompareWidget", "ExperimentWidget", "MonitorView", "PromptsWidget", "TracesWidget", "compare", "experiment",
+    "monitor", "prompt_metrics", "prompts", "traces",
 ]
 
 
@@ -37,6 +38,11 @@ def prompts(bench: Any, **kwargs: Any) -> PromptsWidget:
 def traces(bench: Any, **kwargs: Any) -> TracesWidget:
     """The traces explorer: one-line rows, a detail with the span waterfall, filters and full-text search."""
     return TracesWidget(bench, **kwargs)
+
+
+def monitor(bench: Any, now: Any = None, hours: float = 24.0) -> Any:
+    """The monitoring view (last ``hours`` per scope, open incidents first) with Check now and Refresh buttons."""
+    return bench.monitor.widget(now=now, hours=hours)
 
 
 def experiment(exp: Any, **kwargs: Any) -> ExperimentWidget:

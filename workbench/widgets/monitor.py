@@ -1,4 +1,4 @@
-"""The monitoring view: the last 24 hours per scope, open incidents at the top.
+"""The monitoring view: the last 24 hours per scope, open incidents at the top (``bench.monitor.view()``).
 
 Plain HTML (inline SVG sparklines, no script), so it draws the same in
 JupyterLab, a report or a browser, and carries user-controlled names (scopes,
@@ -18,14 +18,14 @@ import polars as pl
 
 from .. import _format, _html
 from .._canonical import loads
-from . import _data
-from ._grid import MINUTE_US
-from ._monitor import from_micros, to_micros
-from .alerts import METRIC_NAMES, duration_words, metric_text
-from .rules import scope_text
+from ..monitor import _data
+from ..monitor._grid import MINUTE_US
+from ..monitor._monitor import from_micros, to_micros
+from ..monitor.alerts import METRIC_NAMES, duration_words, metric_text
+from ..monitor.rules import scope_text
 
 if TYPE_CHECKING:
-    from ._monitor import Monitor
+    from ..monitor._monitor import Monitor
 
 HOUR_US = 60 * MINUTE_US
 _COLUMNS = ("calls", "error_rate", "latency_p95", "spend", "quality")
@@ -336,7 +336,7 @@ def alert_chart(monitor: Monitor, now: Any = None, hours: float = 24.0, every: s
 
     now_us = to_micros(datetime.now(timezone.utc) if now is None else now)
     since = from_micros(now_us - int(round(hours * HOUR_US)))
-    cols = list(dict.fromkeys([*frames._METRIC_INPUTS, "kind", "started_at", "experiment_id", "tags_json"]))
+    cols = list(dict.fromkeys([*frames.METRIC_INPUTS, "kind", "started_at", "experiment_id", "tags_json"]))
     df = _data.production(frames.traces_df(monitor.bench.store, since=since, until=from_micros(now_us), kind="llm", columns=cols))
     metrics = frames.metrics(df, every=every)
     chart = charts.timeseries(metrics, **({} if fields is None else {"fields": tuple(fields)}))
