@@ -46,6 +46,8 @@ class RetryPolicy:
 
 
 DEFAULT_POLICY = RetryPolicy()
+_JITTER = random.Random()
+"""Jitter draws need no seed of their own: one generator, not one seeded from the OS per call."""
 
 
 @dataclass
@@ -69,7 +71,7 @@ async def complete_with_retries(
     Never raises a ``ProviderError``: the last one is returned so the caller can
     record it as an error trace before deciding to raise.
     """
-    rng = rng or random.Random()
+    rng = rng or _JITTER
     attempt = 0
     waited = 0.0
     while True:

@@ -11,6 +11,7 @@ a crash makes only the calls that are missing. Only this module writes the
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,11 @@ TYPICAL_OUTPUT_TOKENS = 120
 """Expected answer length before any call of a variant has finished (a short support answer)."""
 MIN_CALLS_FOR_ERROR_RATE = 20
 """``max_error_rate`` is judged only after this many calls."""
+COMMIT_WINDOW_S = 0.005
+"""Longest a finished call's rows wait to share a commit with others: what a SIGKILL
+can lose, far inside the store's 200 ms promise."""
+COMMIT_GROUP_ROWS = 512
+"""Rows that are committed at once without waiting for the window."""
 
 SCORE_SQL = (
     "INSERT INTO scores (id, trace_id, experiment_id, variant, item_id, repeat, scorer, value, passed, "
@@ -407,7 +413,6 @@ class Experiment:
                         f"cannot be kept; set one with bench.pricing.set_price({model!r}, input=..., output=...)"
                     )
         self._set_status("running", None)
-        sem = asyncio.Semaphore(self.concurrency)
         judged = any(getattr(s, "model", None) for s in self.scorers)
         commit = _GroupCommit(store)
         reserved = 0.0
@@ -416,75 +421,99 @@ class Experiment:
         stop: list[str] = []
         bar = _progress(len(todo), self.name, progress)
 
-        async def one(cell: tuple[str, str, int]) -> None:
+        async def one(cell: tuple[str, str, int]) -> asyncio.Future[None] | None:
             nonlocal reserved, in_flight
             vname, item_id, rep = cell
-            async with sem:
+            request = self._request(vname, items[item_id], rep)
+            reserve = 0.0
+            if self.budget_usd is not None:
+                reserve = self._reserve(request, self.variants[vname].gateway)
+                assert reserve is not None  # every model was checked to have a price above
+                # Calls in flight usually cost far less than reserved: when only their
+                # reservations stand in the way, wait for them rather than stop early.
+                async with settled:
+                    await settled.wait_for(
+                        lambda: bool(stop) or in_flight == 0
+                        or outcome.spent_usd + reserved + reserve <= self.budget_usd  # type: ignore[operator]
+                    )
                 if stop:
                     return
-                request = self._request(vname, items[item_id], rep)
-                reserve = 0.0
-                if self.budget_usd is not None:
-                    reserve = self._reserve(request, self.variants[vname].gateway)
-                    assert reserve is not None  # every model was checked to have a price above
-                    # Calls in flight usually cost far less than reserved: when only their
-                    # reservations stand in the way, wait for them rather than stop early.
-                    async with settled:
-                        await settled.wait_for(
-                            lambda: bool(stop) or in_flight == 0
-                            or outcome.spent_usd + reserved + reserve <= self.budget_usd  # type: ignore[operator]
-                        )
-                    if stop:
-                        return
-                    if outcome.spent_usd + reserved + reserve > self.budget_usd:
-                        stop.append("stopped_budget")
-                        return
-                reserved += reserve
-                in_flight += 1
-                rows: list[tuple[str, Any]] = []
-                emit = _collector(rows)
-                try:
-                    result = await bench.tracer.call(
-                        self.variants[vname].gateway or bench.provider, request, emit=emit,
-                        context={"experiment_id": self.id, "variant": vname, "item_id": item_id, "repeat": rep,
-                                 "metadata": {"dataset": self.dataset.ref}},
-                    )
-                    outcome.calls += 1
-                    outcome.spent_usd += result.cost_usd or 0.0
-                    if judged:
-                        # A judge is another slow, paid call: put this one on disk first.
-                        await commit(rows)
-                        rows = []
-                        emit = _collector(rows)
-                    if result.status == "ok":
-                        # Await first: other calls add to spent_usd meanwhile.
-                        judge_cost = await self._score(result.trace_id, result.text, vname, items[item_id], rep, emit)
-                        outcome.spent_usd += judge_cost
-                    else:
-                        outcome.errors += 1
+                if outcome.spent_usd + reserved + reserve > self.budget_usd:
+                    stop.append("stopped_budget")
+                    return
+            reserved += reserve
+            in_flight += 1
+            rows: list[tuple[str, Any]] = []
+            emit = _collector(rows)
+            try:
+                result = await bench.tracer.call(
+                    self.variants[vname].gateway or bench.provider, request, emit=emit,
+                    context={"experiment_id": self.id, "variant": vname, "item_id": item_id, "repeat": rep,
+                             "metadata": {"dataset": self.dataset.ref}},
+                )
+                outcome.calls += 1
+                outcome.spent_usd += result.cost_usd or 0.0
+                if judged:
+                    # A judge is another slow, paid call: put this one on disk first.
                     await commit(rows)
-                finally:
-                    reserved -= reserve
-                    in_flight -= 1
+                    rows = []
+                    emit = _collector(rows)
+                if result.status == "ok":
+                    # Await first: other calls add to spent_usd meanwhile.
+                    judge_cost = await self._score(result.trace_id, result.text, vname, items[item_id], rep, emit)
+                    outcome.spent_usd += judge_cost
+                else:
+                    outcome.errors += 1
+                # Committed with every call that finishes in this turn of the loop. Not
+                # awaited here: waiting would hold each worker until the whole group is
+                # on disk, so workers would start their next calls in lock-step waves.
+                on_disk = commit.queue(rows)
+            finally:
+                reserved -= reserve
+                in_flight -= 1
+                if self.budget_usd is not None:
                     async with settled:
                         settled.notify_all()
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(errors=outcome.errors, spent=f"${outcome.spent_usd:.4f}", refresh=False)
-                for hook in self._on_call:
-                    try:
-                        hook(self, outcome)
-                    except Exception as exc:  # noqa: BLE001 - a view must never stop the run
-                        warnings.warn(f"on_call hook {hook!r} failed: {exc}", RuntimeWarning, stacklevel=1)
-                if (
-                    self.max_error_rate is not None
-                    and outcome.calls >= MIN_CALLS_FOR_ERROR_RATE
-                    and outcome.errors / outcome.calls > self.max_error_rate
-                    and not stop
-                ):
-                    stop.append("stopped_errors")
+            if self.max_error_rate is not None and outcome.calls >= MIN_CALLS_FOR_ERROR_RATE \
+                    and outcome.errors / outcome.calls > self.max_error_rate and not stop:
+                stop.append("stopped_errors")
+            on_disk.add_done_callback(recorded)
+            return on_disk
 
-        tasks = [asyncio.ensure_future(one(c)) for c in todo]
+        def recorded(on_disk: asyncio.Future[None]) -> None:
+            """Progress and live views hear of a call once its rows are on disk."""
+            if on_disk.cancelled() or on_disk.exception() is not None:
+                return  # the worker that queued the rows raises it
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(errors=outcome.errors, spent=f"${outcome.spent_usd:.4f}", refresh=False)
+            for hook in self._on_call:
+                try:
+                    hook(self, outcome)
+                except Exception as exc:  # noqa: BLE001 - a view must never stop the run
+                    warnings.warn(f"on_call hook {hook!r} failed: {exc}", RuntimeWarning, stacklevel=1)
+
+        pending = iter(todo)
+
+        async def worker() -> None:
+            # `concurrency` workers, each taking the next cell when its call is done: the
+            # same order and limit as a task per cell behind a semaphore, at half the
+            # event-loop work per call (no task, no semaphore wake-up). A worker goes on
+            # to its next call while the last one's rows are being committed, and
+            # stops with the file's error if they were refused.
+            previous: asyncio.Future[None] | None = None
+            for cell in pending:
+                if stop:
+                    break
+                on_disk = await one(cell)
+                if previous is not None:
+                    await previous
+                previous = on_disk
+            if previous is not None:
+                await previous
+
+        _hold_gc()
+        tasks = [asyncio.ensure_future(worker()) for _ in range(min(self.concurrency, len(todo)))]
         try:
             await asyncio.gather(*tasks)
         except BaseException as exc:
@@ -503,6 +532,8 @@ class Experiment:
                 outcome.status = "failed"
             raise
         finally:
+            commit.flush()
+            _release_gc()
             if bar is not None:
                 bar.close()
         finished = await asyncio.to_thread(self.completed_cells)
@@ -668,35 +699,50 @@ class Experiment:
 
 
 class _GroupCommit:
-    """Commits rows on the event loop's thread, grouping callers that finish together.
+    """Commits rows on the event loop's thread, grouping calls that finish close together.
 
-    A caller awaits until its rows are on disk; everything queued within one turn
-    of the loop shares a transaction, so durability per call costs no round trip
-    to another thread and one commit per group instead of one per call.
+    Rows wait at most `COMMIT_WINDOW_S` (or until `COMMIT_GROUP_ROWS` are queued)
+    and then share one transaction: a commit costs far more than the rows in it,
+    so this is most of the runner's time in SQLite. A caller that must know its
+    rows are on disk awaits the future `queue` returns.
     """
 
     def __init__(self, store: Any) -> None:
         self.store = store
         self.rows: list[tuple[str, Any]] = []
         self.waiters: list[asyncio.Future[None]] = []
-        self.scheduled = False
+        self.scheduled: asyncio.Handle | None = None
 
     async def __call__(self, rows: list[tuple[str, Any]]) -> None:
-        if not rows:
-            return
+        if rows:
+            await self.queue(rows)
+
+    def queue(self, rows: list[tuple[str, Any]]) -> asyncio.Future[None]:
+        """Queue ``rows`` for the next commit; the future is done once they are on disk."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self.rows.extend(rows)
         self.waiters.append(future)
-        if not self.scheduled:
-            self.scheduled = True
-            loop.call_soon(self._commit)
-        await future
+        if len(self.rows) >= COMMIT_GROUP_ROWS:
+            if self.scheduled is not None:
+                self.scheduled.cancel()
+            self.scheduled = loop.call_soon(self._commit)
+        elif self.scheduled is None:
+            self.scheduled = loop.call_later(COMMIT_WINDOW_S, self._commit)
+        return future
+
+    def flush(self) -> None:
+        """Commit what is queued now (a run that ends or stops does not wait for the window)."""
+        if self.scheduled is not None:
+            self.scheduled.cancel()
+            self._commit()
 
     def _commit(self) -> None:
-        self.scheduled = False
+        self.scheduled = None
         rows, waiters = self.rows, self.waiters
         self.rows, self.waiters = [], []
+        if not rows:
+            return
         try:
             self.store.write_now(rows)
         except BaseException as exc:  # noqa: BLE001 - handed to every waiter
@@ -707,6 +753,31 @@ class _GroupCommit:
         for w in waiters:
             if not w.done():
                 w.set_result(None)
+
+
+_gc_holds = 0
+"""Runs in progress that hold the collector (`_hold_gc`)."""
+
+
+def _hold_gc() -> None:
+    """Leave every object that exists now out of garbage collection until `_release_gc`.
+
+    A full collection walks every object in the process (a notebook's data too)
+    and stalls each call in flight while it does; a run makes enough objects to
+    set several off. Objects made during the run are still collected; the held
+    ones are looked at again once the last run ends (``gc.freeze``/``unfreeze``).
+    """
+    global _gc_holds
+    if _gc_holds == 0:
+        gc.freeze()
+    _gc_holds += 1
+
+
+def _release_gc() -> None:
+    global _gc_holds
+    _gc_holds -= 1
+    if _gc_holds == 0:
+        gc.unfreeze()
 
 
 def _collector(rows: list[tuple[str, Any]]) -> Any:

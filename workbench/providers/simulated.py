@@ -13,6 +13,7 @@ priced as those models. Every trace it produces is marked simulated.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import math
 import random
@@ -71,6 +72,7 @@ _INSTRUCTION = re.compile(
 """Sentences that instruct the model are not facts to answer with."""
 
 
+@functools.lru_cache(maxsize=16_384)
 def _stem(word: str) -> str:
     for suffix in ("ing", "ed", "es", "s"):
         if len(word) > len(suffix) + 2 and word.endswith(suffix):
@@ -78,8 +80,10 @@ def _stem(word: str) -> str:
     return word
 
 
-def content_words(text: str) -> set[str]:
-    return {_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
+@functools.lru_cache(maxsize=4_096)
+def content_words(text: str) -> frozenset[str]:
+    # Cached: the same passages and instructions come back in every item and repeat.
+    return frozenset(_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS)
 
 
 def estimate_tokens(text: str) -> int:
@@ -187,11 +191,12 @@ class SimulatedProvider:
             attempt = self._attempts.get(key, 0) + 1
             self._attempts[key] = attempt
             self.calls += 1
-        # Integer seeds: seeding from a string hashes it with SHA-512 every call.
-        fail = random.Random((int(key[32:48], 16) << 8) + attempt)
         error_rate = prof.error_rate if self.error_rate is None else self.error_rate
+        # Integer seeds: seeding from a string hashes it with SHA-512 every call. With no
+        # errors to draw, the draw is skipped (it could never fail).
+        fail = random.Random((int(key[32:48], 16) << 8) + attempt) if error_rate > 0 else None
         rng = random.Random(int(key[:32], 16))
-        if fail.random() < error_rate:
+        if fail is not None and fail.random() < error_rate:
             wait_ms = rng.lognormvariate(math.log(prof.ttft_median_ms), prof.latency_sigma)
             await asyncio.sleep(wait_ms / 1000 * self.time_scale)
             error: ProviderError
@@ -212,11 +217,12 @@ class SimulatedProvider:
             # grow with every distinct request and a repeated request replays the same way.
             self._attempts.pop(key, None)
         prompt_text = "\n".join(m.content for m in request.messages)
-        if _simjudge.is_judge_prompt(prompt_text):
+        judging = _simjudge.is_judge_prompt(prompt_text)
+        if judging:
             answer = _simjudge.judge_reply(prompt_text, rng, prof.skill)
         else:
             answer, _ = read_answer(request, rng, prof.skill)
-        if not _simjudge.is_judge_prompt(prompt_text) and rng.random() < prof.verbosity:
+        if not judging and rng.random() < prof.verbosity:
             answer = f"Thanks for reaching out! {answer} Let me know if there is anything else I can help with."
         out_tokens = estimate_tokens(answer)
         stop_reason = "end_turn"
