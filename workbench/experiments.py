@@ -233,6 +233,30 @@ class Experiment:
             done.setdefault((r["variant"], r["item_id"], r["repeat"]), r["id"])
         return done
 
+    def _held_in_batches(self) -> int:
+        """Cells waiting in batches whose results have not been read."""
+        from . import batches
+
+        return len(batches.held_cells(self.bench.store, self.id))
+
+    def batches(self) -> pl.DataFrame:
+        """This experiment's batches (``run(batch=True)``), oldest first: the provider's id,
+        state, requests pending, succeeded, errored, canceled and expired, and times."""
+        from . import batches
+
+        return batches.batches_frame(self.bench.store, self.id)
+
+    def cancel_batches(self, *, wait: bool = True, poll_s: float | None = None) -> int:
+        """Stop every batch of this experiment still processing; returns how many were asked.
+
+        Requests the provider already processed are done and billed: with ``wait``
+        (the default) their results are read into traces once the batches end.
+        The canceled cells are missing again, for ``run()`` or ``run(batch=True)``.
+        """
+        from . import batches
+
+        return _loop.run_sync(batches.cancel(self, wait=wait, poll_s=poll_s))
+
     def spent_usd(self) -> float:
         """Dollars spent by every call of this experiment so far (judges included)."""
         self.bench.flush()
@@ -247,11 +271,12 @@ class Experiment:
         req.metadata["sample"] = f"{self.seed}:{repeat}"
         return req
 
-    def _reserve(self, request: Any, gateway: Any = None) -> float | None:
-        """Worst-case dollars of one call: generous input count and max_tokens of output."""
+    def _reserve(self, request: Any, gateway: Any = None, *, batch: bool = False) -> float | None:
+        """Worst-case dollars of one call: generous input count and max_tokens of output
+        (``batch``: the call at the batch rate; judges still call live)."""
         chars = len(request.prompt_text())
         usage = Usage(input_tokens=math.ceil(chars / RESERVE_CHARS_PER_TOKEN) + 16, output_tokens=request.max_tokens)
-        main = self.bench.pricing.estimate(request.model, usage)
+        main = self.bench.pricing.estimate(request.model, usage, batch=batch)
         if gateway is not None:
             # A routed or fallen-back call may land on a dearer model: reserve for the dearest.
             main = gateway.worst_cost(request, usage)
@@ -270,16 +295,21 @@ class Experiment:
                 main += cost
         return main
 
-    def estimate(self) -> Estimate:
+    def estimate(self, *, batch: bool = False) -> Estimate:
         """Calls left to make and their cost: low, expected and worst case.
 
         Input tokens come from the rendered prompts (4 characters a token);
         output tokens from this experiment's finished calls of the same variant
         when there are some, else 20 to 120 tokens; the worst case is every
         call writing ``max_tokens``. LLM-judge calls are counted for every cell.
+        ``batch=True`` prices the calls as ``run(batch=True)`` makes them: at the
+        batch rate (judges still call live). Calls waiting in batches are not counted.
         """
+        from . import batches
+
         done = self.completed_cells()
-        todo = [c for c in self.cells() if c not in done]
+        held = batches.held_cells(self.bench.store, self.id)
+        todo = [c for c in self.cells() if c not in done and c not in held]
         observed = self._observed_output_tokens()
         per: dict[str, dict[str, Any]] = {}
         totals = [0.0, 0.0, 0.0]
@@ -299,7 +329,7 @@ class Experiment:
                 # No call writes more than max_tokens: keep low <= expected <= worst case.
                 o_lo, o_ex = min(o_lo, req.max_tokens), min(o_ex, req.max_tokens)
                 prices = [
-                    self.bench.pricing.estimate(req.model, Usage(input_tokens=int(tokens * f), output_tokens=int(o)))
+                    self.bench.pricing.estimate(req.model, Usage(input_tokens=int(tokens * f), output_tokens=int(o)), batch=batch)
                     for f, o in ((0.85, o_lo), (1.0, o_ex), (1.15, req.max_tokens))
                 ]
                 for judge in judges:
@@ -330,7 +360,9 @@ class Experiment:
             + "; output "
         ) + (
             "from finished calls" if observed else f"assumed 20 to {TYPICAL_OUTPUT_TOKENS} tokens"
-        ) + "; worst case at max_tokens" + ("; judge calls included (20 to 60 output tokens expected)" if judges else "")
+        ) + "; worst case at max_tokens" + ("; judge calls included (20 to 60 output tokens expected)" if judges else "") + (
+            "; calls at the batch rate" + (" (judges live)" if judges else "") if batch else ""
+        ) + (f"; {fmt.plural(len(held), 'call')} waiting in batches not counted" if held else "")
         if unknown:
             return Estimate(len(todo), None, None, None, per, basis + "; some model has no known price")
         return Estimate(len(todo), totals[0], totals[1], totals[2], per, basis)
@@ -358,29 +390,82 @@ class Experiment:
 
     # -- running -----------------------------------------------------------------------------
 
-    def run(self, *, progress: bool = True, retry_errors: bool = True) -> Experiment:
+    def run(
+        self, *, progress: bool = True, retry_errors: bool = True, batch: bool = False, wait: bool = True,
+        poll_s: float | None = None, batch_size: int | None = None,
+    ) -> Experiment:
         """Make every missing call, score it, and store it. Returns self.
 
         Works from a script and inside Jupyter. Interrupting (Ctrl-C, a crash)
         loses no finished call; ``run()`` again makes only the missing ones.
+
+        ``batch=True`` sends the missing calls through the provider's batch engine
+        instead (Anthropic's Message Batches: half price, results within 24 hours;
+        the simulator has one too): submitted in batches of ``batch_size`` requests
+        (10,000 by default), looked at every ``poll_s`` seconds, read into traces
+        priced at the batch rate, then scored (LLM judges call live). The batches
+        are in the file: after Ctrl-C, a kernel restart or a crash, ``run(batch=True)``
+        in any process collects them and submits only what no batch holds, so no
+        call is paid twice. ``wait=False`` returns once submitted. See
+        ``exp.batches()`` and ``exp.cancel_batches()``.
         """
-        _loop.run_sync(self.arun(progress=progress, retry_errors=retry_errors))
+        _loop.run_sync(self.arun(progress=progress, retry_errors=retry_errors, batch=batch, wait=wait,
+                                 poll_s=poll_s, batch_size=batch_size))
         return self
 
-    async def arun(self, *, progress: bool = True, retry_errors: bool = True) -> Experiment:
+    async def arun(
+        self, *, progress: bool = True, retry_errors: bool = True, batch: bool = False, wait: bool = True,
+        poll_s: float | None = None, batch_size: int | None = None,
+    ) -> Experiment:
         """Async ``run``, for code that already runs in an event loop."""
-        await _loop.run_async(self._run(progress, retry_errors))
+        if batch:
+            await _loop.run_async(self._run_batch(progress, retry_errors, wait, poll_s, batch_size))
+        else:
+            await _loop.run_async(self._run(progress, retry_errors))
         return self
+
+    def _check_provider(self) -> None:
+        planned = self.config.get("provider")
+        if planned is not None and planned != self.bench.provider.name:
+            raise ExperimentError(
+                f"experiment {self.name!r} runs on the {planned} provider, but this workbench uses "
+                f"{self.bench.provider.name}; open it with wb.open(..., provider={planned!r}) to continue, "
+                "or start a new experiment (one experiment never mixes providers)"
+            )
+
+    def _check_prices(self) -> None:
+        """With a budget, every model must have a price, or the budget cannot be kept."""
+        needs_price = [(v.effective_model, f"variant {vname!r}") for vname, v in self.variants.items()]
+        needs_price += [(s.model, f"scorer {s.name!r}") for s in self.scorers if getattr(s, "model", None)]
+        for model, who in needs_price:
+            if self.bench.pricing.estimate(model, Usage(1, 1)) is None:
+                raise ConfigError(
+                    f"budget_usd is set but no price is known for model {model!r} ({who}), so the budget "
+                    f"cannot be kept; set one with bench.pricing.set_price({model!r}, input=..., output=...)"
+                )
+
+    async def _run_batch(self, progress: bool, retry_errors: bool, wait: bool, poll_s: float | None,
+                         batch_size: int | None) -> None:
+        from . import batches
+
+        self._check_provider()
+        outcome = RunOutcome(status="running", spent_usd=await asyncio.to_thread(self.spent_usd))
+        self.last_run = outcome
+        await batches.BatchRun(
+            self, outcome, wait=wait, poll_s=poll_s, batch_size=batches.BATCH_SIZE if batch_size is None else batch_size,
+            progress=progress, retry_errors=retry_errors,
+        ).run()
 
     async def _run(self, progress: bool, retry_errors: bool) -> None:
         bench = self.bench
         store = bench.store
-        planned = self.config.get("provider")
-        if planned is not None and planned != bench.provider.name:
+        self._check_provider()
+        held = self._held_in_batches()
+        if held:
             raise ExperimentError(
-                f"experiment {self.name!r} runs on the {planned} provider, but this workbench uses "
-                f"{bench.provider.name}; open it with wb.open(..., provider={planned!r}) to continue, "
-                "or start a new experiment (one experiment never mixes providers)"
+                f"experiment {self.name!r} has {fmt.plural(held, 'call')} waiting in batches that have not been "
+                "collected, so a live run would pay for them twice; run(batch=True) collects them "
+                "(exp.cancel_batches() stops them first)"
             )
         done = await asyncio.to_thread(self.completed_cells)
         todo = [c for c in self.cells() if c not in done]
@@ -404,14 +489,7 @@ class Experiment:
             print(outcome.message)
             return
         if self.budget_usd is not None:
-            needs_price = [(v.effective_model, f"variant {vname!r}") for vname, v in self.variants.items()]
-            needs_price += [(s.model, f"scorer {s.name!r}") for s in self.scorers if getattr(s, "model", None)]
-            for model, who in needs_price:
-                if bench.pricing.estimate(model, Usage(1, 1)) is None:
-                    raise ConfigError(
-                        f"budget_usd is set but no price is known for model {model!r} ({who}), so the budget "
-                        f"cannot be kept; set one with bench.pricing.set_price({model!r}, input=..., output=...)"
-                    )
+            self._check_prices()
         self._set_status("running", None)
         judged = any(getattr(s, "model", None) for s in self.scorers)
         commit = _GroupCommit(store)
@@ -487,11 +565,7 @@ class Experiment:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(errors=outcome.errors, spent=f"${outcome.spent_usd:.4f}", refresh=False)
-            for hook in self._on_call:
-                try:
-                    hook(self, outcome)
-                except Exception as exc:  # noqa: BLE001 - a view must never stop the run
-                    warnings.warn(f"on_call hook {hook!r} failed: {exc}", RuntimeWarning, stacklevel=1)
+            self._tell(outcome)
 
         pending = iter(todo)
 
@@ -601,6 +675,14 @@ class Experiment:
     def on_call(self, hook: Any) -> None:
         """Call ``hook(experiment, outcome)`` after every finished call (live views use it)."""
         self._on_call.append(hook)
+
+    def _tell(self, outcome: RunOutcome) -> None:
+        """Hand the run's progress to every ``on_call`` hook."""
+        for hook in self._on_call:
+            try:
+                hook(self, outcome)
+            except Exception as exc:  # noqa: BLE001 - a view must never stop the run
+                warnings.warn(f"on_call hook {hook!r} failed: {exc}", RuntimeWarning, stacklevel=1)
 
     # -- readouts (in readouts.py) -----------------------------------------------------------
 
