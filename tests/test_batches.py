@@ -369,3 +369,22 @@ def test_batch_prices_come_from_genai_prices_or_the_stated_discount():
     pricer.set_price("my-model", input=2.0, output=10.0)
     assert pricer.cost("my-model", Usage(1_000_000, 0), batch=True) == (1.0, "override x 0.5 (Anthropic batch discount; no batch price listed)")
     assert pricer.estimate("my-model", Usage(1_000_000, 0), batch=True) == 1.0
+
+
+def test_the_command_line_lists_an_experiments_batches(tmp_path):
+    from click.testing import CliRunner
+
+    from workbench.cli import cli
+
+    db = tmp_path / "cli.db"
+    with wb.open(db, provider=SimulatedProvider(time_scale=0)) as bench:
+        exp = make_experiment(bench, "listed", n=3)
+        exp.run(batch=True, progress=False, batch_size=4)
+        ids = exp.batches()["batch_id"].to_list()
+        make_experiment(bench, "live", n=1)
+    out = CliRunner().invoke(cli, ["experiments", "batches", "listed", "--db", str(db)], catch_exceptions=False).output
+    lines = out.splitlines()
+    assert [line.split("\t")[:3] for line in lines] == [[ids[0], "collected", "4 requests"], [ids[1], "collected", "2 requests"]]
+    assert "4 succeeded" in lines[0]
+    out = CliRunner().invoke(cli, ["experiments", "batches", "live", "--db", str(db)], catch_exceptions=False).output
+    assert "has no batches" in out

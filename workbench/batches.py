@@ -312,6 +312,7 @@ class BatchRun:
     # -- submitting ----------------------------------------------------------------------------
 
     async def _submit(self, cells: list[tuple[str, str, int]]) -> None:
+        self.stopped_budget = 0
         if not cells:
             return
         exp = self.exp
@@ -573,11 +574,16 @@ class BatchRun:
             from tqdm.auto import tqdm
 
             waiting = sum(b["requests"] for b in open_)
-            self.bar = tqdm(total=waiting, desc=f"{self.exp.name} (batch)", unit="result")
+            if self.bar is None:
+                self.bar = tqdm(total=waiting, desc=f"{self.exp.name} (batch)", unit="result")
+            else:  # a second round, submitted once the first one's real costs freed budget
+                self.bar.total += waiting
+        kind = "simulated" if self.provider.simulated else self.provider.name
         while open_:
             if self.bar is not None:
                 self.bar.set_postfix_str(
-                    f"{fmt.plural(len(open_), 'batch', 'batches')} processing at {self.provider.name}", refresh=True,
+                    f"{fmt.count(len(open_))} {kind} {'batch' if len(open_) == 1 else 'batches'} processing",
+                    refresh=True,
                 )
             await self.provider.sleep(self.poll_s)
             for b in open_:

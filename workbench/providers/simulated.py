@@ -114,7 +114,7 @@ def read_answer(request: Request, rng: random.Random, skill: float) -> tuple[str
     question = questions[-1] if questions else (sentences[-1] if sentences else "")
     q_words = content_words(question)
     candidates = [
-        s for s in _sentences((request.system or "") + "\n" + user_text)
+        s for s in _sentences(request.system or "") + sentences
         if s != question and not s.endswith("?") and not _INSTRUCTION.match(s)
     ]
     scored = []
