@@ -183,17 +183,8 @@ class AnthropicProvider:
         except Exception as exc:
             self._raise(exc, started)
         finished = time.perf_counter()
-        usage = message.usage
-        return Completion(
-            text="".join(b.text for b in message.content if getattr(b, "type", None) == "text"),
-            model=message.model,
-            stop_reason=message.stop_reason,
-            usage=usage_of(usage),
-            latency_ms=(finished - started) * 1000,
-            ttft_ms=None if first_text is None else (first_text - started) * 1000,
-            request_id=message.id,
-            provider=self.name,
-        )
+        return completion_of(message, (finished - started) * 1000,
+                             None if first_text is None else (first_text - started) * 1000)
 
     def _params(self, request: Request) -> dict[str, Any]:
         """``messages.create`` keyword arguments for ``request``, less what this SDK cannot send."""
@@ -335,17 +326,8 @@ def _batch_result(line: Any) -> BatchResult:
     """Our `BatchResult` from one line of a batch's results."""
     result = line.result
     if result.type == "succeeded":
-        message = result.message
-        return BatchResult(line.custom_id, "succeeded", Completion(
-            text="".join(b.text for b in message.content if getattr(b, "type", None) == "text"),
-            model=message.model,
-            stop_reason=message.stop_reason,
-            usage=usage_of(message.usage),
-            latency_ms=None,
-            ttft_ms=None,
-            request_id=message.id,
-            provider="anthropic",
-        ))
+        # A batch times no single call: no latency, no time to first token.
+        return BatchResult(line.custom_id, "succeeded", completion_of(result.message, None, None))
     if result.type == "errored":
         body = result.error
         error = getattr(body, "error", None)
@@ -356,6 +338,20 @@ def _batch_result(line: Any) -> BatchResult:
             request_id=getattr(body, "request_id", None), error_type=error_type,
         ))
     return BatchResult(line.custom_id, result.type)
+
+
+def completion_of(message: Any, latency_ms: float | None, ttft_ms: float | None) -> Completion:
+    """Our `Completion` from an SDK ``Message`` (a response, a stream's final message, a batch result)."""
+    return Completion(
+        text="".join(b.text for b in message.content if getattr(b, "type", None) == "text"),
+        model=message.model,
+        stop_reason=message.stop_reason,
+        usage=usage_of(message.usage),
+        latency_ms=latency_ms,
+        ttft_ms=ttft_ms,
+        request_id=message.id,
+        provider=AnthropicProvider.name,
+    )
 
 
 def usage_of(usage: Any) -> Usage:
