@@ -203,6 +203,7 @@ class FakeAnthropic:
         self._sockets: set[socket.socket] = set()
         self.batches: dict[str, _FakeBatch] = {}
         """Every batch created, by id, oldest first."""
+        self._batch_seq = 0
         self.batch_delay = 0.0
         """Seconds from a batch's creation to its end (when not held)."""
         self.batch_hold = False
@@ -365,8 +366,8 @@ class FakeAnthropic:
 
     def _create_batch(self, requests: list[dict[str, Any]]) -> _FakeBatch:
         with self._lock:
-            n = len(self.batches) + 1
-            batch = _FakeBatch(f"msgbatch_fake_{n:06d}", requests, time.time())
+            self._batch_seq += 1
+            batch = _FakeBatch(f"msgbatch_fake_{self._batch_seq:06d}", requests, time.time())
             self.batches[batch.id] = batch
         return batch
 

@@ -388,3 +388,22 @@ def test_the_command_line_lists_an_experiments_batches(tmp_path):
     assert "4 succeeded" in lines[0]
     out = CliRunner().invoke(cli, ["experiments", "batches", "live", "--db", str(db)], catch_exceptions=False).output
     assert "has no batches" in out
+
+
+def test_a_batch_the_api_does_not_know_stops_the_run_until_it_is_forgotten(tmp_path):
+    with FakeAnthropic() as server, wb.open(tmp_path / "wb.db", provider=anthropic(server)) as bench:
+        server.batch_hold = True
+        exp = make_experiment(bench, n=2)
+        exp.run(batch=True, wait=False, progress=False)
+        (batch_id,) = exp.batches()["batch_id"].to_list()
+        server.batches.clear()  # as if the file were opened with another workspace's key
+        with pytest.raises(ExperimentError, match=rf"does not know batch {batch_id}.*exp.forget_batch"):
+            exp.run(batch=True, progress=False)
+        assert exp.status == "batch_pending"  # the cells are still held, and the status says why
+        with pytest.raises(ConfigError, match="has no batch 'msgbatch_nope'"):
+            exp.forget_batch("msgbatch_nope")
+        assert exp.forget_batch(batch_id) == 4
+        server.batch_hold = False
+        exp.run(batch=True, poll_s=0.01, progress=False)
+        assert exp.status == "completed"
+        assert exp.batches()["state"].to_list() == ["forgotten", "collected"]

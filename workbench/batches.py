@@ -252,7 +252,8 @@ class BatchRun:
             stopped = "run cancelled" if isinstance(exc, asyncio.CancelledError) else f"{type(exc).__name__}: {exc}"
             if held_cells(self.store, exp.id):
                 self.notes.append(stopped)
-                self._finish()
+                # Ctrl-C: say where the batches are; an error says it itself.
+                self._finish(echo=isinstance(exc, asyncio.CancelledError))
             else:
                 self.outcome.status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
                 exp._set_status(self.outcome.status, f"{stopped}; run(batch=True) again to finish")
@@ -439,10 +440,24 @@ class BatchRun:
             if b["state"] == "submitting":
                 await self._adopt(b)
                 continue
-            info = await self.provider.batch_info(b["batch_id"])
+            info = await self._info(b)
             self._update(b, info)
             if info.status == "ended":
                 await self._collect(b, info)
+
+    async def _info(self, b: dict[str, Any]) -> BatchInfo:
+        """The provider's word on one of our batches; one it does not know is an error that says what to do."""
+        try:
+            return await self.provider.batch_info(b["batch_id"])
+        except ProviderError as exc:
+            if exc.status_code != 404:
+                raise
+            raise ExperimentError(
+                f"the {self.provider.name} API does not know batch {b['batch_id']} of experiment {self.exp.name!r} "
+                f"({fmt.plural(b['requests'], 'request')}, submitted {(b['submitted_at'] or b['created_at'])[:19]} UTC by "
+                f"{b['owner']}): open the file with the API key (workspace) that submitted it, or give up on it with "
+                f"exp.forget_batch({b['batch_id']!r}) (its calls may have been billed already)"
+            ) from exc
 
     async def _adopt(self, b: dict[str, Any]) -> None:
         """A batch left half-recorded by a process that died: find it, or free its cells."""
@@ -587,7 +602,7 @@ class BatchRun:
                 )
             await self.provider.sleep(self.poll_s)
             for b in open_:
-                info = await self.provider.batch_info(b["batch_id"])
+                info = await self._info(b)
                 self._update(b, info)
                 if info.status == "ended":
                     await self._collect(b, info)
@@ -595,7 +610,7 @@ class BatchRun:
 
     # -- the end -------------------------------------------------------------------------------
 
-    def _finish(self) -> None:
+    def _finish(self, echo: bool = True) -> None:
         exp, outcome = self.exp, self.outcome
         finished = exp.completed_cells()
         held = held_cells(self.store, exp.id)
@@ -632,7 +647,7 @@ class BatchRun:
         if self.notes:
             outcome.message = "; ".join([outcome.message, *self.notes] if outcome.message else self.notes)
         exp._set_status(outcome.status, outcome.message or None)
-        if outcome.message:
+        if outcome.message and echo:
             print(outcome.message)
 
 
@@ -640,6 +655,27 @@ def _refused(error: ProviderError) -> bool:
     """Whether the API answered no before making anything (a 4xx, or 529 overloaded)."""
     status = error.status_code
     return status is not None and (400 <= status < 500 or status == 529)
+
+
+def forget(exp: Experiment, batch_id: str) -> int:
+    """Give up on one of ``exp``'s batches: its requests no longer hold their cells. Returns how many did."""
+    store = exp.bench.store
+    rows = store.query("SELECT id, state FROM experiment_batches WHERE experiment_id = ? AND batch_id = ?",
+                       (exp.id, batch_id))
+    if not rows:
+        known = [r["batch_id"] for r in store.query(
+            "SELECT batch_id FROM experiment_batches WHERE experiment_id = ? AND batch_id IS NOT NULL", (exp.id,))]
+        raise ConfigError(f"experiment {exp.name!r} has no batch {batch_id!r}; its batches: {', '.join(known) or 'none'}")
+    (n,) = store.execute("SELECT COUNT(*) FROM experiment_batch_requests WHERE batch = ? AND state = ?",
+                         (rows[0]["id"], HELD)).fetchone()
+    now = utc_now()
+    store.write_now([
+        ("UPDATE experiment_batches SET state = 'forgotten', message = ? WHERE id = ?",
+         (f"forgotten at {now[:19]} UTC with {fmt.plural(n, 'request')} unread", rows[0]["id"])),
+        ("UPDATE experiment_batch_requests SET state = 'forgotten', updated_at = ? WHERE batch = ? AND state = ?",
+         (now, rows[0]["id"], HELD)),
+    ])
+    return int(n)
 
 
 async def cancel(exp: Experiment, *, wait: bool = True, poll_s: float | None = None) -> int:

@@ -257,6 +257,14 @@ class Experiment:
 
         return _loop.run_sync(batches.cancel(self, wait=wait, poll_s=poll_s))
 
+    def forget_batch(self, batch_id: str) -> int:
+        """Give up on one batch the provider cannot show any more (another workspace's key,
+        results deleted): its cells are missing again, for the next run, which may pay for them
+        a second time. Returns how many requests it held."""
+        from . import batches
+
+        return batches.forget(self, batch_id)
+
     def spent_usd(self) -> float:
         """Dollars spent by every call of this experiment so far (judges included)."""
         self.bench.flush()
