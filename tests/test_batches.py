@@ -407,3 +407,27 @@ def test_a_batch_the_api_does_not_know_stops_the_run_until_it_is_forgotten(tmp_p
         exp.run(batch=True, poll_s=0.01, progress=False)
         assert exp.status == "completed"
         assert exp.batches()["state"].to_list() == ["forgotten", "collected"]
+
+
+def test_ctrl_c_while_waiting_leaves_the_batches_to_collect_later(tmp_path, capsys):
+    import asyncio
+
+    with wb.open(tmp_path / "wb.db", provider=SimulatedProvider(time_scale=1.0, batch_seconds=3600)) as bench:
+        exp = make_experiment(bench, n=3)
+
+        async def interrupted() -> None:
+            run = asyncio.ensure_future(exp._run_batch(False, True, True, 0.01, None))
+            while not batches.held_cells(bench.store, exp.id):
+                await asyncio.sleep(0.01)
+            run.cancel()  # what Ctrl-C does to a run (run_sync cancels its task)
+            with pytest.raises(asyncio.CancelledError):
+                await run
+
+        asyncio.run(interrupted())
+        assert exp.status == "batch_pending"
+        assert "6 requests in 1 simulated batch still processing" in capsys.readouterr().out
+        assert "run cancelled" in bench.store.query("SELECT status_message FROM experiments")[0]["status_message"]
+    with wb.open(tmp_path / "wb.db", provider=SimulatedProvider(time_scale=0.0)) as bench:
+        exp = bench.experiments.get("batched")
+        exp.run(batch=True, progress=False)
+        assert exp.status == "completed" and exp.batches().height == 1
