@@ -100,28 +100,34 @@ def held_cells(store: Any, experiment_id: str) -> set[tuple[str, str, int]]:
     }
 
 
+_OUTCOMES = {"pending": ("pending",), "succeeded": ("succeeded",), "errored": ("errored",),
+             "canceled": ("canceled",), "expired": ("expired", "lost")}
+"""Columns of `batches_frame` counting a batch's requests, and the request states each counts."""
+
+
 def batches_frame(store: Any, experiment_id: str) -> pl.DataFrame:
     """One row per batch of an experiment, oldest first: ids, state, requests by outcome, times."""
     import polars as pl
 
+    # CASE, not SUM(boolean): the same SQL on SQLite and PostgreSQL.
+    tallies = ", ".join(
+        f"SUM(CASE WHEN r.state IN ({', '.join(repr(s) for s in states)}) THEN 1 ELSE 0 END) AS {name}"
+        for name, states in _OUTCOMES.items()
+    )
     rows = store.query(
         "SELECT b.id, b.batch_id, b.provider, b.state, b.requests, b.created_at, b.submitted_at, b.expires_at, "
-        "b.ended_at, b.collected_at, b.message, "
-        "SUM(r.state = 'pending') AS pending, SUM(r.state = 'succeeded') AS succeeded, "
-        "SUM(r.state = 'errored') AS errored, SUM(r.state = 'canceled') AS canceled, "
-        "SUM(r.state IN ('expired', 'lost')) AS expired "
+        f"b.ended_at, b.collected_at, b.message, {tallies} "
         "FROM experiment_batches b LEFT JOIN experiment_batch_requests r ON r.batch = b.id "
         "WHERE b.experiment_id = ? GROUP BY b.id ORDER BY b.created_at",
         (experiment_id,),
     )
-    counts = ("pending", "succeeded", "errored", "canceled", "expired")
     schema = {
         "batch_id": pl.String, "provider": pl.String, "state": pl.String, "requests": pl.Int64,
-        **{c: pl.Int64 for c in counts},
+        **{c: pl.Int64 for c in _OUTCOMES},
         "created_at": pl.String, "submitted_at": pl.String, "expires_at": pl.String, "ended_at": pl.String,
         "collected_at": pl.String, "message": pl.String,
     }
-    data = [{k: (r[k] or 0 if k in counts else r[k]) for k in schema} for r in rows]
+    data = [{k: (r[k] or 0 if k in _OUTCOMES else r[k]) for k in schema} for r in rows]
     return pl.DataFrame(data, schema=schema, orient="row")
 
 

@@ -428,8 +428,16 @@ class Experiment:
         """Async ``run``, for code that already runs in an event loop."""
         if batch:
             await _loop.run_async(self._run_batch(progress, retry_errors, wait, poll_s, batch_size))
-        else:
-            await _loop.run_async(self._run(progress, retry_errors))
+            return self
+        held = self._held_in_batches()
+        if held:
+            # Before the run starts, so the experiment keeps its status (batch_pending).
+            raise ExperimentError(
+                f"experiment {self.name!r} has {fmt.plural(held, 'call')} waiting in batches that have not been "
+                "collected, so a live run would pay for them twice; run(batch=True) collects them "
+                "(exp.cancel_batches() stops them first)"
+            )
+        await _loop.run_async(self._run(progress, retry_errors))
         return self
 
     def _check_provider(self) -> None:
@@ -468,13 +476,6 @@ class Experiment:
         bench = self.bench
         store = bench.store
         self._check_provider()
-        held = self._held_in_batches()
-        if held:
-            raise ExperimentError(
-                f"experiment {self.name!r} has {fmt.plural(held, 'call')} waiting in batches that have not been "
-                "collected, so a live run would pay for them twice; run(batch=True) collects them "
-                "(exp.cancel_batches() stops them first)"
-            )
         done = await asyncio.to_thread(self.completed_cells)
         todo = [c for c in self.cells() if c not in done]
         if not retry_errors:
