@@ -111,6 +111,7 @@ def test_run_again_collects_and_never_submits_a_held_cell_twice(tmp_path, capsys
         # A live run would pay for the held cells again: refused, saying what to do.
         with pytest.raises(ExperimentError, match=r"12 calls waiting in batches.*run\(batch=True\)"):
             exp.run(progress=False)
+        assert exp.status == "batch_pending"
         exp.run(batch=True, wait=False, progress=False)  # still processing: nothing new submitted
         assert len(server.batches) == 1 and server.completed == 0
 
