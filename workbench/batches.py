@@ -35,7 +35,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import _format as fmt
-from ._canonical import dumps, loads
+from ._canonical import dumps
 from ._ids import new_id, utc_from_epoch, utc_now
 from ._retry import DEFAULT_POLICY, RetryPolicy
 from .errors import ConfigError, ExperimentError, ProviderError
