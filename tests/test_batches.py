@@ -432,3 +432,17 @@ def test_ctrl_c_while_waiting_leaves_the_batches_to_collect_later(tmp_path, caps
         exp = bench.experiments.get("batched")
         exp.run(batch=True, progress=False)
         assert exp.status == "completed" and exp.batches().height == 1
+
+
+def test_a_temperature_this_api_refuses_is_left_out_of_batch_requests_with_one_warning(tmp_path):
+    from workbench.providers.anthropic import IgnoredParamWarning
+
+    with FakeAnthropic() as server, wb.open(tmp_path / "wb.db", provider=anthropic(server)) as bench:
+        a = bench.prompts.register("warm", "Question: {question}", MODEL, temperature=0.3)
+        ds = bench.datasets.load("qs", [{"question": f"q{i}?"} for i in range(5)])
+        exp = bench.experiment("warm", dataset=ds, variants={"A": a})
+        with pytest.warns(IgnoredParamWarning) as caught:
+            exp.run(batch=True, poll_s=0.01, progress=False)
+        assert len([w for w in caught if w.category is IgnoredParamWarning]) == 1
+        assert exp.status == "completed" and server.batch_requests_billed == 5
+        assert not any("temperature" in r["params"] for b in server.batches.values() for r in b.requests)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Mapping, Sequence
 import math
 import os
 import sys
 import time
 import warnings
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -113,6 +113,8 @@ class AnthropicProvider:
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._owns_client = client is None
         self._warned_temperature = False
+        self._temperature_checked: Any = None
+        self._temperature_ok = True
         self._redact: Redactor | None = None
         if client is not None:
             self._client = client.with_options(max_retries=0)
@@ -189,7 +191,7 @@ class AnthropicProvider:
     def _params(self, request: Request) -> dict[str, Any]:
         """``messages.create`` keyword arguments for ``request``, less what this SDK cannot send."""
         params = _message_params(request)
-        if "temperature" in params and not _takes_temperature(self._get_client()):
+        if "temperature" in params and not self._sends_temperature():
             # The API version this SDK speaks rejects sampling params; a prompt's
             # temperature is a wish we cannot send, so drop it and say so once.
             del params["temperature"]
@@ -202,6 +204,14 @@ class AnthropicProvider:
                     stacklevel=3,
                 )
         return params
+
+    def _sends_temperature(self) -> bool:
+        """Whether this SDK takes ``temperature`` (looked up once per client: a batch asks 10,000 times)."""
+        client = self._get_client()
+        if self._temperature_checked is not client:
+            self._temperature_ok = _takes_temperature(client)
+            self._temperature_checked = client
+        return self._temperature_ok
 
     # -- Message Batches ---------------------------------------------------------------------
 
