@@ -414,8 +414,9 @@ class Experiment:
         priced at the batch rate, then scored (LLM judges call live). The batches
         are in the file: after Ctrl-C, a kernel restart or a crash, ``run(batch=True)``
         in any process collects them and submits only what no batch holds, so no
-        call is paid twice. ``wait=False`` returns once submitted. See
-        ``exp.batches()`` and ``exp.cancel_batches()``.
+        call is paid twice. ``wait=False`` returns once submitted. A budget is kept at
+        submission (worst cases at the batch rate); ``max_error_rate`` cannot stop a
+        batch. See ``exp.batches()`` and ``exp.cancel_batches()``.
         """
         _loop.run_sync(self.arun(progress=progress, retry_errors=retry_errors, batch=batch, wait=wait,
                                  poll_s=poll_s, batch_size=batch_size))
