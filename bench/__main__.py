@@ -45,6 +45,16 @@ def _datasets() -> None:
 SUITES["datasets"] = _datasets
 
 
+def _batches() -> None:
+    """``exp.run(batch=True)`` on the simulated batch engine against a live run (``bench/batches.py``)."""
+    from . import batches
+
+    batches.main()
+
+
+SUITES["batches"] = _batches
+
+
 def main(argv: list[str]) -> None:
     names = argv or list(SUITES)
     unknown = [n for n in names if n not in SUITES]

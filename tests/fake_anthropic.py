@@ -8,8 +8,17 @@ Standard library only, so it cannot break with a dependency upgrade::
         ...
         assert server.completed == 1
 
-Endpoints: ``POST /v1/messages`` (JSON, or SSE when ``"stream": true``) and
-``POST /v1/messages/count_tokens``. Either ``x-api-key`` or
+Endpoints: ``POST /v1/messages`` (JSON, or SSE when ``"stream": true``),
+``POST /v1/messages/count_tokens``, and the Message Batches API: ``POST
+/v1/messages/batches`` (create), ``GET /v1/messages/batches`` (list, newest first),
+``GET /v1/messages/batches/{id}`` (retrieve), ``GET .../{id}/results`` (JSON lines)
+and ``POST .../{id}/cancel``. A batch ends ``batch_delay`` seconds after it was
+created, or when the test calls ``end_batches()`` while ``batch_hold`` is set;
+``expire_batches()`` ends held batches with every request expired. A ``("cut",)``
+fault on a create makes the batch and then closes the connection unanswered. Each request of
+a batch is answered as ``/v1/messages`` would answer it (a request that would get a
+400 comes back ``errored``; ``batch_errors`` forces an error type per custom id).
+``batch_requests_billed`` counts the requests that succeeded: what a real account pays for. Either ``x-api-key`` or
 ``Authorization: Bearer`` authenticates; with ``api_key=`` set only that key does.
 As the real API does from ``anthropic-version: 2026-10-21`` (what SDK 2.x sends),
 ``temperature``, ``top_p`` and ``top_k`` in the body get a 400.
@@ -42,6 +51,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import socket
 import sys
 import threading
@@ -52,6 +62,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl
 
 __all__ = ["FakeAnthropic", "RecordedRequest", "ERROR_TYPES"]
 
@@ -190,6 +201,15 @@ class FakeAnthropic:
         self._counter = 0
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
+        self.batches: dict[str, _FakeBatch] = {}
+        """Every batch created, by id, oldest first."""
+        self._batch_seq = 0
+        self.batch_delay = 0.0
+        """Seconds from a batch's creation to its end (when not held)."""
+        self.batch_hold = False
+        """Keep every batch in progress until ``end_batches()`` or ``expire_batches()``."""
+        self.batch_errors: dict[str, str] = {}
+        """custom_id -> error type that request comes back ``errored`` with."""
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._port = port
@@ -310,6 +330,76 @@ class FakeAnthropic:
         with self._lock:
             return [r for r in self.requests if r.path == path]
 
+    # -- Message Batches controls --------------------------------------------
+
+    def end_batches(self) -> None:
+        """End every batch still processing: its requests are answered now."""
+        with self._lock:
+            open_ = [b for b in self.batches.values() if b.ended_at is None]
+        for batch in open_:
+            self._end_batch(batch, "succeeded")
+
+    def expire_batches(self) -> None:
+        """End every batch still processing with each of its requests expired (24 h passed)."""
+        with self._lock:
+            open_ = [b for b in self.batches.values() if b.ended_at is None]
+        for batch in open_:
+            self._end_batch(batch, "expired")
+
+    def archive_batches(self) -> None:
+        """Stop serving every batch's results, as the API does 29 days after creation."""
+        with self._lock:
+            for batch in self.batches.values():
+                batch.archived_at = time.time()
+
+    @property
+    def batch_requests_submitted(self) -> int:
+        """Requests in every batch created."""
+        with self._lock:
+            return sum(len(b.requests) for b in self.batches.values())
+
+    @property
+    def batch_requests_billed(self) -> int:
+        """Batch requests that were processed and succeeded: what an account is charged for."""
+        with self._lock:
+            return sum(1 for b in self.batches.values() for r in b.results if r["result"]["type"] == "succeeded")
+
+    def _create_batch(self, requests: list[dict[str, Any]]) -> _FakeBatch:
+        with self._lock:
+            self._batch_seq += 1
+            batch = _FakeBatch(f"msgbatch_fake_{self._batch_seq:06d}", requests, time.time())
+            self.batches[batch.id] = batch
+        return batch
+
+    def _batch(self, batch_id: str) -> _FakeBatch | None:
+        with self._lock:
+            batch = self.batches.get(batch_id)
+        if batch is not None and batch.ended_at is None and not self.batch_hold and (
+            time.time() - batch.created_at >= self.batch_delay
+        ):
+            self._end_batch(batch, "canceled" if batch.cancel_at is not None else "succeeded")
+        return batch
+
+    def _end_batch(self, batch: _FakeBatch, how: str) -> None:
+        """Answer (or cancel, or expire) every request of ``batch`` and end it."""
+        results = []
+        for item in batch.requests:
+            custom_id, params = item["custom_id"], item["params"]
+            if how != "succeeded":
+                result: dict[str, Any] = {"type": how}
+            elif custom_id in self.batch_errors or _invalid(params, SAMPLING_REMOVED_IN):
+                error_type = self.batch_errors.get(custom_id) or "invalid_request_error"
+                message = _invalid(params, SAMPLING_REMOVED_IN) or f"injected {error_type}"
+                result = {"type": "errored", "error": {"type": "error", "error": {"type": error_type, "message": message},
+                                                         "request_id": f"req_fake_{self._next_id():06d}"}}
+            else:
+                result = {"type": "succeeded", "message": self._complete(params)}
+            results.append({"custom_id": custom_id, "result": result})
+        with self._lock:
+            if batch.ended_at is None:
+                batch.results = results
+                batch.ended_at = time.time()
+
     # -- used by the handler -----------------------------------------------
 
     def _next_id(self) -> int:
@@ -406,6 +496,67 @@ class FakeAnthropic:
             self._completed_bodies.append(body)
 
 
+@dataclass
+class _FakeBatch:
+    """One Message Batch held by the fake."""
+
+    id: str
+    requests: list[dict[str, Any]]
+    created_at: float
+    ended_at: float | None = None
+    cancel_at: float | None = None
+    archived_at: float | None = None
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    def body(self, base_url: str) -> dict[str, Any]:
+        """The ``message_batch`` object the API answers with."""
+        ended = self.ended_at is not None
+        counts = {"processing": 0 if ended else len(self.requests), "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        for r in self.results:
+            counts[r["result"]["type"]] += 1
+        status = "ended" if ended else "canceling" if self.cancel_at is not None else "in_progress"
+        return {
+            "id": self.id,
+            "type": "message_batch",
+            "processing_status": status,
+            "request_counts": counts,
+            "created_at": _rfc3339(self.created_at),
+            "expires_at": _rfc3339(self.created_at + 24 * 3600),
+            "ended_at": _rfc3339(self.ended_at),
+            "cancel_initiated_at": _rfc3339(self.cancel_at),
+            "archived_at": _rfc3339(self.archived_at),
+            "results_url": f"{base_url}/v1/messages/batches/{self.id}/results" if ended else None,
+        }
+
+
+def _rfc3339(when: float | None) -> str | None:
+    if when is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + f".{int(when % 1 * 1e6):06d}Z"
+
+
+_CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def _batch_problem(body: Any) -> str | None:
+    """Why a batch create request is malformed (the whole batch is refused), or None."""
+    if not isinstance(body, dict) or not isinstance(body.get("requests"), list) or not body["requests"]:
+        return "requests: at least one request is required"
+    seen: set[str] = set()
+    for i, item in enumerate(body["requests"]):
+        if not isinstance(item, dict) or not isinstance(item.get("params"), dict):
+            return f"requests.{i}.params: must be an object"
+        custom_id = item.get("custom_id")
+        if not isinstance(custom_id, str) or not _CUSTOM_ID.match(custom_id):
+            return f"requests.{i}.custom_id: must match ^[a-zA-Z0-9_-]{{1,64}}$"
+        if custom_id in seen:
+            return f"requests.{i}.custom_id: duplicate custom_id {custom_id!r}"
+        if item["params"].get("stream"):
+            return f"requests.{i}.params.stream: batch requests cannot stream"
+        seen.add(custom_id)
+    return None
+
+
 def _check_fault(fault: Fault) -> Fault:
     fault = tuple(fault)
     kind = fault[0] if fault else None
@@ -468,15 +619,27 @@ class _Handler(BaseHTTPRequestHandler):
     # -- dispatch ----------------------------------------------------------
 
     def do_GET(self) -> None:
-        self._read_and_record(faultable=False)
-        self._send_error(404, f"not found: GET {self.path}")
+        path = self.path.split("?", 1)[0]
+        batches = path.startswith("/v1/messages/batches")
+        _, fault = self._read_and_record(faultable=batches)
+        if not batches:
+            self._send_error(404, f"not found: GET {self.path}")
+            return
+        if self._batch_fault(fault) or not self._authorised():
+            return
+        self._batches_get(path)
 
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
-        known = path in ("/v1/messages", "/v1/messages/count_tokens")
+        batches = path.startswith("/v1/messages/batches")
+        known = path in ("/v1/messages", "/v1/messages/count_tokens") or batches
         recorded, fault = self._read_and_record(faultable=known)
         if not known:
             self._send_error(404, f"not found: POST {path}")
+            return
+        if batches:
+            if not self._batch_fault(fault) and self._authorised():
+                self._batches_post(path, recorded.body, cut=fault is not None and fault[0] == "cut")
             return
         if not self._authorised():
             return
@@ -524,6 +687,103 @@ class _Handler(BaseHTTPRequestHandler):
         finished = self._stream(message, fault, fault_kind)
         if finished and fault_kind in (None, "slow"):
             self.fake._mark_completed(body)
+
+    # -- Message Batches ---------------------------------------------------
+
+    def _batch_fault(self, fault: Fault | None) -> bool:
+        """Apply a queued fault to a batches request; True when it answered (or dropped) it."""
+        if fault is None:
+            return False
+        kind = fault[0]
+        if kind == "status":
+            self._send_error(fault[1], f"injected {fault[1]}", fault[2] if len(fault) > 2 else {})
+            return True
+        if kind == "slow":
+            time.sleep(fault[1])
+            return False
+        if kind == "stream_error":
+            self._send_error(_STATUS_FOR_TYPE.get(fault[1], 500), f"injected {fault[1]}", error_type=fault[1])
+            return True
+        if kind == "cut":
+            return False  # the request is served, and the connection closed before the answer
+        self._drop()
+        return True
+
+    def _batches_post(self, path: str, body: Any, cut: bool = False) -> None:
+        parts = path.rstrip("/").split("/")  # ['', 'v1', 'messages', 'batches', id, 'cancel']
+        if len(parts) == 4:
+            problem = _batch_problem(body)
+            if problem:
+                self._send_error(400, problem)
+                return
+            batch = self.fake._create_batch(body["requests"])
+            if cut:
+                self._drop()  # created, but the answer is lost on the way
+                return
+            self._send_json(200, batch.body(self.fake.base_url))
+            return
+        if len(parts) == 6 and parts[5] == "cancel":
+            batch = self.fake._batch(parts[4])
+            if batch is None:
+                self._send_error(404, f"batch {parts[4]} not found", error_type="not_found_error")
+                return
+            with self.fake._lock:
+                canceling = batch.ended_at is None
+                if canceling and batch.cancel_at is None:
+                    batch.cancel_at = time.time()
+            answer = batch.body(self.fake.base_url)
+            if canceling:
+                # The API answers "canceling"; the batch has ended by the next look (held or not).
+                answer["processing_status"] = "canceling"
+                self.fake._end_batch(batch, "canceled")
+            self._send_json(200, answer)
+            return
+        self._send_error(404, f"not found: POST {path}")
+
+    def _batches_get(self, path: str) -> None:
+        parts = path.rstrip("/").split("/")
+        if len(parts) == 4:
+            self._send_json(200, self._batch_page())
+            return
+        batch = self.fake._batch(parts[4]) if len(parts) >= 5 else None
+        if batch is None:
+            self._send_error(404, f"batch {parts[4] if len(parts) > 4 else ''} not found", error_type="not_found_error")
+            return
+        if len(parts) == 5:
+            self._send_json(200, batch.body(self.fake.base_url))
+            return
+        if len(parts) == 6 and parts[5] == "results":
+            if batch.ended_at is None:
+                self._send_error(400, f"batch {batch.id} is still processing; results are available once it ends")
+                return
+            if batch.archived_at is not None:
+                self._send_error(404, f"batch {batch.id}'s results are no longer available", error_type="not_found_error")
+                return
+            data = "".join(json.dumps(r) + "\n" for r in batch.results).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/binary")
+            self.send_header("content-length", str(len(data)))
+            self.send_header("request-id", self._request_id())
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+            return
+        self._send_error(404, f"not found: GET {path}")
+
+    def _batch_page(self) -> dict[str, Any]:
+        """One page of the batch list, newest first, with ``limit``, ``after_id`` and ``before_id``."""
+        query = dict(parse_qsl(self.path.split("?", 1)[1])) if "?" in self.path else {}
+        limit = max(1, min(int(query.get("limit") or 20), 1000))
+        with self.fake._lock:
+            ids = list(reversed(self.fake.batches))
+        if query.get("after_id") in ids:
+            ids = ids[ids.index(query["after_id"]) + 1 :]
+        elif query.get("before_id") in ids:
+            ids = ids[: ids.index(query["before_id"])][-limit:]
+        page = ids[:limit]
+        data = [self.fake._batch(i).body(self.fake.base_url) for i in page]  # type: ignore[union-attr]
+        return {"data": data, "has_more": len(ids) > len(page), "first_id": page[0] if page else None,
+                "last_id": page[-1] if page else None}
 
     # -- helpers -----------------------------------------------------------
 

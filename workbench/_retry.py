@@ -46,6 +46,8 @@ class RetryPolicy:
 
 
 DEFAULT_POLICY = RetryPolicy()
+_JITTER = random.Random()
+"""Jitter draws need no seed of their own: one generator, not one seeded from the OS per call."""
 
 
 @dataclass
@@ -74,7 +76,7 @@ async def complete_with_retries(
     refuses, such as a gateway router's unknown label), cancellation and
     ``KeyboardInterrupt`` propagate.
     """
-    rng = rng or random.Random()
+    rng = rng or _JITTER
     attempt = 0
     waited = 0.0
     while True:

@@ -242,6 +242,22 @@ def experiments_compare(name: str, a: str, b: str, db: str | None) -> None:
         click.echo(str(bench.experiments.get(name).compare(a, b)))
 
 
+@experiments.command("batches")
+@click.argument("name")
+@db_option
+def experiments_batches(name: str, db: str | None) -> None:
+    """An experiment's batches (run(batch=True)): state and requests per outcome."""
+    with _open(db, provider="simulated") as bench:
+        frame = bench.experiments.get(name).batches()
+        if not frame.height:
+            click.echo(f"experiment {name!r} has no batches; exp.run(batch=True) sends it through Message Batches")
+            return
+        for r in frame.iter_rows(named=True):
+            counts = ", ".join(f"{fmt.count(r[k])} {k}" for k in ("pending", "succeeded", "errored", "canceled", "expired") if r[k])
+            click.echo(f"{r['batch_id'] or '(not recorded)'}\t{r['state']}\t{fmt.plural(r['requests'], 'request')}"
+                       f"\t{counts or '-'}\t{(r['submitted_at'] or r['created_at'])[:19]}")
+
+
 _list_default(experiments)
 
 

@@ -11,6 +11,7 @@ a crash makes only the calls that are missing. Only this module writes the
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,11 @@ TYPICAL_OUTPUT_TOKENS = 120
 """Expected answer length before any call of a variant has finished (a short support answer)."""
 MIN_CALLS_FOR_ERROR_RATE = 20
 """``max_error_rate`` is judged only after this many calls."""
+COMMIT_WINDOW_S = 0.005
+"""Longest a finished call's rows wait to share a commit with others: what a SIGKILL
+can lose, far inside the store's 200 ms promise."""
+COMMIT_GROUP_ROWS = 512
+"""Rows that are committed at once without waiting for the window."""
 
 SCORE_SQL = (
     "INSERT INTO scores (id, trace_id, experiment_id, variant, item_id, repeat, scorer, value, passed, "
@@ -227,6 +233,38 @@ class Experiment:
             done.setdefault((r["variant"], r["item_id"], r["repeat"]), r["id"])
         return done
 
+    def _held_in_batches(self) -> int:
+        """Cells waiting in batches whose results have not been read."""
+        from . import batches
+
+        return len(batches.held_cells(self.bench.store, self.id))
+
+    def batches(self) -> pl.DataFrame:
+        """This experiment's batches (``run(batch=True)``), oldest first: the provider's id,
+        state, requests pending, succeeded, errored, canceled and expired, and times."""
+        from . import batches
+
+        return batches.batches_frame(self.bench.store, self.id)
+
+    def cancel_batches(self, *, wait: bool = True, poll_s: float | None = None) -> int:
+        """Stop every batch of this experiment still processing; returns how many were asked.
+
+        Requests the provider already processed are done and billed: with ``wait``
+        (the default) their results are read into traces once the batches end.
+        The canceled cells are missing again, for ``run()`` or ``run(batch=True)``.
+        """
+        from . import batches
+
+        return _loop.run_sync(batches.cancel(self, wait=wait, poll_s=poll_s))
+
+    def forget_batch(self, batch_id: str) -> int:
+        """Give up on one batch the provider cannot show any more (another workspace's key,
+        results deleted): its cells are missing again, for the next run, which may pay for them
+        a second time. Returns how many requests it held."""
+        from . import batches
+
+        return batches.forget(self, batch_id)
+
     def spent_usd(self) -> float:
         """Dollars spent by every call of this experiment so far (judges included)."""
         self.bench.store.sync()
@@ -241,11 +279,12 @@ class Experiment:
         req.metadata["sample"] = f"{self.seed}:{repeat}"
         return req
 
-    def _reserve(self, request: Any, gateway: Any = None) -> float | None:
-        """Worst-case dollars of one call: generous input count and max_tokens of output."""
+    def _reserve(self, request: Any, gateway: Any = None, *, batch: bool = False) -> float | None:
+        """Worst-case dollars of one call: generous input count and max_tokens of output
+        (``batch``: the call at the batch rate; judges still call live)."""
         chars = len(request.prompt_text())
         usage = Usage(input_tokens=math.ceil(chars / RESERVE_CHARS_PER_TOKEN) + 16, output_tokens=request.max_tokens)
-        main = self.bench.pricing.estimate(request.model, usage)
+        main = self.bench.pricing.estimate(request.model, usage, batch=batch)
         if gateway is not None:
             # A routed or fallen-back call may land on a dearer model: reserve for the dearest.
             main = gateway.worst_cost(request, usage)
@@ -264,16 +303,21 @@ class Experiment:
                 main += cost
         return main
 
-    def estimate(self) -> Estimate:
+    def estimate(self, *, batch: bool = False) -> Estimate:
         """Calls left to make and their cost: low, expected and worst case.
 
         Input tokens come from the rendered prompts (4 characters a token);
         output tokens from this experiment's finished calls of the same variant
         when there are some, else 20 to 120 tokens; the worst case is every
         call writing ``max_tokens``. LLM-judge calls are counted for every cell.
+        ``batch=True`` prices the calls as ``run(batch=True)`` makes them: at the
+        batch rate (judges still call live). Calls waiting in batches are not counted.
         """
+        from . import batches
+
         done = self.completed_cells()
-        todo = [c for c in self.cells() if c not in done]
+        held = batches.held_cells(self.bench.store, self.id)
+        todo = [c for c in self.cells() if c not in done and c not in held]
         observed = self._observed_output_tokens()
         per: dict[str, dict[str, Any]] = {}
         totals = [0.0, 0.0, 0.0]
@@ -293,7 +337,7 @@ class Experiment:
                 # No call writes more than max_tokens: keep low <= expected <= worst case.
                 o_lo, o_ex = min(o_lo, req.max_tokens), min(o_ex, req.max_tokens)
                 prices = [
-                    self.bench.pricing.estimate(req.model, Usage(input_tokens=int(tokens * f), output_tokens=int(o)))
+                    self.bench.pricing.estimate(req.model, Usage(input_tokens=int(tokens * f), output_tokens=int(o)), batch=batch)
                     for f, o in ((0.85, o_lo), (1.0, o_ex), (1.15, req.max_tokens))
                 ]
                 for judge in judges:
@@ -324,7 +368,9 @@ class Experiment:
             + "; output "
         ) + (
             "from finished calls" if observed else f"assumed 20 to {TYPICAL_OUTPUT_TOKENS} tokens"
-        ) + "; worst case at max_tokens" + ("; judge calls included (20 to 60 output tokens expected)" if judges else "")
+        ) + "; worst case at max_tokens" + ("; judge calls included (20 to 60 output tokens expected)" if judges else "") + (
+            "; calls at the batch rate" + (" (judges live)" if judges else "") if batch else ""
+        ) + (f"; {fmt.plural(len(held), 'call')} waiting in batches not counted" if held else "")
         if unknown:
             return Estimate(len(todo), None, None, None, per, basis + "; some model has no known price")
         return Estimate(len(todo), totals[0], totals[1], totals[2], per, basis)
@@ -352,19 +398,80 @@ class Experiment:
 
     # -- running -----------------------------------------------------------------------------
 
-    def run(self, *, progress: bool = True, retry_errors: bool = True) -> Experiment:
+    def run(
+        self, *, progress: bool = True, retry_errors: bool = True, batch: bool = False, wait: bool = True,
+        poll_s: float | None = None, batch_size: int | None = None,
+    ) -> Experiment:
         """Make every missing call, score it, and store it. Returns self.
 
         Works from a script and inside Jupyter. Interrupting (Ctrl-C, a crash)
         loses no finished call; ``run()`` again makes only the missing ones.
+
+        ``batch=True`` sends the missing calls through the provider's batch engine
+        instead (Anthropic's Message Batches: half price, results within 24 hours;
+        the simulator has one too): submitted in batches of ``batch_size`` requests
+        (10,000 by default), looked at every ``poll_s`` seconds, read into traces
+        priced at the batch rate, then scored (LLM judges call live). The batches
+        are in the file: after Ctrl-C, a kernel restart or a crash, ``run(batch=True)``
+        in any process collects them and submits only what no batch holds, so no
+        call is paid twice. ``wait=False`` returns once submitted. A budget is kept at
+        submission (worst cases at the batch rate); ``max_error_rate`` cannot stop a
+        batch. See ``exp.batches()`` and ``exp.cancel_batches()``.
         """
-        _loop.run_sync(self.arun(progress=progress, retry_errors=retry_errors))
+        _loop.run_sync(self.arun(progress=progress, retry_errors=retry_errors, batch=batch, wait=wait,
+                                 poll_s=poll_s, batch_size=batch_size))
         return self
 
-    async def arun(self, *, progress: bool = True, retry_errors: bool = True) -> Experiment:
+    async def arun(
+        self, *, progress: bool = True, retry_errors: bool = True, batch: bool = False, wait: bool = True,
+        poll_s: float | None = None, batch_size: int | None = None,
+    ) -> Experiment:
         """Async ``run``, for code that already runs in an event loop."""
+        if batch:
+            await _loop.run_async(self._run_batch(progress, retry_errors, wait, poll_s, batch_size))
+            return self
+        held = self._held_in_batches()
+        if held:
+            # Before the run starts, so the experiment keeps its status (batch_pending).
+            raise ExperimentError(
+                f"experiment {self.name!r} has {fmt.plural(held, 'call')} waiting in batches that have not been "
+                "collected, so a live run would pay for them twice; run(batch=True) collects them "
+                "(exp.cancel_batches() stops them first)"
+            )
         await _loop.run_async(self._run(progress, retry_errors))
         return self
+
+    def _check_provider(self) -> None:
+        planned = self.config.get("provider")
+        if planned is not None and planned != self.bench.provider.name:
+            raise ExperimentError(
+                f"experiment {self.name!r} runs on the {planned} provider, but this workbench uses "
+                f"{self.bench.provider.name}; open it with wb.open(..., provider={planned!r}) to continue, "
+                "or start a new experiment (one experiment never mixes providers)"
+            )
+
+    def _check_prices(self) -> None:
+        """With a budget, every model must have a price, or the budget cannot be kept."""
+        needs_price = [(v.effective_model, f"variant {vname!r}") for vname, v in self.variants.items()]
+        needs_price += [(s.model, f"scorer {s.name!r}") for s in self.scorers if getattr(s, "model", None)]
+        for model, who in needs_price:
+            if self.bench.pricing.estimate(model, Usage(1, 1)) is None:
+                raise ConfigError(
+                    f"budget_usd is set but no price is known for model {model!r} ({who}), so the budget "
+                    f"cannot be kept; set one with bench.pricing.set_price({model!r}, input=..., output=...)"
+                )
+
+    async def _run_batch(self, progress: bool, retry_errors: bool, wait: bool, poll_s: float | None,
+                         batch_size: int | None) -> None:
+        from . import batches
+
+        self._check_provider()
+        outcome = RunOutcome(status="running", spent_usd=await asyncio.to_thread(self.spent_usd))
+        self.last_run = outcome
+        await batches.BatchRun(
+            self, outcome, wait=wait, poll_s=poll_s, batch_size=batches.BATCH_SIZE if batch_size is None else batch_size,
+            progress=progress, retry_errors=retry_errors,
+        ).run()
 
     async def _run(self, progress: bool, retry_errors: bool) -> None:
         ended: list[str] = []  # the body appends once it has recorded how the run ended
@@ -394,13 +501,7 @@ class Experiment:
     async def _run_calls(self, progress: bool, retry_errors: bool, ended: list[str]) -> None:
         bench = self.bench
         store = bench.store
-        planned = self.config.get("provider")
-        if planned is not None and planned != bench.provider.name:
-            raise ExperimentError(
-                f"experiment {self.name!r} runs on the {planned} provider, but this workbench uses "
-                f"{bench.provider.name}; open it with wb.open(..., provider={planned!r}) to continue, "
-                "or start a new experiment (one experiment never mixes providers)"
-            )
+        self._check_provider()
         done = await asyncio.to_thread(self.completed_cells)
         todo = [c for c in self.cells() if c not in done]
         if not retry_errors:
@@ -424,16 +525,8 @@ class Experiment:
             print(outcome.message)
             return
         if self.budget_usd is not None:
-            needs_price = [(v.effective_model, f"variant {vname!r}") for vname, v in self.variants.items()]
-            needs_price += [(s.model, f"scorer {s.name!r}") for s in self.scorers if getattr(s, "model", None)]
-            for model, who in needs_price:
-                if bench.pricing.estimate(model, Usage(1, 1)) is None:
-                    raise ConfigError(
-                        f"budget_usd is set but no price is known for model {model!r} ({who}), so the budget "
-                        f"cannot be kept; set one with bench.pricing.set_price({model!r}, input=..., output=...)"
-                    )
+            self._check_prices()
         self._set_status("running", None)
-        sem = asyncio.Semaphore(self.concurrency)
         judged = any(getattr(s, "model", None) for s in self.scorers)
         commit = _GroupCommit(store)
         reserved = 0.0
@@ -442,75 +535,95 @@ class Experiment:
         stop: list[str] = []
         bar = _progress(len(todo), self.name, progress)
 
-        async def one(cell: tuple[str, str, int]) -> None:
+        async def one(cell: tuple[str, str, int]) -> asyncio.Future[None] | None:
             nonlocal reserved, in_flight
             vname, item_id, rep = cell
-            async with sem:
+            request = self._request(vname, items[item_id], rep)
+            reserve = 0.0
+            if self.budget_usd is not None:
+                reserve = self._reserve(request, self.variants[vname].gateway)
+                assert reserve is not None  # every model was checked to have a price above
+                # Calls in flight usually cost far less than reserved: when only their
+                # reservations stand in the way, wait for them rather than stop early.
+                async with settled:
+                    await settled.wait_for(
+                        lambda: bool(stop) or in_flight == 0
+                        or outcome.spent_usd + reserved + reserve <= self.budget_usd  # type: ignore[operator]
+                    )
                 if stop:
                     return
-                request = self._request(vname, items[item_id], rep)
-                reserve = 0.0
-                if self.budget_usd is not None:
-                    reserve = self._reserve(request, self.variants[vname].gateway)
-                    assert reserve is not None  # every model was checked to have a price above
-                    # Calls in flight usually cost far less than reserved: when only their
-                    # reservations stand in the way, wait for them rather than stop early.
-                    async with settled:
-                        await settled.wait_for(
-                            lambda: bool(stop) or in_flight == 0
-                            or outcome.spent_usd + reserved + reserve <= self.budget_usd  # type: ignore[operator]
-                        )
-                    if stop:
-                        return
-                    if outcome.spent_usd + reserved + reserve > self.budget_usd:
-                        stop.append("stopped_budget")
-                        return
-                reserved += reserve
-                in_flight += 1
-                rows: list[tuple[str, Any]] = []
-                emit = _collector(rows)
-                try:
-                    result = await bench.tracer.call(
-                        self.variants[vname].gateway or bench.provider, request, emit=emit,
-                        context={"experiment_id": self.id, "variant": vname, "item_id": item_id, "repeat": rep,
-                                 "metadata": {"dataset": self.dataset.ref}},
-                    )
-                    outcome.calls += 1
-                    outcome.spent_usd += result.cost_usd or 0.0
-                    if judged:
-                        # A judge is another slow, paid call: put this one on disk first.
-                        await commit(rows)
-                        rows = []
-                        emit = _collector(rows)
-                    if result.status == "ok":
-                        # Await first: other calls add to spent_usd meanwhile.
-                        judge_cost = await self._score(result.trace_id, result.text, vname, items[item_id], rep, emit)
-                        outcome.spent_usd += judge_cost
-                    else:
-                        outcome.errors += 1
+                if outcome.spent_usd + reserved + reserve > self.budget_usd:
+                    stop.append("stopped_budget")
+                    return
+            reserved += reserve
+            in_flight += 1
+            rows: list[tuple[str, Any]] = []
+            emit = _collector(rows)
+            try:
+                result = await bench.tracer.call(
+                    self.variants[vname].gateway or bench.provider, request, emit=emit,
+                    context={"experiment_id": self.id, "variant": vname, "item_id": item_id, "repeat": rep,
+                             "metadata": {"dataset": self.dataset.ref}},
+                )
+                outcome.calls += 1
+                outcome.spent_usd += result.cost_usd or 0.0
+                if judged:
+                    # A judge is another slow, paid call: put this one on disk first.
                     await commit(rows)
-                finally:
-                    reserved -= reserve
-                    in_flight -= 1
+                    rows = []
+                    emit = _collector(rows)
+                if result.status == "ok":
+                    # Await first: other calls add to spent_usd meanwhile.
+                    judge_cost = await self._score(result.trace_id, result.text, vname, items[item_id], rep, emit)
+                    outcome.spent_usd += judge_cost
+                else:
+                    outcome.errors += 1
+                # Committed with every call that finishes in this turn of the loop. Not
+                # awaited here: waiting would hold each worker until the whole group is
+                # on disk, so workers would start their next calls in lock-step waves.
+                on_disk = commit.queue(rows)
+            finally:
+                reserved -= reserve
+                in_flight -= 1
+                if self.budget_usd is not None:
                     async with settled:
                         settled.notify_all()
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(errors=outcome.errors, spent=f"${outcome.spent_usd:.4f}", refresh=False)
-                for hook in self._on_call:
-                    try:
-                        hook(self, outcome)
-                    except Exception as exc:  # noqa: BLE001 - a view must never stop the run
-                        warnings.warn(f"on_call hook {hook!r} failed: {exc}", RuntimeWarning, stacklevel=1)
-                if (
-                    self.max_error_rate is not None
-                    and outcome.calls >= MIN_CALLS_FOR_ERROR_RATE
-                    and outcome.errors / outcome.calls > self.max_error_rate
-                    and not stop
-                ):
-                    stop.append("stopped_errors")
+            if self.max_error_rate is not None and outcome.calls >= MIN_CALLS_FOR_ERROR_RATE \
+                    and outcome.errors / outcome.calls > self.max_error_rate and not stop:
+                stop.append("stopped_errors")
+            on_disk.add_done_callback(recorded)
+            return on_disk
 
-        tasks = [asyncio.ensure_future(one(c)) for c in todo]
+        def recorded(on_disk: asyncio.Future[None]) -> None:
+            """Progress and live views hear of a call once its rows are on disk."""
+            if on_disk.cancelled() or on_disk.exception() is not None:
+                return  # the worker that queued the rows raises it
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(errors=outcome.errors, spent=f"${outcome.spent_usd:.4f}", refresh=False)
+            self._tell(outcome)
+
+        pending = iter(todo)
+
+        async def worker() -> None:
+            # `concurrency` workers, each taking the next cell when its call is done: the
+            # same order and limit as a task per cell behind a semaphore, at half the
+            # event-loop work per call (no task, no semaphore wake-up). A worker goes on
+            # to its next call while the last one's rows are being committed, and
+            # stops with the file's error if they were refused.
+            previous: asyncio.Future[None] | None = None
+            for cell in pending:
+                if stop:
+                    break
+                on_disk = await one(cell)
+                if previous is not None:
+                    await previous
+                previous = on_disk
+            if previous is not None:
+                await previous
+
+        _hold_gc()
+        tasks = [asyncio.ensure_future(worker()) for _ in range(min(self.concurrency, len(todo)))]
         try:
             await asyncio.gather(*tasks)
         except BaseException:
@@ -523,6 +636,8 @@ class Experiment:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         finally:
+            commit.flush()
+            _release_gc()
             if bar is not None:
                 bar.close()
         finished = await asyncio.to_thread(self.completed_cells)
@@ -591,6 +706,14 @@ class Experiment:
     def on_call(self, hook: Any) -> None:
         """Call ``hook(experiment, outcome)`` after every finished call (live views use it)."""
         self._on_call.append(hook)
+
+    def _tell(self, outcome: RunOutcome) -> None:
+        """Hand the run's progress to every ``on_call`` hook."""
+        for hook in self._on_call:
+            try:
+                hook(self, outcome)
+            except Exception as exc:  # noqa: BLE001 - a view must never stop the run
+                warnings.warn(f"on_call hook {hook!r} failed: {exc}", RuntimeWarning, stacklevel=1)
 
     # -- readouts (in readouts.py) -----------------------------------------------------------
 
@@ -689,35 +812,50 @@ class Experiment:
 
 
 class _GroupCommit:
-    """Commits rows on the event loop's thread, grouping callers that finish together.
+    """Commits rows on the event loop's thread, grouping calls that finish close together.
 
-    A caller awaits until its rows are on disk; everything queued within one turn
-    of the loop shares a transaction, so durability per call costs no round trip
-    to another thread and one commit per group instead of one per call.
+    Rows wait at most `COMMIT_WINDOW_S` (or until `COMMIT_GROUP_ROWS` are queued)
+    and then share one transaction: a commit costs far more than the rows in it,
+    so this is most of the runner's time in SQLite. A caller that must know its
+    rows are on disk awaits the future `queue` returns.
     """
 
     def __init__(self, store: Any) -> None:
         self.store = store
         self.rows: list[tuple[str, Any]] = []
         self.waiters: list[asyncio.Future[None]] = []
-        self.scheduled = False
+        self.scheduled: asyncio.Handle | None = None
 
     async def __call__(self, rows: list[tuple[str, Any]]) -> None:
-        if not rows:
-            return
+        if rows:
+            await self.queue(rows)
+
+    def queue(self, rows: list[tuple[str, Any]]) -> asyncio.Future[None]:
+        """Queue ``rows`` for the next commit; the future is done once they are on disk."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self.rows.extend(rows)
         self.waiters.append(future)
-        if not self.scheduled:
-            self.scheduled = True
-            loop.call_soon(self._commit)
-        await future
+        if len(self.rows) >= COMMIT_GROUP_ROWS:
+            if self.scheduled is not None:
+                self.scheduled.cancel()
+            self.scheduled = loop.call_soon(self._commit)
+        elif self.scheduled is None:
+            self.scheduled = loop.call_later(COMMIT_WINDOW_S, self._commit)
+        return future
+
+    def flush(self) -> None:
+        """Commit what is queued now (a run that ends or stops does not wait for the window)."""
+        if self.scheduled is not None:
+            self.scheduled.cancel()
+            self._commit()
 
     def _commit(self) -> None:
-        self.scheduled = False
+        self.scheduled = None
         rows, waiters = self.rows, self.waiters
         self.rows, self.waiters = [], []
+        if not rows:
+            return
         try:
             self.store.write_now(rows)
         except BaseException as exc:  # noqa: BLE001 - handed to every waiter
@@ -728,6 +866,31 @@ class _GroupCommit:
         for w in waiters:
             if not w.done():
                 w.set_result(None)
+
+
+_gc_holds = 0
+"""Runs in progress that hold the collector (`_hold_gc`)."""
+
+
+def _hold_gc() -> None:
+    """Leave every object that exists now out of garbage collection until `_release_gc`.
+
+    A full collection walks every object in the process (a notebook's data too)
+    and stalls each call in flight while it does; a run makes enough objects to
+    set several off. Objects made during the run are still collected; the held
+    ones are looked at again once the last run ends (``gc.freeze``/``unfreeze``).
+    """
+    global _gc_holds
+    if _gc_holds == 0:
+        gc.freeze()
+    _gc_holds += 1
+
+
+def _release_gc() -> None:
+    global _gc_holds
+    _gc_holds -= 1
+    if _gc_holds == 0:
+        gc.unfreeze()
 
 
 def _collector(rows: list[tuple[str, Any]]) -> Any:

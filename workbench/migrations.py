@@ -389,6 +389,48 @@ def m012_alerts(db: Database) -> None:
     )
 
 
+@_step
+def m013_experiment_batches(db: Database) -> None:
+    # Only workbench/batches.py reads and writes these tables. A batch's row exists before
+    # the provider's batch does (state 'submitting', batch_id NULL), so a process that dies
+    # between the two leaves a trace to find the batch by, and no cell is submitted twice.
+    db.executescript(
+        """
+        CREATE TABLE experiment_batches (
+            id TEXT PRIMARY KEY,            -- ours, UUIDv7
+            experiment_id TEXT NOT NULL REFERENCES experiments (id),
+            provider TEXT NOT NULL,         -- anthropic, simulated
+            batch_id TEXT UNIQUE,           -- the provider's (msgbatch_...); NULL until it answered
+            state TEXT NOT NULL,            -- submitting, in_progress, canceling, ended, collected, not_created
+            requests INTEGER NOT NULL,
+            owner TEXT,                     -- host:pid of the process that submitted it
+            created_at TEXT NOT NULL,       -- UTC ISO 8601: when we started submitting
+            submitted_at TEXT,              -- when the provider accepted it
+            expires_at TEXT,                -- the provider stops processing it then (24 h)
+            ended_at TEXT,
+            collected_at TEXT,              -- every result read into traces
+            counts_json TEXT,               -- the provider's last request counts
+            message TEXT                    -- why it was not created, or what went wrong
+        );
+        CREATE INDEX idx_experiment_batches ON experiment_batches (experiment_id, state);
+        CREATE TABLE experiment_batch_requests (
+            custom_id TEXT PRIMARY KEY,     -- sent with the request, comes back with its result
+            batch TEXT NOT NULL REFERENCES experiment_batches (id),
+            experiment_id TEXT NOT NULL,
+            variant TEXT NOT NULL,
+            item_id TEXT NOT NULL,
+            repeat INTEGER NOT NULL,
+            reserve_usd REAL,               -- worst case held against the budget until the result is in
+            state TEXT NOT NULL,            -- pending, succeeded, errored, canceled, expired
+            trace_id TEXT,                  -- the trace the result was recorded as
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX idx_experiment_batch_requests ON experiment_batch_requests (experiment_id, state);
+        CREATE INDEX idx_experiment_batch_requests_batch ON experiment_batch_requests (batch, state);
+        """
+    )
+
+
 # -- the same migrations on PostgreSQL ---------------------------------------------------------
 # Each name above has its PostgreSQL text here, applied by `_pg.PostgresStore.migrate` in one
 # transaction under an advisory lock and recorded in `_workbench_migrations`. The tables, columns
@@ -680,6 +722,39 @@ POSTGRES: dict[str, str] = {
             at TEXT NOT NULL
         );
         CREATE INDEX idx_alert_notifications ON alert_notifications (alert_id);
+    """,
+    "m013_experiment_batches": """
+        CREATE TABLE experiment_batches (
+            id TEXT PRIMARY KEY,
+            experiment_id TEXT NOT NULL REFERENCES experiments (id),
+            provider TEXT NOT NULL,
+            batch_id TEXT UNIQUE,
+            state TEXT NOT NULL,
+            requests BIGINT NOT NULL,
+            owner TEXT,
+            created_at TEXT NOT NULL,
+            submitted_at TEXT,
+            expires_at TEXT,
+            ended_at TEXT,
+            collected_at TEXT,
+            counts_json TEXT,
+            message TEXT
+        );
+        CREATE INDEX idx_experiment_batches ON experiment_batches (experiment_id, state);
+        CREATE TABLE experiment_batch_requests (
+            custom_id TEXT PRIMARY KEY,
+            batch TEXT NOT NULL REFERENCES experiment_batches (id),
+            experiment_id TEXT NOT NULL,
+            variant TEXT NOT NULL,
+            item_id TEXT NOT NULL,
+            repeat BIGINT NOT NULL,
+            reserve_usd DOUBLE PRECISION,
+            state TEXT NOT NULL,
+            trace_id TEXT,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX idx_experiment_batch_requests ON experiment_batch_requests (experiment_id, state);
+        CREATE INDEX idx_experiment_batch_requests_batch ON experiment_batch_requests (batch, state);
     """,
 }
 

@@ -7,6 +7,11 @@ a 1-hour write costs more than a 5-minute one (for Claude, 2x the input price
 against 1.25x). An unknown model costs ``None`` and warns once, never 0 or a
 guess. Overrides (a fine-tune, a negotiated discount) live in the
 ``price_overrides`` table of the workbench file.
+
+Calls made through a batch engine (Anthropic's Message Batches) are priced at
+the batch rate: genai-prices' own batch price where it lists one (its
+``processing: batch`` price variant), else the standard price times
+`BATCH_DISCOUNT`, and the trace's ``price_source`` says which.
 """
 
 from __future__ import annotations
@@ -22,6 +27,13 @@ from .providers.base import Usage
 
 if TYPE_CHECKING:
     from .store import Store
+
+
+BATCH_DISCOUNT = 0.5
+"""Anthropic's Message Batches bill every token kind at half the standard price
+(prompt-cache multipliers stack on top), applied where genai-prices lists no batch price."""
+BATCH_CONTEXT = {"processing": "batch"}
+"""genai-prices' price context for its batch price variants."""
 
 
 class UnknownPriceWarning(UserWarning):
@@ -62,8 +74,11 @@ def genai_prices_version() -> str:
     return f"genai-prices {genai_prices.__version__}"
 
 
-def price_from_genai_prices(model: str, usage: Usage, provider_id: str = "anthropic") -> float:
-    """Cost of one call from genai-prices; raises LookupError for an unknown model."""
+def price_from_genai_prices(model: str, usage: Usage, provider_id: str = "anthropic", *, batch: bool = False) -> float:
+    """Cost of one call from genai-prices; raises LookupError for an unknown model.
+
+    ``batch`` asks for its batch price; where it lists none, the standard price comes back.
+    """
     from genai_prices import Usage as GPUsage
     from genai_prices import calc_price
 
@@ -79,11 +94,32 @@ def price_from_genai_prices(model: str, usage: Usage, provider_id: str = "anthro
         ),
         model,
         provider_id=provider_id,
+        **_context(batch),
     )
     return float(result.total_price)
 
 
-def flat_price(model: str, provider_id: str = "anthropic") -> Price | None:
+def _context(batch: bool) -> dict[str, object]:
+    """``calc_price`` keyword arguments for a batch price (none for the standard one)."""
+    return {"price_context": BATCH_CONTEXT} if batch else {}
+
+
+def lists_batch_price(model: str, provider_id: str = "anthropic") -> bool:
+    """Whether genai-prices prices ``model``'s batch calls itself (a batch price variant
+    in force today); raises LookupError for an unknown model."""
+    from genai_prices import Usage as GPUsage
+    from genai_prices import calc_price
+
+    probe = GPUsage(input_tokens=1_000_000, output_tokens=1_000_000)
+    standard = calc_price(probe, model, provider_id=provider_id).total_price
+    try:
+        batched = calc_price(probe, model, provider_id=provider_id, **_context(True)).total_price
+    except TypeError:
+        return False  # a genai-prices that predates price contexts
+    return batched != standard
+
+
+def flat_price(model: str, provider_id: str = "anthropic", *, batch: bool = False) -> Price | None:
     """The model's per-token prices when genai-prices has no tiers for it, else None.
 
     genai-prices prices in Decimal at about 100 µs a call; a flat price gives the
@@ -97,10 +133,12 @@ def flat_price(model: str, provider_id: str = "anthropic") -> Price | None:
     from genai_prices import Usage as GPUsage
     from genai_prices import calc_price
 
-    def dollars(**tokens: int) -> float:
-        return float(calc_price(GPUsage(**tokens), model, provider_id=provider_id).total_price)
+    context = _context(batch)
 
-    mp = calc_price(GPUsage(input_tokens=1, output_tokens=1), model, provider_id=provider_id).model_price
+    def dollars(**tokens: int) -> float:
+        return float(calc_price(GPUsage(**tokens), model, provider_id=provider_id, **context).total_price)
+
+    mp = calc_price(GPUsage(input_tokens=1, output_tokens=1), model, provider_id=provider_id, **context).model_price
     fields = (mp.input_mtok, mp.output_mtok, mp.cache_read_mtok, mp.cache_write_mtok,
               mp.cache_write_5m_mtok, mp.cache_write_1h_mtok)
     if not all(f is None or isinstance(f, Decimal) for f in fields):
@@ -130,6 +168,8 @@ class Pricer:
         self._source_text: str | None = None
         self._flat: dict[str, Price | None] = {}
         """Per model: its flat genai-prices price, or None when tiered (looked up once)."""
+        self._batch_listed: dict[str, bool] = {}
+        """Per model: whether genai-prices lists its batch price (else the discount is applied here)."""
         if store is not None:
             for row in store.query("SELECT * FROM price_overrides"):
                 self._overrides[row["model"]] = Price(
@@ -190,18 +230,26 @@ class Pricer:
     def overrides(self) -> dict[str, Price]:
         return dict(self._overrides)
 
-    def cost(self, model: str | None, usage: Usage, provider_id: str | None = None) -> tuple[float | None, str | None]:
+    def cost(
+        self, model: str | None, usage: Usage, provider_id: str | None = None, *, batch: bool = False,
+    ) -> tuple[float | None, str | None]:
         """Return (cost in dollars or None, which price data priced it).
 
         ``provider_id`` is genai-prices' (``openai`` for a call an OpenAI-compatible
-        provider answered); None means this pricer's own.
+        provider answered); None means this pricer's own. ``batch`` prices a call
+        made through a batch engine; the source then says whether genai-prices'
+        batch price or `BATCH_DISCOUNT` of the standard price was used.
         """
         if not model:
             return None, None
         override = self._overrides.get(model)
         if override is not None:
+            if batch:
+                return override.cost(usage) * BATCH_DISCOUNT, _discounted("override")
             return override.cost(usage), "override"
         try:
+            if batch:
+                return self._genai_batch(model, usage, provider_id)
             return self._genai(model, usage, provider_id), self._source
         except LookupError:
             with self._lock:
@@ -217,22 +265,39 @@ class Pricer:
                 )
             return None, None
 
-    def estimate(self, model: str, usage: Usage, provider_id: str | None = None) -> float | None:
-        """Cost without warnings, for budgets and estimates."""
+    def estimate(self, model: str, usage: Usage, provider_id: str | None = None, *, batch: bool = False) -> float | None:
+        """Cost without warnings, for budgets and estimates (``batch``: at the batch rate)."""
         override = self._overrides.get(model)
         if override is not None:
-            return override.cost(usage)
+            return override.cost(usage) * (BATCH_DISCOUNT if batch else 1.0)
         try:
+            if batch:
+                return self._genai_batch(model, usage, provider_id)[0]
             return self._genai(model, usage, provider_id)
         except LookupError:
             return None
 
-    def _genai(self, model: str, usage: Usage, provider_id: str | None = None) -> float:
+    def _genai(self, model: str, usage: Usage, provider_id: str | None = None, *, batch: bool = False) -> float:
         provider_id = provider_id or self.provider_id
         key = model if provider_id == self.provider_id else f"{provider_id}/{model}"
+        key = f"batch:{key}" if batch else key
         if key not in self._flat:
-            self._flat[key] = flat_price(model, provider_id)
+            self._flat[key] = flat_price(model, provider_id, batch=batch)
         flat = self._flat[key]
         if flat is not None:
             return flat.cost(usage)
-        return price_from_genai_prices(model, usage, provider_id)
+        return price_from_genai_prices(model, usage, provider_id, batch=batch)
+
+    def _genai_batch(self, model: str, usage: Usage, provider_id: str | None = None) -> tuple[float, str]:
+        """A batch call's dollars and source: genai-prices' batch price, or the discount applied here."""
+        key = f"{provider_id or self.provider_id}/{model}"
+        if key not in self._batch_listed:
+            self._batch_listed[key] = lists_batch_price(model, provider_id or self.provider_id)
+        if self._batch_listed[key]:
+            return self._genai(model, usage, provider_id, batch=True), f"{self._source} (batch price)"
+        return self._genai(model, usage, provider_id) * BATCH_DISCOUNT, _discounted(self._source)
+
+
+def _discounted(source: str) -> str:
+    """The price source of a batch call priced at the standard rate less the batch discount."""
+    return f"{source} x {BATCH_DISCOUNT:g} (Anthropic batch discount; no batch price listed)"

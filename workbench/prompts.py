@@ -7,6 +7,7 @@ Only this module writes the ``prompts``, ``prompt_labels`` and
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import random
 import string
@@ -36,6 +37,14 @@ def parse_template(template: str) -> tuple[list[tuple[str, str | None]], list[st
     """
     if not isinstance(template, str):
         raise TemplateError(f"template must be a string, got {type(template).__name__}")
+    parts, variables = _parsed(template)
+    return list(parts), list(variables)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(template: str) -> tuple[tuple[tuple[str, str | None], ...], tuple[str, ...]]:
+    # Parsed once per template, not once per rendered item: an experiment renders
+    # each version thousands of times (and checks every item's variables).
     parts: list[tuple[str, str | None]] = []
     variables: list[str] = []
     try:
@@ -61,7 +70,7 @@ def parse_template(template: str) -> tuple[list[tuple[str, str | None]], list[st
         parts.append((literal, name))
         if name not in variables:
             variables.append(name)
-    return parts, variables
+    return tuple(parts), tuple(variables)
 
 
 @dataclass(frozen=True)
@@ -89,7 +98,7 @@ class PromptVersion:
     @property
     def variables(self) -> list[str]:
         """Template variables in first-use order."""
-        return parse_template(self.template)[1]
+        return list(_parsed(self.template)[1])
 
     @property
     def ref(self) -> str:
@@ -98,8 +107,8 @@ class PromptVersion:
 
     def render(self, variables: Mapping[str, Any] | None = None, /, *, allow_extra: bool = False, **kwargs: Any) -> str:
         """Fill the template; strict about missing and unexpected variables."""
-        values = {**(variables or {}), **kwargs}
-        parts, expected = parse_template(self.template)
+        values = {**(variables or {}), **kwargs} if kwargs else (variables or {})
+        parts, expected = _parsed(self.template)
         missing = [v for v in expected if v not in values]
         if missing:
             raise RenderError(

@@ -191,6 +191,18 @@ def _cost_notes(exp: Experiment, t: pl.DataFrame) -> dict[str, str]:
     return notes
 
 
+def _batch_latency_note(t: pl.DataFrame) -> list[str]:
+    """Why latency reads n/a when calls went through a batch engine (``run(batch=True)``)."""
+    import polars as pl
+
+    ok = t.filter(pl.col("status") == "ok")
+    untimed = ok.filter(pl.col("latency_ms").is_null())
+    if not untimed.height:
+        return []
+    share = "every call" if untimed.height == ok.height else f"{fmt.plural(untimed.height, 'call')}"
+    return [f"latency leaves out {share} made through a batch (a batch times no single call)"]
+
+
 # -- quality and summary -------------------------------------------------------------------------
 
 
@@ -327,6 +339,7 @@ def _narrow(exp: Experiment, wide: pl.DataFrame, q: pl.DataFrame, t: pl.DataFram
             notes.append(f"{r['scorer']} CI n/a for {r['variant']}: an interval needs at least 2 {unit} scored, "
                          f"{fmt.count(r['n_clusters'] if r['n_clusters'] is not None else r['n'])} were")
         notes += list(_cost_notes(exp, t).values())
+        notes += _batch_latency_note(t)
         notes += _cluster_note(exp)
     return _summary.make(
         wide.select(cols), experiment=exp.name, scorers=tuple(names), status=progress.status,

@@ -30,6 +30,7 @@ COLUMNS = (
 """Every column of ``traces``, in table order. ``cache_write_1h_tokens`` (added by the
 ``cache_write_1h`` migration, so last) is the part of ``cache_write_tokens`` written to the
 1-hour cache."""
+_COLUMN_SET = frozenset(COLUMNS)
 INSERT_SQL = f"INSERT INTO traces ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 SPAN_SQL = (
     "INSERT INTO traces (id, trace_id, parent_id, kind, name, started_at, input, output, "
@@ -98,14 +99,18 @@ def row(**values: Any) -> tuple[Any, ...]:
     the row would be lost) is stored with ``\\udXXX`` escapes, and the row's
     metadata lists the columns under ``escaped_surrogates``.
     """
-    unknown = set(values) - set(COLUMNS)
+    unknown = values.keys() - _COLUMN_SET
     if unknown:
         raise KeyError(f"unknown trace columns: {', '.join(sorted(unknown))}")
     values.setdefault("simulated", 0)  # NOT NULL: binding None would drop the row
-    escaped = [c for c, v in values.items() if isinstance(v, str) and has_surrogates(v)]
-    if escaped:
-        _escape_columns(values, escaped)
-    return tuple(values.get(c) for c in COLUMNS)
+    # One test over all the text first: every traced call comes through here, and
+    # almost all of them are ASCII (a lone surrogate never is).
+    if not "".join([v for v in values.values() if isinstance(v, str)]).isascii():
+        escaped = [c for c, v in values.items() if isinstance(v, str) and has_surrogates(v)]
+        if escaped:
+            _escape_columns(values, escaped)
+    get = values.get
+    return tuple([get(c) for c in COLUMNS])
 
 
 def row_dict(sql: str, values: Sequence[Any]) -> dict[str, Any] | None:

@@ -270,8 +270,10 @@ class Tracer:
         waited_s: float = 0.0,
         wall_ms: float | None = None,
         emit: Callable[[str, tuple[Any, ...]], None] | None = None,
+        batch: bool = False,
     ) -> CallResult:
-        """Write the trace row of one model call that already happened."""
+        """Write the trace row of one model call that already happened (``batch``: made
+        through a batch engine, priced at its rate)."""
         sid = sid or new_id()
         ctx = dict(context or {})
         # A gateway (workbench.gateway) notes what it decided and what it really sent.
@@ -296,7 +298,7 @@ class Tracer:
             latency = completion.latency_ms
             meta["usage"] = "not reported by the provider"
         elif completion is not None:
-            cost, source = self.pricer.cost(request.model, completion.usage, note and note.price_provider)
+            cost, source = self.pricer.cost(request.model, completion.usage, note and note.price_provider, batch=batch)
             usage = completion.usage
             # The answering attempt's latency; time lost to retries is in metadata.retry_wait_s.
             latency = completion.latency_ms

@@ -33,7 +33,7 @@ _STOPWORDS = frozenset(
 
 def is_judge_prompt(text: str) -> bool:
     """Whether a prompt asks for a judge's ``SCORE:`` reply."""
-    return any(line.strip() == JUDGE_MARKER for line in text.splitlines())
+    return JUDGE_MARKER in text and any(line.strip() == JUDGE_MARKER for line in text.splitlines())
 
 
 def _section(text: str, tag: str, before: int | None = None) -> tuple[str, int]:

@@ -19,7 +19,7 @@ from .. import traces
 from ..errors import WorkbenchError
 from ..tracing import current_span
 from ._redact import Redactor, scrubbed
-from .anthropic import _provider_error, usage_of
+from .anthropic import _provider_error, completion_of, usage_of
 from .base import Completion, Message, Request, Usage
 
 if TYPE_CHECKING:
@@ -284,16 +284,7 @@ def _warn(exc: BaseException) -> None:
 
 def _completion(message: Any, latency_ms: float, ttft_ms: float | None) -> Completion:
     """A Completion from an SDK ``Message`` (a response or a stream's final message)."""
-    return Completion(
-        text="".join(b.text for b in message.content if getattr(b, "type", None) == "text"),
-        model=message.model,
-        stop_reason=message.stop_reason,
-        usage=usage_of(message.usage),
-        latency_ms=latency_ms,
-        ttft_ms=ttft_ms,
-        request_id=message.id,
-        provider=PROVIDER,
-    )
+    return completion_of(message, latency_ms, ttft_ms)
 
 
 # -- what the trace says the request was -----------------------------------------------------

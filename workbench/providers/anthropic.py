@@ -14,6 +14,7 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -31,7 +32,7 @@ from ..errors import (
     provider_error_for_status,
 )
 from ._redact import Redactor, exception_text, keys_of
-from .base import Completion, Request, Usage, cache_ttl
+from .base import BatchInfo, BatchResult, Completion, Request, Usage, cache_ttl
 
 if TYPE_CHECKING:
     import anthropic
@@ -93,6 +94,10 @@ class AnthropicProvider:
 
     name = "anthropic"
     simulated = False
+    batch_poll_s = 30.0
+    """Seconds between looks at a Message Batch still processing (most end within the hour)."""
+    batch_max_requests = 100_000
+    """The Message Batches API takes up to 100,000 requests (and 256 MB) per batch."""
 
     def __init__(
         self,
@@ -108,6 +113,8 @@ class AnthropicProvider:
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._owns_client = client is None
         self._warned_temperature = False
+        self._temperature_checked: Any = None
+        self._temperature_ok = True
         self._redact: Redactor | None = None
         if client is not None:
             self._client = client.with_options(max_retries=0)
@@ -160,19 +167,7 @@ class AnthropicProvider:
             ProviderError: the subclass matching the failure; never retried here.
         """
         client = self._get_client()
-        params = _message_params(request)
-        if "temperature" in params and not _takes_temperature(client):
-            # The API version this SDK speaks rejects sampling params; a prompt's
-            # temperature is a wish we cannot send, so drop it and say so once.
-            del params["temperature"]
-            if not self._warned_temperature:
-                self._warned_temperature = True
-                warnings.warn(
-                    f"anthropic {_sdk_version()} speaks API version {_api_version()}, which takes no "
-                    "temperature; the prompt's temperature is not sent (the model's default applies)",
-                    IgnoredParamWarning,
-                    stacklevel=2,
-                )
+        params = self._params(request)
         # Latency starts when the request is sent: the SDK's import and the client's
         # set-up (seconds, on a first call) happened above.
         started = time.perf_counter()
@@ -190,17 +185,87 @@ class AnthropicProvider:
         except Exception as exc:
             self._raise(exc, started)
         finished = time.perf_counter()
-        usage = message.usage
-        return Completion(
-            text="".join(b.text for b in message.content if getattr(b, "type", None) == "text"),
-            model=message.model,
-            stop_reason=message.stop_reason,
-            usage=usage_of(usage),
-            latency_ms=(finished - started) * 1000,
-            ttft_ms=None if first_text is None else (first_text - started) * 1000,
-            request_id=message.id,
-            provider=self.name,
-        )
+        return completion_of(message, (finished - started) * 1000,
+                             None if first_text is None else (first_text - started) * 1000)
+
+    def _params(self, request: Request) -> dict[str, Any]:
+        """``messages.create`` keyword arguments for ``request``, less what this SDK cannot send."""
+        params = _message_params(request)
+        if "temperature" in params and not self._sends_temperature():
+            # The API version this SDK speaks rejects sampling params; a prompt's
+            # temperature is a wish we cannot send, so drop it and say so once.
+            del params["temperature"]
+            if not self._warned_temperature:
+                self._warned_temperature = True
+                warnings.warn(
+                    f"anthropic {_sdk_version()} speaks API version {_api_version()}, which takes no "
+                    "temperature; the prompt's temperature is not sent (the model's default applies)",
+                    IgnoredParamWarning,
+                    stacklevel=3,
+                )
+        return params
+
+    def _sends_temperature(self) -> bool:
+        """Whether this SDK takes ``temperature`` (looked up once per client: a batch asks 10,000 times)."""
+        client = self._get_client()
+        if self._temperature_checked is not client:
+            self._temperature_ok = _takes_temperature(client)
+            self._temperature_checked = client
+        return self._temperature_ok
+
+    # -- Message Batches ---------------------------------------------------------------------
+
+    async def submit_batch(self, requests: Sequence[tuple[str, Request]]) -> BatchInfo:
+        """Create one Message Batch of ``(custom_id, request)`` pairs (half price, up to 24 hours).
+
+        Raises:
+            ProviderError: the API refused the batch (nothing was created), or the
+                answer was lost on the way (the batch may exist: see ``recent_batches``).
+        """
+        body = [{"custom_id": custom_id, "params": self._params(request)} for custom_id, request in requests]
+        try:
+            batch = await self._get_client().messages.batches.create(requests=body)
+        except Exception as exc:
+            self._raise(exc)
+        return _batch_info(batch)
+
+    async def batch_info(self, batch_id: str) -> BatchInfo:
+        """The batch's status, request counts and times."""
+        try:
+            batch = await self._get_client().messages.batches.retrieve(batch_id)
+        except Exception as exc:
+            self._raise(exc)
+        return _batch_info(batch)
+
+    async def batch_results(self, batch_id: str, requests: Mapping[str, Request]) -> AsyncIterator[BatchResult]:
+        """Stream an ended batch's results (JSON lines, in no particular order)."""
+        try:
+            lines = await self._get_client().messages.batches.results(batch_id)
+            async for line in lines:
+                yield _batch_result(line)
+        except Exception as exc:
+            self._raise(exc)
+
+    async def cancel_batch(self, batch_id: str) -> BatchInfo:
+        """Ask the API to stop the batch; requests already processed stay done (and billed)."""
+        try:
+            batch = await self._get_client().messages.batches.cancel(batch_id)
+        except Exception as exc:
+            self._raise(exc)
+        return _batch_info(batch)
+
+    async def recent_batches(self, since: float) -> list[BatchInfo]:
+        """Batches of this workspace created since the Unix time ``since``, newest first."""
+        found: list[BatchInfo] = []
+        try:
+            async for batch in self._get_client().messages.batches.list(limit=100):
+                info = _batch_info(batch)
+                if info.created_at is not None and info.created_at < since:
+                    break  # the list is newest first
+                found.append(info)
+        except Exception as exc:
+            self._raise(exc)
+        return found
 
     def _redactor(self) -> Redactor:
         if self._redact is None:
@@ -245,6 +310,58 @@ class AnthropicProvider:
     async def sleep(self, seconds: float) -> None:
         """Wait between retries, in real time."""
         await asyncio.sleep(seconds)
+
+
+def _batch_info(batch: Any) -> BatchInfo:
+    """Our `BatchInfo` from the SDK's ``MessageBatch``."""
+    counts = batch.request_counts
+    tally = {k: _count(getattr(counts, k, None)) for k in ("processing", "succeeded", "errored", "canceled", "expired")}
+    return BatchInfo(
+        id=batch.id,
+        status=batch.processing_status,
+        requests=sum(tally.values()),
+        counts=tally,
+        created_at=_epoch(batch.created_at),
+        expires_at=_epoch(batch.expires_at),
+        ended_at=_epoch(batch.ended_at),
+        results_available=getattr(batch, "archived_at", None) is None,
+    )
+
+
+def _epoch(when: Any) -> float | None:
+    return None if when is None else when.timestamp()
+
+
+def _batch_result(line: Any) -> BatchResult:
+    """Our `BatchResult` from one line of a batch's results."""
+    result = line.result
+    if result.type == "succeeded":
+        # A batch times no single call: no latency, no time to first token.
+        return BatchResult(line.custom_id, "succeeded", completion_of(result.message, None, None))
+    if result.type == "errored":
+        body = result.error
+        error = getattr(body, "error", None)
+        error_type = getattr(error, "type", None) or "api_error"
+        cls = _STREAM_ERROR_CLASSES.get(error_type, ProviderUnavailable)
+        return BatchResult(line.custom_id, "errored", error=cls(
+            f"anthropic batch request {error_type}: {getattr(error, 'message', '') or 'no message'}",
+            request_id=getattr(body, "request_id", None), error_type=error_type,
+        ))
+    return BatchResult(line.custom_id, result.type)
+
+
+def completion_of(message: Any, latency_ms: float | None, ttft_ms: float | None) -> Completion:
+    """Our `Completion` from an SDK ``Message`` (a response, a stream's final message, a batch result)."""
+    return Completion(
+        text="".join(b.text for b in message.content if getattr(b, "type", None) == "text"),
+        model=message.model,
+        stop_reason=message.stop_reason,
+        usage=usage_of(message.usage),
+        latency_ms=latency_ms,
+        ttft_ms=ttft_ms,
+        request_id=message.id,
+        provider=AnthropicProvider.name,
+    )
 
 
 def usage_of(usage: Any) -> Usage:

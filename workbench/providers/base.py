@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -149,8 +150,9 @@ class Completion:
     """``end_turn``, ``max_tokens``, ``stop_sequence``, ..."""
     usage: Usage
     """Token counts."""
-    latency_ms: float
-    """Time from sending the request to the last byte of the answer."""
+    latency_ms: float | None
+    """Time from sending the request to the last byte of the answer (None for a
+    batch result: no single call was timed)."""
     ttft_ms: float | None = None
     """Time to the first text token, when streamed."""
     request_id: str | None = None
@@ -221,4 +223,82 @@ class Provider(Protocol):
 
     async def sleep(self, seconds: float) -> None:
         """Wait between retries (a simulated provider may compress time)."""
+        ...
+
+
+# -- Message Batches ------------------------------------------------------------------------------
+
+BATCH_OUTCOMES = ("succeeded", "errored", "canceled", "expired")
+"""What became of one request in a batch (the Message Batches API's result types)."""
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """A batch as the provider reports it."""
+
+    id: str
+    """The provider's id (``msgbatch_...``; ``simbatch_...`` for the simulator)."""
+    status: str
+    """``in_progress``, ``canceling`` or ``ended``."""
+    requests: int
+    """Requests in the batch."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """Requests per state: processing, succeeded, errored, canceled, expired (the API
+    counts them only once the whole batch has ended)."""
+    created_at: float | None = None
+    """Unix time the provider created it."""
+    expires_at: float | None = None
+    """Unix time it stops processing: 24 hours after creation."""
+    ended_at: float | None = None
+    """Unix time processing ended (every request succeeded, errored, was canceled or expired)."""
+    results_available: bool = True
+    """False once the provider no longer serves the results (29 days after creation)."""
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one request of a batch came back as."""
+
+    custom_id: str
+    """The id the request was submitted with."""
+    outcome: str
+    """``succeeded``, ``errored``, ``canceled`` or ``expired``."""
+    completion: Completion | None = None
+    """The answer, when it succeeded (``latency_ms`` and ``ttft_ms`` are None: a batch times no single call)."""
+    error: Any = None
+    """The ``ProviderError`` of an errored request."""
+
+
+@runtime_checkable
+class BatchProvider(Protocol):
+    """A provider that also runs requests through a batch engine (Anthropic's Message Batches).
+
+    Requests go in with a ``custom_id`` each and come back, in any order, with it.
+    """
+
+    batch_poll_s: float
+    """Seconds between two looks at a batch that is still processing."""
+    batch_max_requests: int
+    """Most requests one batch takes."""
+
+    async def submit_batch(self, requests: Sequence[tuple[str, Request]]) -> BatchInfo:
+        """Create one batch of ``(custom_id, request)``; it starts processing at once."""
+        ...
+
+    async def batch_info(self, batch_id: str) -> BatchInfo:
+        """The batch's status now."""
+        ...
+
+    def batch_results(self, batch_id: str, requests: Mapping[str, Request]) -> AsyncIterator[BatchResult]:
+        """Every result of an ended batch. ``requests`` are the batch's requests by
+        custom id: the simulator answers from them (the API has its own copy)."""
+        ...
+
+    async def cancel_batch(self, batch_id: str) -> BatchInfo:
+        """Stop processing; what is done stays done (and paid), the rest comes back canceled."""
+        ...
+
+    async def recent_batches(self, since: float) -> list[BatchInfo]:
+        """Batches created since the Unix time ``since``, newest first (to find one whose
+        creation was never recorded: a process that died just after submitting)."""
         ...

@@ -13,16 +13,20 @@ priced as those models. Every trace it produces is marked simulated.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import hashlib
 import math
 import random
 import re
 import threading
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from ..errors import Overloaded, ProviderError, RateLimited
+from ..errors import BadRequest, Overloaded, ProviderError, RateLimited
 from . import _simjudge
-from .base import Completion, Request, Usage, cache_ttl
+from .base import BatchInfo, BatchResult, Completion, Request, Usage, cache_ttl
 
 CHARS_PER_TOKEN = 4
 MIN_CACHEABLE_TOKENS = 1024
@@ -71,6 +75,7 @@ _INSTRUCTION = re.compile(
 """Sentences that instruct the model are not facts to answer with."""
 
 
+@functools.lru_cache(maxsize=16_384)
 def _stem(word: str) -> str:
     for suffix in ("ing", "ed", "es", "s"):
         if len(word) > len(suffix) + 2 and word.endswith(suffix):
@@ -78,8 +83,10 @@ def _stem(word: str) -> str:
     return word
 
 
-def content_words(text: str) -> set[str]:
-    return {_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
+@functools.lru_cache(maxsize=4_096)
+def content_words(text: str) -> frozenset[str]:
+    # Cached: the same passages and instructions come back in every item and repeat.
+    return frozenset(_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS)
 
 
 def estimate_tokens(text: str) -> int:
@@ -107,7 +114,7 @@ def read_answer(request: Request, rng: random.Random, skill: float) -> tuple[str
     question = questions[-1] if questions else (sentences[-1] if sentences else "")
     q_words = content_words(question)
     candidates = [
-        s for s in _sentences((request.system or "") + "\n" + user_text)
+        s for s in _sentences(request.system or "") + sentences
         if s != question and not s.endswith("?") and not _INSTRUCTION.match(s)
     ]
     scored = []
@@ -139,10 +146,15 @@ class SimulatedProvider:
         error_rate: overrides every profile's error rate when set.
         profiles: extra or replacement model profiles.
         latency_factor: multiplies every simulated latency (an incident).
+        batch_seconds: simulated seconds a Message Batch takes to end.
     """
 
     name = "simulated"
     simulated = True
+    batch_poll_s = 10.0
+    """Simulated seconds between looks at a batch (scaled by ``time_scale``, as the batch is)."""
+    batch_max_requests = 100_000
+    """As the Message Batches API."""
 
     def __init__(
         self,
@@ -153,8 +165,14 @@ class SimulatedProvider:
         error_rate: float | None = None,
         profiles: dict[str, ModelProfile] | None = None,
         latency_factor: float = 1.0,
+        batch_seconds: float = 60.0,
     ) -> None:
         self.seed = seed
+        self.batch_seconds = batch_seconds
+        """Simulated seconds a batch takes to end (scaled by ``time_scale``; 0 ends it at once)."""
+        self._batches: dict[str, float] = {}
+        self._canceled: set[str] = set()
+        self._batch_seq = 0
         self.latency_factor = latency_factor
         self.time_scale = time_scale
         self.fixed_latency_ms = fixed_latency_ms
@@ -181,19 +199,33 @@ class SimulatedProvider:
         return hashlib.sha256(raw.encode()).hexdigest()
 
     async def complete(self, request: Request) -> Completion:
+        outcome, wait_ms = self._respond(request)
+        if isinstance(outcome, ProviderError):
+            await asyncio.sleep(wait_ms / 1000 * self.time_scale)
+            raise outcome
+        if wait_ms > 0 and self.time_scale > 0:
+            await asyncio.sleep(wait_ms / 1000 * self.time_scale)
+        return outcome
+
+    def _respond(self, request: Request, *, transient_errors: bool = True) -> tuple[Completion | ProviderError, float]:
+        """The answer to ``request`` (or the error it fails with) and the simulated ms it takes.
+
+        ``transient_errors=False`` never draws an overload or rate limit: a batch
+        engine retries those itself.
+        """
         key = self._key(request)
         prof = self.profile(request.model)
         with self._lock:
             attempt = self._attempts.get(key, 0) + 1
             self._attempts[key] = attempt
             self.calls += 1
-        # Integer seeds: seeding from a string hashes it with SHA-512 every call.
-        fail = random.Random((int(key[32:48], 16) << 8) + attempt)
         error_rate = prof.error_rate if self.error_rate is None else self.error_rate
+        # Integer seeds: seeding from a string hashes it with SHA-512 every call. With no
+        # errors to draw, the draw is skipped (it could never fail).
+        fail = random.Random((int(key[32:48], 16) << 8) + attempt) if error_rate > 0 and transient_errors else None
         rng = random.Random(int(key[:32], 16))
-        if fail.random() < error_rate:
+        if fail is not None and fail.random() < error_rate:
             wait_ms = rng.lognormvariate(math.log(prof.ttft_median_ms), prof.latency_sigma)
-            await asyncio.sleep(wait_ms / 1000 * self.time_scale)
             error: ProviderError
             if fail.random() < 0.5:
                 error = Overloaded(
@@ -206,17 +238,18 @@ class SimulatedProvider:
                     error_type="rate_limit_error", retry_after=1.0,
                 )
             error.latency_ms = round(wait_ms, 3)  # simulated time, as a completion's latency is
-            raise error
+            return error, wait_ms
         with self._lock:
             # A success ends this request's retries: forget its count, so memory does not
             # grow with every distinct request and a repeated request replays the same way.
             self._attempts.pop(key, None)
         prompt_text = "\n".join(m.content for m in request.messages)
-        if _simjudge.is_judge_prompt(prompt_text):
+        judging = _simjudge.is_judge_prompt(prompt_text)
+        if judging:
             answer = _simjudge.judge_reply(prompt_text, rng, prof.skill)
         else:
             answer, _ = read_answer(request, rng, prof.skill)
-        if not _simjudge.is_judge_prompt(prompt_text) and rng.random() < prof.verbosity:
+        if not judging and rng.random() < prof.verbosity:
             answer = f"Thanks for reaching out! {answer} Let me know if there is anything else I can help with."
         out_tokens = estimate_tokens(answer)
         stop_reason = "end_turn"
@@ -234,8 +267,6 @@ class SimulatedProvider:
             latency = ttft + gen
             ttft *= self.latency_factor
             latency *= self.latency_factor
-        if latency > 0 and self.time_scale > 0:
-            await asyncio.sleep(latency / 1000 * self.time_scale)
         return Completion(
             text=answer,
             model=request.model,
@@ -245,7 +276,7 @@ class SimulatedProvider:
             ttft_ms=round(ttft, 3),
             request_id=f"sim_msg_{key[:24]}",
             provider=self.name,
-        )
+        ), latency
 
     def _usage(self, request: Request, out_tokens: int) -> Usage:
         msg_tokens = sum(estimate_tokens(m.content) + 4 for m in request.messages)
@@ -271,6 +302,80 @@ class SimulatedProvider:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds * self.time_scale)
+
+    # -- a simulated Message Batches engine ------------------------------------------------
+    #
+    # Answers are deterministic per request, so a simulated batch keeps no state a new
+    # process would need: its id says when it was made and how many requests it holds,
+    # and its results are worked out from the requests when they are read. Only a
+    # cancellation lives in this object's memory. Every answer is traced as simulated.
+
+    async def submit_batch(self, requests: Sequence[tuple[str, Request]]) -> BatchInfo:
+        """Accept a simulated batch; it ends `batch_seconds` simulated seconds later."""
+        if not requests:
+            raise BadRequest("simulated batch: requests must not be empty", status_code=400,
+                             error_type="invalid_request_error", retryable=False)
+        if len(requests) > self.batch_max_requests:
+            raise BadRequest(f"simulated batch: {len(requests):,} requests, at most {self.batch_max_requests:,}",
+                             status_code=400, error_type="invalid_request_error", retryable=False)
+        created = time.time()
+        with self._lock:
+            self._batch_seq += 1
+            batch_id = f"simbatch_{int(created * 1000):x}_{len(requests):x}_{self.seed:x}_{self._batch_seq:x}"
+            self._batches[batch_id] = created
+        return self._batch_info(batch_id)
+
+    async def batch_info(self, batch_id: str) -> BatchInfo:
+        return self._batch_info(batch_id)
+
+    async def batch_results(self, batch_id: str, requests: Mapping[str, Request]) -> AsyncIterator[BatchResult]:
+        info = self._batch_info(batch_id)
+        if info.status != "ended":
+            raise BadRequest(f"simulated batch {batch_id} is still {info.status}; its results come once it ends",
+                             status_code=400, error_type="invalid_request_error", retryable=False)
+        canceled = batch_id in self._canceled
+        for custom_id, request in requests.items():
+            if canceled:
+                yield BatchResult(custom_id, "canceled")
+                continue
+            outcome, _ = self._respond(request, transient_errors=False)
+            if isinstance(outcome, ProviderError):  # pragma: no cover - transient errors are off
+                yield BatchResult(custom_id, "errored", error=outcome)
+                continue
+            # No single call of a batch is timed.
+            yield BatchResult(custom_id, "succeeded", dataclasses.replace(outcome, latency_ms=None, ttft_ms=None))
+
+    async def cancel_batch(self, batch_id: str) -> BatchInfo:
+        """Cancel a simulated batch that has not ended: all of its requests come back canceled."""
+        if self._batch_info(batch_id).status != "ended":
+            with self._lock:
+                self._canceled.add(batch_id)
+        return self._batch_info(batch_id)
+
+    async def recent_batches(self, since: float) -> list[BatchInfo]:
+        with self._lock:
+            ids = [b for b, created in self._batches.items() if created >= since]
+        return sorted((self._batch_info(b) for b in ids), key=lambda b: -(b.created_at or 0))
+
+    def _batch_info(self, batch_id: str) -> BatchInfo:
+        try:
+            prefix, created_ms, n, _seed, _seq = batch_id.split("_")
+            created, requests = int(created_ms, 16) / 1000, int(n, 16)
+            assert prefix == "simbatch"
+        except (ValueError, AssertionError):
+            raise BadRequest(f"simulated batch {batch_id!r} not found", status_code=404,
+                             error_type="not_found_error", retryable=False) from None
+        canceled = batch_id in self._canceled
+        done_at = created + self.batch_seconds * self.time_scale
+        ended = canceled or time.time() >= done_at
+        counts = {"processing": 0 if ended else requests, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        if ended:
+            counts["canceled" if canceled else "succeeded"] = requests
+        return BatchInfo(
+            id=batch_id, status="ended" if ended else "in_progress", requests=requests, counts=counts,
+            created_at=created, expires_at=created + 24 * 3600,
+            ended_at=(min(done_at, time.time()) if ended else None),
+        )
 
     def __repr__(self) -> str:
         return f"<SimulatedProvider seed={self.seed} time_scale={self.time_scale}>"
