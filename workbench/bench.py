@@ -116,7 +116,10 @@ class Workbench:
         """The traced call for ``complete``/``acomplete``; ``options`` are their keyword arguments."""
         variables = {**(options.pop("variables") or {}), **options.pop("kwargs")}
         request = self._request(prompt, options["model"], options["messages"], variables, dict(options["params"] or {}))
-        context = {"user_id": options["user_id"], "tags": options["tags"], "metadata": options["metadata"]}
+        user_id = options["user_id"]
+        if user_id is None and prompt is not None and prompt.served is not None:
+            user_id = prompt.served.unit  # a version picked for a user is that user's call
+        context = {"user_id": user_id, "tags": options["tags"], "metadata": options["metadata"]}
         return self.tracer.call(self.provider, request, parent=current_span(), context=context)
 
     async def acomplete(
@@ -171,6 +174,15 @@ class Workbench:
         if result.error is not None and raise_on_error:
             raise result.error
         return result
+
+    # -- deployment --------------------------------------------------------------------------
+
+    def rollout(self, name: str, label: str = "production") -> Any:
+        """The handle of one label for serving, online readouts and gradual rollouts (``workbench.rollout.Rollout``)."""
+        from .rollout import Rollout
+
+        self.prompts.label_state(name, label)  # a typo fails here, naming the labels there are
+        return Rollout(self, name, label)
 
     # -- spans -------------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ where callers expect a builtin, the error subclasses it too::
     ├── PromptError
     │   ├── PromptNotFound(KeyError)
     │   ├── TemplateError(ValueError)       malformed template, refused at register
-    │   └── RenderError(ValueError)         missing or unexpected variables
+    │   ├── RenderError(ValueError)         missing or unexpected variables
+    │   └── LabelMoved                      a label moved since it was read (a concurrent rollout step)
     ├── DatasetError(ValueError)            malformed dataset file or rows (names file and line)
     │   └── DatasetNotFound(KeyError)
     ├── ExperimentError
@@ -24,6 +25,9 @@ where callers expect a builtin, the error subclasses it too::
     │   ├── ProviderConnectionError         connection refused, reset or dropped
     │   ├── BadRequest                      400, 404, 409, 413, 422
     │   └── AuthenticationFailed            401, 403
+    ├── RolloutError                        a gradual rollout cannot start, step or roll back
+    │   └── RolloutNotFound(KeyError)       no rollout running for that label
+    ├── GateConfigError(ConfigError)        the CI gate's TOML file is missing or wrong (exit code 3)
     ├── MissingDependency(ImportError)      an optional extra is not installed
     └── OtlpError                           sending or receiving OpenTelemetry spans failed
 """
@@ -44,6 +48,8 @@ __all__ = [
     "DatasetNotFound",
     "ExperimentError",
     "ExperimentNotFound",
+    "GateConfigError",
+    "LabelMoved",
     "MissingDependency",
     "NotAWorkbenchDatabase",
     "OtlpError",
@@ -56,6 +62,8 @@ __all__ = [
     "ProviderUnavailable",
     "RateLimited",
     "RenderError",
+    "RolloutError",
+    "RolloutNotFound",
     "StoreError",
     "TemplateError",
     "WorkbenchError",
@@ -142,6 +150,22 @@ class TemplateError(PromptError, ValueError):
 
 class RenderError(PromptError, ValueError):
     """Variables do not match the template."""
+
+
+class LabelMoved(PromptError):
+    """A label moved since it was read: decide again on a fresh reading."""
+
+
+class RolloutError(WorkbenchError):
+    """A gradual rollout cannot start, step or roll back."""
+
+
+class RolloutNotFound(RolloutError, KeyError):
+    """No rollout is running for that label."""
+
+
+class GateConfigError(ConfigError):
+    """The CI gate's configuration file is missing, unreadable or wrong."""
 
 
 class DatasetError(WorkbenchError, ValueError):
