@@ -341,19 +341,22 @@ def join(parts: list[str]) -> str:
     return out
 
 
-def _points(x: Any) -> str:
-    """A difference of shares in percentage points: ``+0.3 pts``."""
-    return fmt.NA if fmt.missing(x) else f"{fmt.num(float(x) * 100, 1, signed=True)} pts"
+def points(x: Any, *, unit: bool = True) -> str:
+    """A difference of shares in percentage points: ``+0.3 pts`` (never ``−0.0``)."""
+    if fmt.missing(x):
+        return fmt.NA
+    shown = round(float(x) * 100, 1) + 0.0  # + 0.0 turns a rounded -0.0 into 0.0
+    return f"{fmt.num(shown, 1, signed=True)}{' pts' if unit else ''}"
 
 
 def _rate_parts(card: Card, r: Rate) -> list[str]:
     if r.kind == EMPTY:
         return [r.note or f"{r.name}: no calls to compare"]
     ci = (f"{card.confidence * 100:g}% CI {fmt.NA}" if fmt.missing(r.ci_low) or fmt.missing(r.ci_high) else
-          f"{card.confidence * 100:g}% CI {fmt.num(float(r.ci_low) * 100, 1, signed=True)} to {_points(r.ci_high)}")
+          f"{card.confidence * 100:g}% CI {points(r.ci_low, unit=False)} to {points(r.ci_high)}")
     return [
         f"{r.name} {fmt.pct(r.a)} → {fmt.pct(r.b)}",
-        _points(r.diff),
+        points(r.diff),
         f"({ci})",
         fmt.pvalue(r.p_value),
         f"calls {fmt.count(r.n_a)} and {fmt.count(r.n_b)}",

@@ -77,7 +77,7 @@ class Guard:
     def describe(self) -> str:
         """The margin as a person reads it: ``+1.0 pts``, ``+10%``, ``−0.020``."""
         if self.metric == "error_rate":
-            return f"{fmt.num(self.margin * 100, 1, signed=True)} pts"
+            return vd.points(self.margin)
         if self.relative:
             return fmt.pct(self.margin, 0 if self.margin * 100 == round(self.margin * 100) else 1, signed=True)
         return fmt.num(-self.margin, signed=True)
@@ -224,8 +224,8 @@ def judge_guard(guard: Guard, ro: OnlineReadout, plan: Plan, candidate: int) -> 
     state = _stats.judge(d.ci_low, d.ci_high, allowed, higher_is_better=guard.higher_is_better)
     conf = f"{plan.confidence * 100:g}% CI"
     if guard.metric == "error_rate":
-        shown = (f"{fmt.pct(d.a)} → {fmt.pct(d.b)}, {_pts(d.diff)} ({conf} {_pts(d.ci_low)} to {_pts(d.ci_high)}) "
-                 f"against a margin of {guard.describe()}")
+        shown = (f"{fmt.pct(d.a)} → {fmt.pct(d.b)}, {vd.points(d.diff)} ({conf} {vd.points(d.ci_low, unit=False)} to "
+                 f"{vd.points(d.ci_high)}) against a margin of {guard.describe()}")
     elif guard.relative:
         per = " per 1,000 calls" if guard.metric == "cost" else ""
         shown = (f"{_money_or_ms(guard.metric, d.a)} → {_money_or_ms(guard.metric, d.b)}{per}, "
@@ -238,10 +238,6 @@ def judge_guard(guard: Guard, ro: OnlineReadout, plan: Plan, candidate: int) -> 
     verdict = {_stats.HOLDS: "within the margin", _stats.REGRESSED: "worse beyond the margin",
                _stats.UNSURE: "the interval straddles the margin: more calls will tell"}[state]
     return GuardResult(guard, state, f"{shown}: {verdict}", {**figures, "state": state})
-
-
-def _pts(x: Any) -> str:
-    return fmt.NA if fmt.missing(x) else f"{fmt.num(float(x) * 100, 1, signed=True)} pts"
 
 
 def _num(x: Any) -> float | None:
