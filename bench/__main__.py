@@ -1,10 +1,10 @@
-"""Run every benchmark, or the ones named: ``python -m bench [tracing ingest import runner metrics report otel otel-ingest parquet widgets first_use]``."""
+"""Run every benchmark, or the ones named: ``python -m bench [tracing ingest import runner metrics report otel otel-ingest parquet widgets first_use rollout]``."""
 
 from __future__ import annotations
 
 import sys
 
-from . import first_use, metrics, otel, parquet, report, runner, tracing, widgets
+from . import first_use, metrics, otel, parquet, report, rollout, runner, tracing, widgets
 
 SUITES = {
     "tracing": tracing.overhead,
@@ -18,6 +18,7 @@ SUITES = {
     "parquet": parquet.main,
     "widgets": widgets.main,
     "first_use": first_use.main,
+    "rollout": rollout.main,
 }
 
 

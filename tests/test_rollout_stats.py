@@ -110,25 +110,37 @@ def test_errors_concentrated_in_a_few_units_widen_the_interval():
     assert clustered.ci_high - clustered.ci_low > 1.5 * (flat.ci_high - flat.ci_low)
 
 
-def test_quantile_bootstrap_of_single_call_units_matches_the_call_bootstrap():
+def test_quantile_interval_of_single_call_units_matches_a_bootstrap_of_calls():
     rng = np.random.default_rng(1)
     a, b = rng.lognormal(6.2, 0.4, 3000), rng.lognormal(6.3, 0.4, 3000)
     for q, stat in ((0.5, "median"), (0.95, "p95")):
-        d = S.quantile_difference(a, b, q=q, n_boot=2000)
-        ref = stats.bootstrap_difference(a, b, stat=stat, n_boot=2000)
+        d = S.quantile_difference(a, b, q=q)
+        ref = stats.bootstrap_difference(a, b, stat=stat, n_boot=4000)
         width = ref.ci_high - ref.ci_low
         assert d.a == pytest.approx(np.quantile(a, q, method="inverted_cdf"))
         assert abs(d.ci_low - ref.ci_low) < 0.15 * width and abs(d.ci_high - ref.ci_high) < 0.15 * width
+        assert (d.p_value < 0.05) == (d.ci_low > 0 or d.ci_high < 0)
 
 
-def test_quantile_bootstrap_resamples_units():
+def test_quantile_interval_is_clustered_by_unit():
     rng = np.random.default_rng(6)
     la, ua = clustered_calls(rng, 80, 600, 200, 30)
     lb, ub = clustered_calls(rng, 80, 600, 200, 30)
     by_unit = S.quantile_difference(la, lb, ua, ub, q=0.95)
     by_call = S.quantile_difference(la, lb, q=0.95)
     assert by_unit.ci_high - by_unit.ci_low > 1.3 * (by_call.ci_high - by_call.ci_low)
-    assert math.isnan(by_unit.p_value) and by_unit.units_a == 80
+    assert by_unit.units_a == 80
+
+
+def test_clustered_quantile_intervals_cover():
+    rng = np.random.default_rng(12)
+    covered, runs = 0, 200
+    for _ in range(runs):
+        la, ua = clustered_calls(rng, 100, 600, 150, 60)
+        lb, ub = clustered_calls(rng, 100, 600, 150, 60)
+        d = S.quantile_difference(la, lb, ua, ub, q=0.5)
+        covered += d.ci_low <= 0 <= d.ci_high
+    assert 0.9 <= covered / runs <= 0.99
 
 
 def test_sample_ratio_is_scipys_chi_square():

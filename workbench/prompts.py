@@ -20,6 +20,7 @@ import difflib
 import hashlib
 import random
 import string
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from . import _html
 from ._canonical import canonical_json, content_hash, dumps, loads
 from ._ids import new_id, utc_now
 from .errors import ConfigError, LabelMoved, PromptNotFound, RenderError, TemplateError
+from .traces import iso_utc
 
 if TYPE_CHECKING:
     from .providers.base import Request
@@ -661,7 +663,7 @@ class PromptRegistry:
         if len(self._seen) >= SEEN_MAX:
             self._seen.clear()  # the primary key still dedupes; this only saves queue traffic
         self._seen.add(seen)
-        self.store.writer.put(EXPOSURE_SQL, (name, label, move_id, unit, version, utc_now()))
+        self.store.writer.put(EXPOSURE_SQL, (name, label, move_id, unit, version, iso_utc(time.time())))
 
     def record_exposure(self, name: str, label: str, unit: str, version: int | PromptVersion, *, move_id: str | None = None) -> None:
         """Record that ``unit`` was served ``version`` under ``label`` (for traffic assigned outside ``pick``).
