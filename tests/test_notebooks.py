@@ -15,8 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def test_there_are_three_notebooks():
-    assert [p.name for p in NOTEBOOKS] == ["01_quickstart.ipynb", "02_ab_experiment.ipynb", "03_monitoring.ipynb"]
+def test_the_notebooks_are_these():
+    assert [p.name for p in NOTEBOOKS] == [
+        "01_quickstart.ipynb", "02_ab_experiment.ipynb", "03_monitoring.ipynb", "05_rollout.ipynb",
+    ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -66,7 +68,11 @@ def test_notebook_runs_offline(path, tmp_path, monkeypatch):
         assert "error rate: incident" in text
     if path.stem == "01_quickstart":
         assert "missing variable 'context' for prompt 'support' v2" in text
-    assert os.path.exists(work / f"{ {'01_quickstart': 'quickstart', '02_ab_experiment': 'ab', '03_monitoring': 'monitoring'}[path.stem] }.db".replace(" ", ""))
+    if path.stem == "05_rollout":
+        assert "assignment ok" in text  # the sample-ratio check on top of the readout
+        assert "complete " in text and "rollback rolled back to v2: error_rate" in text
+        assert "before/after" in text
+    assert os.path.exists(work / f"{ {'01_quickstart': 'quickstart', '02_ab_experiment': 'ab', '03_monitoring': 'monitoring', '05_rollout': 'rollout'}[path.stem] }.db".replace(" ", ""))
 
 
 @pytest.mark.slow

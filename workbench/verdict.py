@@ -455,6 +455,11 @@ def badge_html(kind: str, text_: str) -> str:
     )
 
 
+WRAP_AT = 40
+"""Pieces longer than this are sentences (``too few to detect ...``) and may wrap between words; a number
+never holds a space, so it still never splits."""
+
+
 def _pieces(parts: list[str]) -> str:
     # Each piece keeps its numbers together ("p<0.001" never splits); lines break between pieces.
     out = ""
@@ -463,7 +468,8 @@ def _pieces(parts: list[str]) -> str:
         if i == 0 and p.endswith(":"):
             out += f"<b>{_html.esc(p[:-1])}</b>:"
             continue
-        out += f'{sep}<span style="{_NOWRAP}">{_html.esc(p)}</span>'
+        style = "" if len(p) > WRAP_AT else f' style="{_NOWRAP}"'
+        out += f"{sep}<span{style}>{_html.esc(p)}</span>"
     return out
 
 

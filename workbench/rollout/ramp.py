@@ -54,6 +54,10 @@ RELATIVE = ("cost", "latency_p50", "latency_p95")
 RUNNING, COMPLETED, ROLLED_BACK, STOPPED = "running", "completed", "rolled_back", "stopped"
 WAITING = "waiting"
 """A guard without enough samples yet."""
+EARLY_ROLLBACK_UNITS = 30
+"""Units per arm from which a regression is acted on before ``min_units`` are in: a version that fails
+every third call should not serve more users while the ramp waits to be sure of everything else. Its whole
+interval must still lie beyond the margin."""
 
 
 @dataclass(frozen=True)
@@ -206,9 +210,11 @@ def judge_guard(guard: Guard, ro: OnlineReadout, plan: Plan, candidate: int) -> 
     assert errors is not None
     units = (errors.d.units_a, errors.d.units_b)
     base = {"metric": guard.metric, "margin": guard.margin, "units_a": units[0], "units_b": units[1]}
-    if min(units) < plan.min_units:
-        return GuardResult(guard, WAITING, f"{fmt.count(min(units))} of {fmt.count(plan.min_units)} units in the smaller arm "
-                                            f"(v{ro.baseline} {fmt.count(units[0])}, v{candidate} {fmt.count(units[1])})", base)
+    short = min(units) < plan.min_units
+    waiting = GuardResult(guard, WAITING, f"{fmt.count(min(units))} of {fmt.count(plan.min_units)} units in the smaller arm "
+                                          f"(v{ro.baseline} {fmt.count(units[0])}, v{candidate} {fmt.count(units[1])})", base)
+    if short and min(units) < min(plan.min_units, EARLY_ROLLBACK_UNITS):
+        return waiting
     if fig is None:
         return GuardResult(guard, WAITING, f"no sampled {guard.metric} scores yet: score a sample of the calls "
                                             "(production scoring)", base)
@@ -235,8 +241,12 @@ def judge_guard(guard: Guard, ro: OnlineReadout, plan: Plan, candidate: int) -> 
     else:
         shown = (f"{fmt.num(d.a)} → {fmt.num(d.b)}, {fmt.num(d.diff, signed=True)} ({conf} "
                  f"{fmt.interval(d.ci_low, d.ci_high, signed=True)}) against a margin of {guard.describe()}")
+    if short and state != _stats.REGRESSED:
+        return waiting  # only a clear regression is called before the step has its units
     verdict = {_stats.HOLDS: "within the margin", _stats.REGRESSED: "worse beyond the margin",
                _stats.UNSURE: "the interval straddles the margin: more calls will tell"}[state]
+    if short:
+        verdict += f" (called at {fmt.count(min(units))} units, before the {fmt.count(plan.min_units)} a step needs)"
     return GuardResult(guard, state, f"{shown}: {verdict}", {**figures, "state": state})
 
 
@@ -263,6 +273,8 @@ class Decision:
     readout: OnlineReadout | None = None
     srm: dict[str, Any] | None = None
     decided_at: str = ""
+    headline: str = ""
+    """The decision in a few words, for the top of the card (the guards' lines below give the figures)."""
 
     def figures(self) -> dict[str, Any]:
         return {"guards": [g.figures | {"state": g.state, "why": g.why} for g in self.guards], "srm": self.srm,
@@ -273,7 +285,8 @@ class Decision:
                 "hold": vd.UNDERPOWERED, "stop": vd.EMPTY}[self.action]
         s = self.rollout
         step = f"step {s.step + 1} of {len(s.plan.steps)} ({fmt.pct(self.share, 0)})"
-        return vd.Check(kind, self.action, f"{s.name}/{s.label} v{s.candidate} over v{s.baseline}, {step}: {self.reason}")
+        return vd.Check(kind, self.action,
+                        f"{s.name}/{s.label} v{s.candidate} over v{s.baseline}, {step}: {self.headline or self.reason}")
 
     def card(self) -> vd.Card | None:
         if self.readout is None:
@@ -437,7 +450,8 @@ def step(bench: Workbench, s: State) -> Decision:
             bench.prompts.rollback(s.name, s.label, to=s.baseline, reason=f"{s.tag}: {reason}", expect_move=s.step_move_id)
         except LabelMoved:
             return Decision(s, "hold", "another process moved the label meanwhile; step again", s.share, guards=results, readout=ro)
-        return _record(bench, Decision(s, "rollback", reason, s.share, 0.0, results, ro, srm_figures),
+        headline = f"rolled back to v{s.baseline}: {', '.join(r.guard.metric for r in regressed)} worse beyond the margin"
+        return _record(bench, Decision(s, "rollback", reason, s.share, 0.0, results, ro, srm_figures, headline=headline),
                        state_update={"status": ROLLED_BACK})
     if srm is not None and (srm.mismatch or ro.mixed):
         reason = ("sample ratio mismatch: " + (f"χ² {fmt.pvalue(srm.p_value)}" if not srm.outside else
@@ -447,8 +461,14 @@ def step(bench: Workbench, s: State) -> Decision:
         return _record(bench, Decision(s, "hold", reason, s.share, None, results, ro, srm_figures))
     pending = [r for r in results if r.state != _stats.HOLDS]
     if pending:
-        reason = "; ".join(f"{r.guard.metric}: {r.why}" for r in pending)
-        return _record(bench, Decision(s, "hold", reason, s.share, None, results, ro, srm_figures))
+        waiting = [r.guard.metric for r in pending if r.state == WAITING]
+        unsure = [r.guard.metric for r in pending if r.state != WAITING]
+        headline = "; ".join(x for x in (
+            f"waiting for samples ({', '.join(waiting)})" if waiting else "",
+            f"not decided yet: {', '.join(unsure)} straddle{'s' if len(unsure) == 1 else ''} the margin" if unsure else "",
+        ) if x)
+        return _record(bench, Decision(s, "hold", _grouped(pending), s.share, None, results, ro, srm_figures,
+                                       headline=headline))
     held = ", ".join(r.guard.metric for r in results)
     if s.step + 1 >= len(s.plan.steps):
         reason = f"every guard held at {fmt.pct(s.share, 0)} ({held}): v{s.candidate} stays"
@@ -465,6 +485,14 @@ def step(bench: Workbench, s: State) -> Decision:
     decision = _record(bench, Decision(s, "advance", reason, s.share, nxt, results, ro, srm_figures), state_update={
         "step": s.step + 1, "step_move_id": moved, "moves_json": dumps([*s.moves, moved]), "step_started_at": utc_now()})
     return decision
+
+
+def _grouped(results: Sequence[GuardResult]) -> str:
+    """Guards' reasons, those that wait for the same thing named together."""
+    by_why: dict[str, list[str]] = {}
+    for r in results:
+        by_why.setdefault(r.why, []).append(r.guard.metric)
+    return "; ".join(f"{', '.join(metrics)}: {why}" for why, metrics in by_why.items())
 
 
 def rollback(bench: Workbench, s: State, reason: str) -> Decision:
