@@ -18,6 +18,19 @@ import time
 from pathlib import Path
 
 
+def _split_bench(folder: str, shares: tuple[float, float]):
+    """A workbench in ``folder`` whose label ``production`` splits prompt ``support`` between v1 and v2."""
+    import workbench as wb
+    from workbench.providers.simulated import SimulatedProvider
+
+    bench = wb.open(Path(folder) / "bench.db", provider=SimulatedProvider(seed=0, time_scale=0))
+    v1 = bench.prompts.register("support", "Q: {question}", "claude-haiku-4-5")
+    v2 = bench.prompts.register("support", "Question: {question}", "claude-haiku-4-5")
+    bench.prompts.set_label("support", "production", v1)
+    bench.prompts.set_split("support", "production", {v1: shares[0], v2: shares[1]})
+    return bench
+
+
 def _picks(reg, keys: list[str], expose: bool) -> float:
     t0 = time.perf_counter()
     for k in keys:
@@ -26,15 +39,8 @@ def _picks(reg, keys: list[str], expose: bool) -> float:
 
 
 def pick_overhead(rounds: int = 6, per_round: int = 20_000) -> None:
-    import workbench as wb
-    from workbench.providers.simulated import SimulatedProvider
-
     with tempfile.TemporaryDirectory() as tmp:
-        bench = wb.open(Path(tmp) / "bench.db", provider=SimulatedProvider(seed=0, time_scale=0))
-        v1 = bench.prompts.register("support", "Q: {question}", "claude-haiku-4-5")
-        v2 = bench.prompts.register("support", "Question: {question}", "claude-haiku-4-5")
-        bench.prompts.set_label("support", "production", v1)
-        bench.prompts.set_split("support", "production", {v1: 0.9, v2: 0.1})
+        bench = _split_bench(tmp, (0.9, 0.1))
         reg = bench.prompts
         _picks(reg, [f"warm-{i}" for i in range(2_000)], True)  # imports, statement cache, writer thread
         new_on, new_off, back_on, back_off = [], [], [], []
@@ -61,17 +67,12 @@ def pick_overhead(rounds: int = 6, per_round: int = 20_000) -> None:
 
 
 def readout_speed(calls: int = 200_000, users: int = 20_000) -> None:
-    import workbench as wb
     from workbench import traces
-    from workbench.providers.simulated import SimulatedProvider
+    from workbench.prompts import point
 
     rng = random.Random(0)
     with tempfile.TemporaryDirectory() as tmp:
-        bench = wb.open(Path(tmp) / "bench.db", provider=SimulatedProvider(seed=0, time_scale=0))
-        v1 = bench.prompts.register("support", "Q: {question}", "claude-haiku-4-5")
-        v2 = bench.prompts.register("support", "Question: {question}", "claude-haiku-4-5")
-        bench.prompts.set_label("support", "production", v1)
-        bench.prompts.set_split("support", "production", {v1: 0.5, v2: 0.5})
+        bench = _split_bench(tmp, (0.5, 0.5))
         state = bench.prompts.label_state("support", "production")
         # Calls written in bulk as pick() + a traced call would write them, with users who come back.
         weights = [1 / (k + 1) for k in range(users)]
@@ -80,7 +81,7 @@ def readout_speed(calls: int = 200_000, users: int = 20_000) -> None:
         t = time.time() - 86_400
         for i, u in enumerate(who):
             key = f"user-{u}"
-            version = state.version_at(__import__("workbench").prompts.point("support", "production", key))
+            version = state.version_at(point("support", "production", key))
             status = "error" if rng.random() < 0.01 else "ok"
             rows.append(traces.row(
                 id=f"{i:036d}", trace_id=f"{i:036d}", kind="llm", name="chat claude-haiku-4-5",

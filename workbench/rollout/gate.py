@@ -363,6 +363,9 @@ def run(config: GateConfig, *, progress: bool = False, echo: Callable[[str], Non
             built = [scorers.build(sc.spec) for sc in config.scorers]
             variants = {"baseline": _version(bench, config, config.baseline, "baseline"),
                         "candidate": _version(bench, config, config.candidate, "candidate")}
+            if _spec(variants["baseline"]) == _spec(variants["candidate"]):
+                echo("gate: the baseline and the candidate are the same prompt, model and params: nothing changed, "
+                     "so every quality check passes (check [baseline] and [candidate], or the ref)")
             digest = content_hash({"dataset": ds.content_hash, "variants": {k: _spec(v) for k, v in variants.items()},
                                    "scorers": [sc.spec for sc in config.scorers], "repeats": config.repeats,
                                    "seed": config.seed, "provider": bench.provider.name})[7:19]
