@@ -203,3 +203,20 @@ def test_cron_steps_every_running_rollout_from_the_command_line(served):
     rolled = CliRunner().invoke(cli, ["rollout", "rollback", "support", "--reason", "pager went off", "--db", served.path])
     assert rolled.exit_code == 0 and "rolled back to v1 by hand: pager went off" in rolled.output
     assert served.prompts.label_history("support", "production")[0]["reason"].endswith("pager went off")
+
+
+def test_start_readout_and_history_from_the_command_line(served):
+    served.flush()
+    run = CliRunner()
+    started = run.invoke(cli, ["rollout", "start", "support", "2", "--steps", "10,100", "--guard", "error_rate=0.02",
+                               "--min-units", "40", "--db", served.path])
+    assert started.exit_code == 0, started.output
+    assert "[start]" not in started.output and "v2 at 10% over v1 (10% → 100%)" in started.output
+    traffic(served, 1500)
+    served.flush()
+    readout = run.invoke(cli, ["rollout", "readout", "support", "--db", served.path])
+    assert readout.exit_code == 0 and "[assignment ok]" in readout.output and "v2 vs v1" in readout.output
+    history = run.invoke(cli, ["rollout", "history", "support", "--db", served.path])
+    assert history.output.splitlines()[0].split("\t")[1:3] == ["split", "v1"]
+    bad = run.invoke(cli, ["rollout", "start", "support", "3", "--guard", "error_rate", "--db", served.path])
+    assert bad.exit_code == 2 and "METRIC=MARGIN" in bad.output
