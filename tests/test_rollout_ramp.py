@@ -61,9 +61,10 @@ def test_a_sound_candidate_ramps_through_every_step_to_completion(served):
     assert served.prompts.split("support", "production") == {2: 1.0}
     # Every move is in the label history, each with the reason and the rollout that made it.
     moves = ro.history()
-    ramped = moves.filter(moves["reason"].str.starts_with("rollout "))
+    ramped = moves.filter(moves["reason"].str.contains(r"\[rollout \S+ step \d/3\]$"))
     assert ramped["action"].to_list() == ["set", "split", "split"]  # newest first: 100%, 50%, 10%
-    assert all("every guard held" in r for r in ramped["reason"].to_list()[:2])
+    assert ramped["split"].to_list() == ["v2 100%", "v1 50% / v2 50%", "v1 90% / v2 10%"]
+    assert ramped["reason"][0].startswith("every guard held (error_rate, latency_p95, cost): 50% → 100% [rollout ")
     # The last step compared v2 at 100% with v1 before it, and says it is not randomised.
     assert decisions[-1].readout.before_after
     state = ro.current()
@@ -202,7 +203,7 @@ def test_cron_steps_every_running_rollout_from_the_command_line(served):
     assert "support/production\tv2 over v1\trunning\t10% → [100%]" in listing.output
     rolled = CliRunner().invoke(cli, ["rollout", "rollback", "support", "--reason", "pager went off", "--db", served.path])
     assert rolled.exit_code == 0 and "rolled back to v1 by hand: pager went off" in rolled.output
-    assert served.prompts.label_history("support", "production")[0]["reason"].endswith("pager went off")
+    assert "rolled back to v1 by hand: pager went off [rollout " in served.prompts.label_history("support", "production")[0]["reason"]
 
 
 def test_start_readout_and_history_from_the_command_line(served):

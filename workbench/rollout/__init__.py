@@ -90,13 +90,18 @@ class Rollout:
                        confidence=confidence, target_effect=target_effect)
 
     def history(self) -> pl.DataFrame:
-        """The label's moves, newest first: when, action, version, split, why."""
+        """The label's moves, newest first: when (UTC), action, the split it set (``v1 95% / v2 5%``), why."""
         import polars as pl
 
-        rows = self.bench.prompts.label_history(self.name, self.label)
-        schema = {"set_at": pl.String, "action": pl.String, "version": pl.Int64, "split_json": pl.String,
-                  "previous_version": pl.Int64, "reason": pl.String}
-        return pl.DataFrame([{k: r[k] for k in schema} for r in rows], schema=schema)
+        from .readout import periods, shares_text
+
+        known = periods(self.bench, self.name, self.label)
+        rows = [{"set_at": r["set_at"], "action": r["action"], "version": r["version"],
+                 "split": shares_text(known[r["id"]].split) if r["id"] in known else "", "reason": r["reason"]}
+                for r in self.bench.prompts.label_history(self.name, self.label)]
+        schema = {"set_at": pl.String, "action": pl.String, "version": pl.Int64, "split": pl.String, "reason": pl.String}
+        frame = pl.DataFrame(rows, schema=schema)
+        return frame.with_columns(pl.col("set_at").str.to_datetime(time_unit="us", time_zone="UTC"))
 
     # -- ramps -----------------------------------------------------------------------------------
 

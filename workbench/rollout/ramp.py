@@ -28,6 +28,7 @@ move, every decision with its figures) is in the ``rollouts`` and
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -165,10 +166,17 @@ class State:
     def share(self) -> float:
         return self.plan.steps[self.step]
 
-    @property
-    def tag(self) -> str:
-        """How this rollout's label moves begin their reason (recovery finds its own moves by it)."""
-        return f"rollout {self.id} step {self.step + 1}/{len(self.plan.steps)}"
+    def tagged(self, why: str, step: int | None = None) -> str:
+        """A label move's reason: why, then which rollout and step made it (recovery finds its own moves by it)."""
+        return tag(why, self.id, self.step if step is None else step, len(self.plan.steps))
+
+
+def tag(why: str, rollout_id: str, step: int, steps: int) -> str:
+    """``why [rollout ID step K/N]``: the reason first, for a person reading the label history."""
+    return f"{why} [rollout {rollout_id} step {step + 1}/{steps}]"
+
+
+_TAG = re.compile(r"\[rollout (\S+) step (\d+)/(\d+)\]$")
 
 
 def _state(row: Mapping[str, Any]) -> State:
@@ -382,9 +390,8 @@ def start(bench: Workbench, name: str, label: str, candidate: int, plan: Plan) -
         raise RolloutError(f"v{baseline} already serves label {label!r}: pick another candidate")
     rid = new_id()
     first = plan.steps[0]
-    tag = f"rollout {rid} step 1/{len(plan.steps)}"
-    reason = f"{tag}: start, v{cand.version} at {fmt.pct(first, 0)} over v{baseline} ({plan.describe()})"
-    _move_to(bench, name, label, baseline, cand.version, first, reason, now.move_id)
+    reason = f"start, v{cand.version} at {fmt.pct(first, 0)} over v{baseline} ({plan.describe()})"
+    _move_to(bench, name, label, baseline, cand.version, first, tag(reason, rid, 0, len(plan.steps)), now.move_id)
     moved = bench.prompts.label_state(name, label).move_id
     stamp = utc_now()
     state = State(rid, name, label, baseline, cand.version, plan, RUNNING, 0, moved, now.move_id, [moved], stamp, stamp, stamp)
@@ -395,7 +402,7 @@ def start(bench: Workbench, name: str, label: str, candidate: int, plan: Plan) -
             (rid, name, label, baseline, cand.version, plan.to_json(), RUNNING, 0, moved, now.move_id, dumps([moved]),
              stamp, stamp, stamp),
         )
-    return _record(bench, Decision(state, "start", reason.split(": ", 1)[1], first, first))
+    return _record(bench, Decision(state, "start", reason, first, first))
 
 
 def _move_to(bench: Workbench, name: str, label: str, baseline: int, candidate: int, share: float, reason: str,
@@ -409,10 +416,11 @@ def _move_to(bench: Workbench, name: str, label: str, baseline: int, candidate: 
 def _adopt(bench: Workbench, s: State) -> State | None:
     """After a crash between moving the label and saving the state: adopt the move this rollout made, if it is one."""
     hist = bench.prompts.label_history(s.name, s.label)
-    if not hist or not (hist[0]["reason"] or "").startswith(f"rollout {s.id} step "):
+    found = _TAG.search(hist[0]["reason"] or "") if hist else None
+    if found is None or found.group(1) != s.id:
         return None
     move = hist[0]["id"]
-    step = int(hist[0]["reason"].split(" step ", 1)[1].split("/", 1)[0]) - 1
+    step = int(found.group(2)) - 1
     status = ROLLED_BACK if hist[0]["action"] == "rollback" else RUNNING
     with bench.store.transaction() as conn:
         conn.execute("UPDATE rollouts SET step = ?, step_move_id = ?, moves_json = ?, status = ?, updated_at = ? WHERE id = ?",
@@ -447,7 +455,7 @@ def step(bench: Workbench, s: State) -> Decision:
         why = "; ".join(f"{r.guard.metric} {r.why}" for r in regressed)
         reason = f"rolled back to v{s.baseline}: {why}"
         try:
-            bench.prompts.rollback(s.name, s.label, to=s.baseline, reason=f"{s.tag}: {reason}", expect_move=s.step_move_id)
+            bench.prompts.rollback(s.name, s.label, to=s.baseline, reason=s.tagged(reason), expect_move=s.step_move_id)
         except LabelMoved:
             return Decision(s, "hold", "another process moved the label meanwhile; step again", s.share, guards=results, readout=ro)
         headline = f"rolled back to v{s.baseline}: {', '.join(r.guard.metric for r in regressed)} worse beyond the margin"
@@ -476,9 +484,8 @@ def step(bench: Workbench, s: State) -> Decision:
                        state_update={"status": COMPLETED})
     nxt = s.plan.steps[s.step + 1]
     reason = f"every guard held ({held}): {fmt.pct(s.share, 0)} → {fmt.pct(nxt, 0)}"
-    tag = f"rollout {s.id} step {s.step + 2}/{len(s.plan.steps)}"
     try:
-        _move_to(bench, s.name, s.label, s.baseline, s.candidate, nxt, f"{tag}: {reason}", s.step_move_id)
+        _move_to(bench, s.name, s.label, s.baseline, s.candidate, nxt, s.tagged(reason, s.step + 1), s.step_move_id)
     except LabelMoved:
         return Decision(s, "hold", "another process moved the label meanwhile; step again", s.share, guards=results, readout=ro)
     moved = bench.prompts.label_state(s.name, s.label).move_id
@@ -498,7 +505,7 @@ def _grouped(results: Sequence[GuardResult]) -> str:
 def rollback(bench: Workbench, s: State, reason: str) -> Decision:
     """Switch the label back to the baseline now (a person's decision)."""
     why = f"rolled back to v{s.baseline} by hand: {reason}"
-    bench.prompts.rollback(s.name, s.label, to=s.baseline, reason=f"{s.tag}: {why}")
+    bench.prompts.rollback(s.name, s.label, to=s.baseline, reason=s.tagged(why))
     return _record(bench, Decision(s, "rollback", why, s.share, 0.0), state_update={"status": ROLLED_BACK})
 
 
