@@ -141,3 +141,13 @@ def test_a_label_that_serves_one_version_is_read_against_the_period_before(serve
 def test_nothing_to_compare_says_what_to_do(served):
     with pytest.raises(ConfigError, match="serves v1 alone and has no earlier version"):
         served.rollout("support").readout()
+
+
+def test_after_a_split_ends_the_readout_is_of_the_last_split(served):
+    served.prompts.set_split("support", "production", {1: 0.5, 2: 0.5})
+    traffic(served, 800)
+    split_period = served.prompts.label_state("support", "production").move_id
+    served.prompts.set_label("support", "production", 2)  # the test is over: v2 for everyone
+    ro = served.rollout("support").readout()
+    assert ro.period.move_id == split_period and ro.baseline == 1 and not ro.before_after
+    assert "v2 serves label production alone now; this is its last split" in str(ro)

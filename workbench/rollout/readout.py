@@ -336,6 +336,15 @@ def readout(
     """
     all_periods = periods(bench, name, label)
     state = bench.prompts.label_state(name, label)
+    notes = []
+    if move_id is None and baseline is None and len(state.split) == 1:
+        # One version serves alone now (a ramp completed, a rollback): the last split that served it
+        # beside another is the randomised comparison a reader means; else the period before.
+        last = _last_split_with(all_periods, state.move_id, state.version)
+        if last is not None:
+            move_id, baseline = last.move_id, max(last.split, key=lambda v: (last.split[v], -v))
+            notes.append(f"v{state.version} serves label {label} alone now; this is its last split, "
+                         f"{last.describe()}")
     move_id = move_id or state.move_id
     period = all_periods.get(move_id) or Period(move_id, state.updated_at, dict(state.split))
     split = period.split
@@ -373,7 +382,7 @@ def readout(
     srm, source, mixed = _sample_ratio(bench, name, label, period, calls)
     simulated = bool(calls.height and (calls["simulated"].fill_null(0).max() or 0))
     return OnlineReadout(name, label, baseline, challengers, period, base_periods, calls, scores, figures,
-                         srm if baseline in split else None, source, mixed, simulated, confidence)
+                         srm if baseline in split else None, source, mixed, simulated, confidence, notes)
 
 
 def _previous_move(all_periods: Mapping[str, Period], period: Period, version: int) -> str:
@@ -381,6 +390,14 @@ def _previous_move(all_periods: Mapping[str, Period], period: Period, version: i
     earlier = sorted((p for p in all_periods.values() if p.move_id < period.move_id and version in p.split),
                      key=lambda p: p.move_id)
     return earlier[-1].move_id if earlier else ""
+
+
+def _last_split_with(all_periods: Mapping[str, Period], before: str, version: int) -> Period | None:
+    """The newest period before move ``before`` that split traffic between ``version`` and another version."""
+    for p in sorted(all_periods.values(), key=lambda p: p.move_id, reverse=True):
+        if p.move_id < before and len(p.split) > 1 and version in p.split:
+            return p
+    return None
 
 
 def _previous_version(all_periods: Mapping[str, Period], period: Period) -> int | None:
