@@ -1,10 +1,10 @@
-"""Run every benchmark, or the ones named: ``python -m bench [tracing ingest import runner metrics report otel otel-ingest parquet widgets first_use gateway durability charts monitor postgres]``."""
+"""Run every benchmark, or the ones named: ``python -m bench [tracing ingest import runner metrics report otel otel-ingest parquet widgets first_use gateway durability charts monitor postgres rollout]``."""
 
 from __future__ import annotations
 
 import sys
 
-from . import charts, durability, first_use, gateway, metrics, monitor, otel, parquet, report, runner, tracing, widgets
+from . import charts, durability, first_use, gateway, metrics, monitor, otel, parquet, report, rollout, runner, tracing, widgets
 
 SUITES = {
     "tracing": tracing.overhead,
@@ -22,6 +22,7 @@ SUITES = {
     "durability": durability.main,
     "charts": charts.main,
     "monitor": monitor.main,
+    "rollout": rollout.main,
 }
 
 

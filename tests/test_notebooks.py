@@ -20,7 +20,8 @@ except ImportError:
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-DATABASES = {"01_quickstart": "quickstart", "02_ab_experiment": "ab", "03_monitoring": "monitoring", "04_gateway": "gateway"}
+DATABASES = {"01_quickstart": "quickstart", "02_ab_experiment": "ab", "03_monitoring": "monitoring", "04_gateway": "gateway",
+             "05_rollout": "rollout"}
 POLARS_HTML = "<div><style>"
 """How a Polars frame's own HTML starts: not ours to wrap."""
 
@@ -73,6 +74,10 @@ def test_notebook_runs_offline(path, tmp_path, monkeypatch):
         assert "error rate: incident" in text
     if path.stem == "01_quickstart":
         assert "missing variable 'context' for prompt 'support' v2" in text
+    if path.stem == "05_rollout":
+        assert "assignment ok" in text  # the sample-ratio check on top of the readout
+        assert "complete " in text and "rollback rolled back to v2: error_rate" in text
+        assert "before/after" in text
     if path.stem in DATABASES:
         assert os.path.exists(work / f"{DATABASES[path.stem]}.db")
 

@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 _deferred.defer()  # charts import Altair, which imports a module that takes 1 to 10 s to load and is rarely used
 
-_LAZY = ("charts", "demo", "frames", "gateway", "monitor", "otel", "report", "stats", "verdict", "widgets")
+_LAZY = ("charts", "demo", "frames", "gateway", "monitor", "otel", "report", "rollout", "stats", "verdict", "widgets")
 """Submodules loaded on first use: most import heavy libraries (Altair, Polars, ipywidgets, OpenTelemetry, SciPy)."""
 
 

@@ -122,11 +122,14 @@ class Workbench:
         """The traced call for ``complete``/``acomplete``; ``options`` are their keyword arguments."""
         variables = {**(options.pop("variables") or {}), **options.pop("kwargs")}
         request = self._request(prompt, options["model"], options["messages"], variables, dict(options["params"] or {}))
-        context = {"user_id": options["user_id"], "tags": options["tags"], "metadata": options["metadata"]}
+        user_id = options["user_id"]
+        if user_id is None and prompt is not None and prompt.served is not None:
+            user_id = prompt.served.unit  # a version picked for a user is that user's call
+        context = {"user_id": user_id, "tags": options["tags"], "metadata": options["metadata"]}
         provider = self.provider if options.get("gateway") is None else options["gateway"].bind(self)
         if getattr(provider, "reads_caller", False):
             # A gateway's limits and routes look at who is calling; it takes this back out of the trace.
-            request.metadata["caller"] = {"user_id": options["user_id"], "metadata": options["metadata"] or {}}
+            request.metadata["caller"] = {"user_id": user_id, "metadata": options["metadata"] or {}}
         return self.tracer.call(provider, request, parent=current_span(), context=context)
 
     async def acomplete(
@@ -213,6 +216,14 @@ class Workbench:
             gateway.flush()  # cache rows and settled limits still in memory
         self.store.sync()
         return frames.savings(self.store, by=by, **filters)
+    # -- deployment --------------------------------------------------------------------------
+
+    def rollout(self, name: str, label: str = "production") -> Any:
+        """The handle of one label for serving, online readouts and gradual rollouts (``workbench.rollout.Rollout``)."""
+        from .rollout import Rollout
+
+        self.prompts.label_state(name, label)  # a typo fails here, naming the labels there are
+        return Rollout(self, name, label)
 
     # -- spans -------------------------------------------------------------------------------
 

@@ -359,6 +359,168 @@ def _echo_health(health: Any) -> None:
         if health.failed:
             click.echo("failed rows are refused by SQLite itself (their errors are in that file); "
                        "`workbench db recover --discard-failed` deletes them")
+# -- deployment: rollouts and the CI gate ------------------------------------------------------
+
+
+@cli.group("rollout")
+def rollout_group() -> None:
+    """Online A/B readouts and gradual rollouts of a label (cron: `workbench rollout step`)."""
+
+
+@rollout_group.command("list")
+@db_option
+def rollout_list(db: str | None) -> None:
+    """Every rollout: label, candidate over baseline, status and step."""
+    from .rollout import ramp
+
+    with _open(db, provider="simulated") as bench:
+        states = ramp.every(bench)
+        if not states:
+            click.echo("no rollouts yet; start one with `workbench rollout start NAME CANDIDATE`")
+        for s in states:
+            steps = " → ".join(f"[{fmt.pct(x, 0)}]" if i == s.step and s.status == ramp.RUNNING else fmt.pct(x, 0)
+                               for i, x in enumerate(s.plan.steps))
+            click.echo(f"{s.name}/{s.label}	v{s.candidate} over v{s.baseline}	{s.status}	{steps}	{s.updated_at[:19]}")
+
+
+def _guards(pairs: tuple[str, ...]) -> dict[str, float] | None:
+    if not pairs:
+        return None
+    out = {}
+    for pair in pairs:
+        metric, sep, value = pair.partition("=")
+        try:
+            out[metric.strip()] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{pair!r} is not METRIC=MARGIN (e.g. error_rate=0.01)", param_hint="--guard") from None
+        if not sep or not metric.strip():
+            raise click.BadParameter(f"{pair!r} is not METRIC=MARGIN (e.g. error_rate=0.01)", param_hint="--guard")
+    return out
+
+
+@rollout_group.command("start")
+@click.argument("name")
+@click.argument("candidate", type=int)
+@click.option("--label", default="production", show_default=True)
+@click.option("--steps", default="5,25,50,100", show_default=True, help="The candidate's share at each step, in percent.")
+@click.option("--blue-green", is_flag=True, help="One step: all traffic at once, guarded against the period before.")
+@click.option("--guard", "guards", multiple=True, metavar="METRIC=MARGIN",
+              help="error_rate (points, 0.01), cost/latency_p95/latency_p50 (share of the baseline, 0.10) or a scorer "
+                   "(its units); repeatable. Default: error_rate=0.01, latency_p95=0.1, cost=0.1.")
+@click.option("--min-units", default=100, show_default=True, help="Units each version needs per step.")
+@db_option
+def rollout_start(name: str, candidate: int, label: str, steps: str, blue_green: bool, guards: tuple[str, ...],
+                  min_units: int, db: str | None) -> None:
+    """Start ramping CANDIDATE (a version number) under a label of prompt NAME."""
+    try:
+        shares = (100.0,) if blue_green else tuple(float(x) for x in steps.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"{steps!r} is not a list of percents such as 5,25,50,100", param_hint="--steps") from None
+    with _open(db, provider="simulated") as bench:
+        decision = bench.rollout(name, label).start(candidate, steps=shares, guards=_guards(guards), min_units=min_units)
+        click.echo(decision.check().text)
+
+
+@rollout_group.command("step")
+@click.argument("name", required=False)
+@click.option("--label", default=None, help="Only this label (default: every running rollout).")
+@db_option
+def rollout_step(name: str | None, label: str | None, db: str | None) -> None:
+    """Judge every running rollout and act: advance, complete, roll back or hold. For cron."""
+    from .rollout import ramp
+
+    with _open(db, provider="simulated") as bench:
+        states = ramp.running(bench, name, label)
+        if not states:
+            click.echo("no rollout is running" + (f" for {name}" if name else ""))
+        for s in states:
+            decision = ramp.step(bench, s)
+            click.echo(f"[{decision.action}] {decision.check().text}")
+
+
+@rollout_group.command("readout")
+@click.argument("name")
+@click.option("--label", default="production", show_default=True)
+@db_option
+def rollout_readout(name: str, label: str, db: str | None) -> None:
+    """The online readout of the label's current split: the verdict card, the sample-ratio check on top."""
+    with _open(db, provider="simulated") as bench:
+        click.echo(str(bench.rollout(name, label).readout()))
+
+
+@rollout_group.command("rollback")
+@click.argument("name")
+@click.option("--label", default="production", show_default=True)
+@click.option("--reason", required=True, help="Why; kept in the label history.")
+@db_option
+def rollout_rollback(name: str, label: str, reason: str, db: str | None) -> None:
+    """Switch the label back now: to the running rollout's baseline, else undo its last move."""
+    with _open(db, provider="simulated") as bench:
+        done = bench.rollout(name, label).rollback(reason)
+        click.echo(done.check().text if hasattr(done, "check") else f"{name}/{label} back to v{done.version}")
+
+
+@rollout_group.command("stop")
+@click.argument("name")
+@click.option("--label", default="production", show_default=True)
+@click.option("--reason", default="by hand", show_default=True)
+@db_option
+def rollout_stop(name: str, label: str, reason: str, db: str | None) -> None:
+    """End the running rollout where it stands (the label keeps its split)."""
+    with _open(db, provider="simulated") as bench:
+        click.echo(bench.rollout(name, label).stop(reason).check().text)
+
+
+@rollout_group.command("history")
+@click.argument("name")
+@click.option("--label", default="production", show_default=True)
+@db_option
+def rollout_history(name: str, label: str, db: str | None) -> None:
+    """The label's moves, newest first, with why."""
+    with _open(db, provider="simulated") as bench:
+        for h in bench.prompts.label_history(name, label):
+            click.echo(f"{h['set_at'][:19]}\t{h['action']}\tv{h['version']}\t{h['split_json'] or ''}\t{h['reason'] or ''}")
+
+
+_list_default(rollout_group)
+
+
+class _GateCommand(click.Command):
+    """Usage errors exit 3 like any broken configuration: 2 means inconclusive here."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            exc.exit_code = 3
+            raise
+
+
+@cli.command(cls=_GateCommand)
+@click.option("--config", "config_path", default="workbench-gate.toml", show_default=True, help="The gate's TOML file.")
+@click.option("--html", "html_path", default=None, help="Also write the report with the gate's card first (a CI artifact).")
+@click.option("--progress", is_flag=True, help="Show a progress bar while the calls run.")
+def gate(config_path: str, html_path: str | None, progress: bool) -> None:
+    """Run a candidate against the baseline and exit 0 pass, 1 fail, 2 inconclusive, 3 broken configuration.
+
+    Every check is judged on its confidence interval: a scorer fails only when the
+    whole interval is worse than its margin, passes only when it is all within it.
+    """
+    from .rollout import gate as gating
+
+    ctx = click.get_current_context()
+    try:
+        cfg = gating.load_config(config_path)
+        result = gating.run(cfg, progress=progress, echo=lambda line: click.echo(line, err=True))
+        click.echo(result.text())
+        if html_path:
+            click.echo(f"report: {gating.write_html(result, html_path)}", err=True)
+    except WorkbenchError as exc:
+        if config.debug():
+            raise
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(gating.EXIT_ERROR)
+    ctx.exit(result.exit_code)
 
 
 # -- export and serve ------------------------------------------------------------------------

@@ -5,6 +5,7 @@ where callers expect a builtin, the error subclasses it too::
 
     WorkbenchError
     ├── ConfigError(ValueError)             bad argument or setting
+    │   └── GateConfigError                 the CI gate's TOML file is missing or wrong (exit code 3)
     ├── StoreError                          the SQLite file (every message names it, the cause and a fix)
     │   ├── NotAWorkbenchDatabase           not SQLite, or another program's database; nothing is written to it
     │   ├── CorruptDatabase                 damaged pages or header; says how to recover what is readable
@@ -15,7 +16,8 @@ where callers expect a builtin, the error subclasses it too::
     ├── PromptError
     │   ├── PromptNotFound(KeyError)
     │   ├── TemplateError(ValueError)       malformed template, refused at register
-    │   └── RenderError(ValueError)         missing or unexpected variables
+    │   ├── RenderError(ValueError)         missing or unexpected variables
+    │   └── LabelMoved                      a label moved since it was read (a concurrent rollout step)
     ├── DatasetError(ValueError)            malformed dataset file or rows (names file and line)
     │   └── DatasetNotFound(KeyError)
     ├── ExperimentError
@@ -36,6 +38,8 @@ where callers expect a builtin, the error subclasses it too::
     │   └── UnexpectedProviderError         a provider raised something else (a custom provider's bug)
     ├── MonitorError                        monitoring: rules, checks, notifications
     │   └── NotificationError               a notification could not be delivered (after retries)
+    ├── RolloutError                        a gradual rollout cannot start, step or roll back
+    │   └── RolloutNotFound(KeyError)       no rollout running for that label
     ├── MissingDependency(ImportError)      an optional extra is not installed
     └── OtlpError                           sending or receiving OpenTelemetry spans failed
 """
@@ -59,8 +63,10 @@ __all__ = [
     "DiskFull",
     "ExperimentError",
     "ExperimentNotFound",
+    "GateConfigError",
     "GatewayRefused",
     "GuardrailTriggered",
+    "LabelMoved",
     "MissingDependency",
     "MonitorError",
     "NotAWorkbenchDatabase",
@@ -76,6 +82,8 @@ __all__ = [
     "RateLimited",
     "ReadOnlyDatabase",
     "RenderError",
+    "RolloutError",
+    "RolloutNotFound",
     "RowsNotWritten",
     "SpendLimitReached",
     "StoreError",
@@ -198,6 +206,22 @@ class TemplateError(PromptError, ValueError):
 
 class RenderError(PromptError, ValueError):
     """Variables do not match the template."""
+
+
+class LabelMoved(PromptError):
+    """A label moved since it was read: decide again on a fresh reading."""
+
+
+class RolloutError(WorkbenchError):
+    """A gradual rollout cannot start, step or roll back."""
+
+
+class RolloutNotFound(RolloutError, KeyError):
+    """No rollout is running for that label."""
+
+
+class GateConfigError(ConfigError):
+    """The CI gate's configuration file is missing, unreadable or wrong."""
 
 
 class DatasetError(WorkbenchError, ValueError):

@@ -756,7 +756,119 @@ POSTGRES: dict[str, str] = {
         CREATE INDEX idx_experiment_batch_requests ON experiment_batch_requests (experiment_id, state);
         CREATE INDEX idx_experiment_batch_requests_batch ON experiment_batch_requests (batch, state);
     """,
+    "m014_exposures": """
+        CREATE TABLE exposures (
+            name TEXT NOT NULL,
+            label TEXT NOT NULL,
+            move_id TEXT NOT NULL,
+            unit TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            first_at TEXT NOT NULL,
+            PRIMARY KEY (name, label, move_id, unit, version)
+        );
+        ALTER TABLE prompt_labels ADD COLUMN layout_json TEXT;
+        ALTER TABLE prompt_labels ADD COLUMN move_id TEXT;
+        ALTER TABLE prompt_label_history ADD COLUMN layout_json TEXT;
+        ALTER TABLE prompt_label_history ADD COLUMN previous_layout_json TEXT;
+        ALTER TABLE prompt_label_history ADD COLUMN reason TEXT;
+    """,
+    "m015_rollouts": """
+        CREATE TABLE rollouts (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            label TEXT NOT NULL,
+            baseline BIGINT NOT NULL,
+            candidate BIGINT NOT NULL,
+            plan_json TEXT NOT NULL,
+            status TEXT NOT NULL,
+            step BIGINT NOT NULL,
+            step_move_id TEXT NOT NULL,
+            start_move_id TEXT,
+            moves_json TEXT NOT NULL,
+            step_started_at TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE UNIQUE INDEX idx_rollouts_running ON rollouts (name, label) WHERE status = 'running';
+        CREATE TABLE rollout_decisions (
+            id TEXT PRIMARY KEY,
+            rollout_id TEXT NOT NULL REFERENCES rollouts (id),
+            step BIGINT NOT NULL,
+            share DOUBLE PRECISION NOT NULL,
+            action TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            figures_json TEXT,
+            decided_at TEXT NOT NULL
+        );
+        CREATE INDEX idx_rollout_decisions ON rollout_decisions (rollout_id, decided_at);
+    """,
 }
+
+
+@_step
+def m014_exposures(db: Database) -> None:
+    # Who saw which version of a split label, once per unit and label move (a move starts a new
+    # split period, so a readout counts the units of one period against that period's weights).
+    # Written by `PromptRegistry.pick` through the batched writer, deduplicated by the primary key
+    # (INSERT ... ON CONFLICT DO NOTHING): no read on the serving path.
+    # A label's layout is how the hash space [0, 2**32) is cut between its versions, kept with the
+    # label so that a change of weights moves only the units it must (see `prompts.relayout`).
+    db.executescript(
+        """
+        CREATE TABLE exposures (
+            name TEXT NOT NULL,             -- prompt name
+            label TEXT NOT NULL,
+            move_id TEXT NOT NULL,          -- the label move (prompt_label_history.id) the unit was served under
+            unit TEXT NOT NULL,             -- the key given to pick(): a user or session id
+            version INTEGER NOT NULL,
+            first_at TEXT NOT NULL,         -- UTC, when this process first served it
+            PRIMARY KEY (name, label, move_id, unit, version)
+        ) WITHOUT ROWID;
+        ALTER TABLE prompt_labels ADD COLUMN layout_json TEXT;           -- [[start, version], ...] over [0, 2**32)
+        ALTER TABLE prompt_labels ADD COLUMN move_id TEXT;               -- the history row of the last move
+        ALTER TABLE prompt_label_history ADD COLUMN layout_json TEXT;
+        ALTER TABLE prompt_label_history ADD COLUMN previous_layout_json TEXT;
+        ALTER TABLE prompt_label_history ADD COLUMN reason TEXT;         -- why it moved (a rollout's guard figures)
+        """
+    )
+
+
+@_step
+def m015_rollouts(db: Database) -> None:
+    # A gradual rollout of one candidate version under a label, and every decision it took with
+    # the figures it took it on. Written only by `workbench.rollout`.
+    db.executescript(
+        """
+        CREATE TABLE rollouts (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,             -- prompt name
+            label TEXT NOT NULL,
+            baseline INTEGER NOT NULL,      -- the version served before
+            candidate INTEGER NOT NULL,
+            plan_json TEXT NOT NULL,        -- steps, guards and margins, minimum samples, confidence
+            status TEXT NOT NULL,           -- running, completed, rolled_back, stopped
+            step INTEGER NOT NULL,          -- index into the plan's steps
+            step_move_id TEXT NOT NULL,     -- the label move that started the current step (its split period)
+            start_move_id TEXT,             -- the label move before the rollout (the baseline's last period)
+            moves_json TEXT NOT NULL,       -- the label move that started each step so far
+            step_started_at TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE UNIQUE INDEX idx_rollouts_running ON rollouts (name, label) WHERE status = 'running';
+        CREATE TABLE rollout_decisions (
+            id TEXT PRIMARY KEY,
+            rollout_id TEXT NOT NULL REFERENCES rollouts (id),
+            step INTEGER NOT NULL,
+            share REAL NOT NULL,            -- the candidate's share during the step decided on
+            action TEXT NOT NULL,           -- start, hold, advance, rollback, complete, stop
+            reason TEXT NOT NULL,
+            figures_json TEXT,              -- per guard: estimate, interval, margin, state; units and calls; SRM
+            decided_at TEXT NOT NULL
+        );
+        CREATE INDEX idx_rollout_decisions ON rollout_decisions (rollout_id, decided_at);
+        """
+    )
 
 
 NAMES = tuple(fn.__name__ for fn in _STEPS)

@@ -183,8 +183,9 @@ SIMULATED_BANNER = (
 )
 
 
-def experiment_report(exp: Experiment) -> str:
-    """The HTML of an experiment report.
+def experiment_report(exp: Experiment, *, lead: str = "") -> str:
+    """The HTML of an experiment report (``lead``: escaped HTML that opens it instead of the comparison
+    cards, such as the CI gate's card, which is the comparison with the gate's checks on top).
 
     It opens with the verdict card of each comparison (the first variant against
     every other), then what was compared and the narrow summary, charts, the
@@ -208,7 +209,9 @@ def experiment_report(exp: Experiment) -> str:
         page.add(SIMULATED_BANNER)
 
     names = list(exp.variants)
-    for other in names[1:]:
+    if lead:
+        page.add(f'<div class="card">{lead}</div>')
+    for other in names[1:] if not lead else ():
         page.add(f'<div class="card">{vd.html(exp.compare(names[0], other).card(details=True), wrap=False)}</div>')
 
     page.add("<h2>What was compared</h2>")
@@ -431,7 +434,7 @@ def write_report(bench: Workbench, obj: Any, path: str | Path, **kwargs: Any) ->
     from .experiments import Experiment
 
     if isinstance(obj, Experiment):
-        html = experiment_report(obj)
+        html = experiment_report(obj, **kwargs)
     elif obj == "traces":
         html = traces_report(bench, **kwargs)
     elif obj == "gateway":

@@ -4,8 +4,10 @@ Pure rendering over plain values. ``Card`` holds what one comparison found
 (per metric the difference, its interval, n and whether n was enough; cost;
 latency; human preference), and ``html(card)`` and ``text(card)`` draw the
 same card for a notebook or report and for a terminal. An experiment's
-``Comparison`` builds one; an online A/B readout or a CI gate can build its
-own ``Card`` from its numbers and show the same thing.
+``Comparison`` builds one; an online A/B readout (``workbench.rollout``) and
+the CI gate build theirs from their own numbers and show the same thing, with
+``checks`` on top (is the assignment sound, did the gate pass) and the error
+rate as a section of its own.
 
 A badge says one of five things, decided by ``decide``:
 
@@ -132,6 +134,39 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class Rate:
+    """A share of calls (errors) for A and B, and the difference; lower is better."""
+
+    name: str
+    """What is counted, e.g. ``error rate``."""
+    a: float | None
+    b: float | None
+    diff: float | None
+    """B − A, as a share (0.01 is one percentage point)."""
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    n_a: int
+    """Calls of A."""
+    n_b: int
+    kind: str
+    """Badge with ``better`` meaning fewer."""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Check:
+    """A line above the comparison: whether its data can be trusted, or what was decided on it."""
+
+    kind: str
+    """Badge kind (colour): ``better`` for a pass, ``worse`` for a failure, ``underpowered`` for undecided."""
+    badge: str
+    """The badge's text, e.g. ``assignment ok`` or ``gate: fail``."""
+    text: str
+    """The line beside it, with the figures."""
+
+
+@dataclass(frozen=True)
 class Cost:
     """Dollars per item (one call) of A and B, and the paired difference."""
 
@@ -145,6 +180,8 @@ class Cost:
     kind: str
     """Badge with ``better`` meaning cheaper."""
     note: str = ""
+    per: str = "item"
+    """What one cost is for: ``item`` (an experiment) or ``call`` (production traffic)."""
 
 
 @dataclass(frozen=True)
@@ -205,6 +242,12 @@ class Card:
     """How p-values were adjusted, e.g. ``Holm across 2 scorers``."""
     details_html: str = ""
     """Escaped HTML shown collapsed below the card (detail tables)."""
+    checks: Sequence[Check] = ()
+    """Lines shown first, above every section (a sample-ratio check, a gate's decision)."""
+    rates: Sequence[Rate] = ()
+    """Shares of calls where lower is better (errors), shown after quality."""
+    unit: str = "item"
+    """What ``n`` counts in the quality lines: ``item``, or ``call`` for production traffic."""
 
 
 def label(kind: str, b: str, better: str = "better", worse: str = "worse") -> str:
@@ -225,7 +268,7 @@ def _ci(card: Card, low: Any, high: Any, f: Any = fmt.num, **kw: Any) -> str:
     return f"{card.confidence * 100:g}% CI {fmt.interval(low, high, f, signed=True, **kw)}"
 
 
-def _power(m: Metric) -> str:
+def _power(m: Metric, unit: str = "item") -> str:
     """Whether n was enough, in words."""
     if m.n == 0:
         return ""
@@ -234,9 +277,9 @@ def _power(m: Metric) -> str:
         return n
     size = f"{n}, MDE {fmt.num(m.mde)}"
     if m.kind == UNDERPOWERED and not fmt.missing(m.target):
-        need = f"; about {fmt.count(m.n_needed)} items needed" if m.n_needed else ""
+        need = f"; about {fmt.plural(m.n_needed, unit)} needed" if m.n_needed else ""
         if m.n_needed and m.clusters_needed:
-            need = f"; about {fmt.count(m.n_needed)} items in {fmt.plural(m.clusters_needed, 'cluster')} needed"
+            need = f"; about {fmt.plural(m.n_needed, unit)} in {fmt.plural(m.clusters_needed, 'cluster')} needed"
         return f"{size}: too few to detect {fmt.num(m.target)}, the effect that matters{need}"
     if m.kind == NONE and not fmt.missing(m.target):
         return f"{size} ≤ {fmt.num(m.target)} that matters: enough to detect it"
@@ -253,7 +296,7 @@ def _metric_parts(card: Card, m: Metric) -> list[str]:
         f"({_ci(card, m.ci_low, m.ci_high)})",
         fmt.pvalue(m.p_value) + (" (Holm)" if card.adjusted.startswith("Holm") else ""),
     ]
-    power = _power(m)
+    power = _power(m, card.unit)
     if power:
         parts.append(power)
     return parts
@@ -267,7 +310,7 @@ def _cost_parts(card: Card, c: Cost) -> list[str]:
         return None if fmt.missing(x) else float(x) * 1000
 
     return [
-        f"per item {fmt.money(c.a)} → {fmt.money(c.b)}",
+        f"per {c.per} {fmt.money(c.a)} → {fmt.money(c.b)}",
         f"({fmt.relative(c.b, c.a)})",
         f"{fmt.money(per_1000(c.diff), signed=True)} per 1,000 calls",
         f"({_ci(card, per_1000(c.ci_low), per_1000(c.ci_high), fmt.money)})",
@@ -305,6 +348,28 @@ def join(parts: list[str]) -> str:
     return out
 
 
+def points(x: Any, *, unit: bool = True) -> str:
+    """A difference of shares in percentage points: ``+0.3 pts`` (never ``−0.0``)."""
+    if fmt.missing(x):
+        return fmt.NA
+    shown = round(float(x) * 100, 1) + 0.0  # + 0.0 turns a rounded -0.0 into 0.0
+    return f"{fmt.num(shown, 1, signed=True)}{' pts' if unit else ''}"
+
+
+def _rate_parts(card: Card, r: Rate) -> list[str]:
+    if r.kind == EMPTY:
+        return [r.note or f"{r.name}: no calls to compare"]
+    ci = (f"{card.confidence * 100:g}% CI {fmt.NA}" if fmt.missing(r.ci_low) or fmt.missing(r.ci_high) else
+          f"{card.confidence * 100:g}% CI {points(r.ci_low, unit=False)} to {points(r.ci_high)}")
+    return [
+        f"{r.name} {fmt.pct(r.a)} → {fmt.pct(r.b)}",
+        points(r.diff),
+        f"({ci})",
+        fmt.pvalue(r.p_value),
+        f"calls {fmt.count(r.n_a)} and {fmt.count(r.n_b)}",
+    ]
+
+
 def _preference_parts(card: Card, p: Preference) -> list[str]:
     return [
         f"{card.b} wins {fmt.count(p.wins_b)}, {card.a} wins {fmt.count(p.wins_a)}, ties {fmt.count(p.ties)}",
@@ -331,6 +396,9 @@ def _sections(card: Card) -> list[tuple[str, list[tuple[str, str, list[str], lis
     ]
     if quality:
         out.append(("Quality", quality))
+    if card.rates:
+        out.append(("Errors", [(r.kind, label(r.kind, card.b, "fewer errors", "more errors"), _rate_parts(card, r),
+                                [r.note] if r.note and r.kind != EMPTY else []) for r in card.rates]))
     if card.cost is not None:
         c = card.cost
         out.append(("Cost", [(c.kind, label(c.kind, card.b, "cheaper", "costlier"), _cost_parts(card, c),
@@ -363,6 +431,7 @@ def text(card: Card) -> str:
     sub = _subtitle(card)
     if sub:
         lines.append(sub)
+    lines.extend(f"[{c.badge}] {c.text}" for c in card.checks)
     if card.empty:
         lines.append(card.empty)
         lines.extend(f"note: {n}" for n in card.notes)
@@ -393,6 +462,11 @@ def badge_html(kind: str, text_: str) -> str:
     )
 
 
+WRAP_AT = 40
+"""Pieces longer than this are sentences (``too few to detect ...``) and may wrap between words; a number
+never holds a space, so it still never splits."""
+
+
 def _pieces(parts: list[str]) -> str:
     # Each piece keeps its numbers together ("p<0.001" never splits); lines break between pieces.
     out = ""
@@ -401,7 +475,8 @@ def _pieces(parts: list[str]) -> str:
         if i == 0 and p.endswith(":"):
             out += f"<b>{_html.esc(p[:-1])}</b>:"
             continue
-        out += f'{sep}<span style="{_NOWRAP}">{_html.esc(p)}</span>'
+        style = "" if len(p) > WRAP_AT else f' style="{_NOWRAP}"'
+        out += f"{sep}<span{style}>{_html.esc(p)}</span>"
     return out
 
 
@@ -428,6 +503,11 @@ def html(card: Card, *, wrap: bool = True) -> str:
         body.append(
             '<div style="color:#7a4a00;font-size:12px">Simulated provider: these numbers describe a declared '
             "simulation, not a real model.</div>"
+        )
+    for c in card.checks:
+        body.append(
+            f'<div class="wb-check" style="margin-top:6px">{badge_html(c.kind, c.badge)} '
+            f'<span class="wb-line">{_html.esc(c.text)}</span></div>'
         )
     if card.empty:
         body.append(
