@@ -57,3 +57,20 @@ def test_a_big_unordered_read_in_two_halves_equals_one_read(tmp_path, monkeypatc
     # SQLite sums the dollars itself (compensated summation), Polars in another order: equal to the last bits.
     assert_frame_equal(split, whole, check_exact=False, rel_tol=1e-12)
     assert whole["requests"][0] == 1000 and whole["unpriced"][0] > 0
+
+
+def test_a_file_made_again_at_the_same_path_is_read_afresh(tmp_path):
+    """A notebook that deletes its file and opens a new one in the same kernel must not read the old one."""
+    import os
+
+    from workbench import frames
+
+    path = tmp_path / "again.db"
+    for run, calls in enumerate((3, 5)):
+        with wb.open(path, provider=SimulatedProvider(seed=0, time_scale=0)) as bench:
+            for _ in range(calls):
+                bench.complete(model="claude-haiku-4-5", messages="hi")
+            assert frames.traces_df(bench.store).height == calls, f"run {run}"
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(f"{path}{suffix}"):
+                os.remove(f"{path}{suffix}")

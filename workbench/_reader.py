@@ -53,12 +53,13 @@ class ArrowReader:
         with self._lock:
             self._ensure()
 
-    def read_parts(self, uri: str, parts: Sequence[tuple[str, Sequence[Any]]], options: dict[str, str]) -> Any:
+    def read_parts(self, uri: str, parts: Sequence[tuple[str, Sequence[Any]]], options: dict[str, str],
+                   ident: Sequence[Any] = ()) -> Any:
         """Run several SELECTs at once (one connection and thread each) and stack their rows in order."""
         import polars as pl
 
         request = json.dumps({
-            "uri": uri, "parts": [{"sql": q, "params": list(p)} for q, p in parts], "options": options,
+            "uri": uri, "ident": list(ident), "parts": [{"sql": q, "params": list(p)} for q, p in parts], "options": options,
         }).encode() + b"\n"
         with self._lock:
             proc = self._ensure()
@@ -126,14 +127,20 @@ def serve() -> None:
 
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     driver = adbc_driver_sqlite._driver_path()
-    conns: dict[tuple[str, int], Any] = {}
+    conns: dict[tuple[str, int], tuple[Any, Any]] = {}
     pool = ThreadPoolExecutor(max_workers=4)
 
-    def run(uri: str, slot: int, sql: str, params: list[Any], options: dict[str, str]) -> Any:
+    def run(uri: str, ident: Any, slot: int, sql: str, params: list[Any], options: dict[str, str]) -> Any:
         # The driver releases the GIL while it reads: parts on their own connections overlap.
-        conn = conns.get((uri, slot))
-        if conn is None:
-            conn = conns[(uri, slot)] = adbc.AdbcConnection(adbc.AdbcDatabase(driver=driver, uri=uri))
+        held = conns.get((uri, slot))
+        if held is not None and held[0] != ident:
+            # Another file now sits at this path (deleted and made again): the open connection
+            # would go on reading the deleted one.
+            held[1].close()
+            held = None
+        if held is None:
+            held = conns[(uri, slot)] = (ident, adbc.AdbcConnection(adbc.AdbcDatabase(driver=driver, uri=uri)))
+        conn = held[1]
         stmt = adbc.AdbcStatement(conn)
         try:
             if options:
@@ -151,7 +158,7 @@ def serve() -> None:
         try:
             req = json.loads(line)
             futures = [
-                pool.submit(run, req["uri"], slot, part["sql"], part["params"], req["options"])
+                pool.submit(run, req["uri"], req.get("ident"), slot, part["sql"], part["params"], req["options"])
                 for slot, part in enumerate(req["parts"])
             ]
             frames = [f.result() for f in futures]

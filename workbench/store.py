@@ -285,7 +285,7 @@ class Store:
 
         try:
             # In a child process: see _reader.py for why the driver must not share ours.
-            return reader().read_parts(self.read_uri(), parts, options)
+            return reader().read_parts(self.read_uri(), parts, options, self.identity())
         except ReaderError as exc:
             # The child reports SQLite's own words: a damaged page, a lock, a missing file.
             error = self.error(exc, "reading")
