@@ -154,3 +154,169 @@ def test_budgets_through_the_gateway_are_reserved_settled_and_traced(tmp_path):
 def test_limits_need_a_file():
     with pytest.raises(ConfigError, match="file"):
         gw.Limits(gw.RateLimit(requests=1)).bind(Store(":memory:"))
+
+
+# -- leases: a busy scope draws on room taken in one transaction -------------------------------
+
+
+def changes(limits) -> int:
+    """Rows this Limits' connection has written so far."""
+    return limits._connection().total_changes
+
+
+def test_a_busy_scope_draws_on_a_lease_without_writing_the_file(store):
+    limits = bound(store, gw.RateLimit(requests=100_000, tokens=10**9, window_s=3600), gw.Budget(usd=1_000))
+    erin = gw.Caller("erin")
+    first = limits.admit(erin, 500, 0.01)  # a scope's first call: decided in the file, no lease
+    assert not any(d.get("lease") for d in first.decisions)
+    limits.settle(first, 400, 0.004)
+    second = limits.admit(erin, 500, 0.01)  # called again at once: the same transaction takes leases
+    limits.settle(second, 400, 0.004)
+    written = changes(limits)
+    for _ in range(40):
+        admission = limits.admit(erin, 500, 0.01)
+        assert all(d["lease"] for d in admission.decisions)
+        limits.settle(admission, 400, 0.004)
+    assert changes(limits) == written  # 40 calls, not one row written
+    spend = limits.spend()  # flushes: the leases go back and their spend is written
+    assert spend == [{"scope": "user:erin", "period": spend[0]["period"], "spent_usd": pytest.approx(42 * 0.004), "calls": 42}]
+    conn = limits._connection()
+    assert conn.execute("SELECT COUNT(*) FROM gateway_reservations").fetchone()[0] == 0
+    assert conn.execute("SELECT COUNT(*) FROM gateway_buckets WHERE name LIKE '%@lease:%'").fetchone()[0] == 0
+    # What was not used came back: 42 requests taken, and 400 of each call's 500 tokens.
+    levels = dict(conn.execute("SELECT name, level FROM gateway_buckets WHERE scope = 'user:erin'"))
+    assert levels["requests"] == pytest.approx(100_000 - 42, abs=2)  # plus a second's refill at most
+    assert levels["tokens"] == pytest.approx(10**9 - 42 * 400, abs=300_000)
+
+
+def test_small_limits_never_lease(store):
+    limits = bound(store, gw.RateLimit(requests=20, window_s=86_400))
+    frank = gw.Caller("frank")
+    for _ in range(20):
+        admission = limits.admit(frank, 10, 0)
+        assert not any(d.get("lease") for d in admission.decisions)  # 1/8 of the room never covers 4 calls
+        limits.settle(admission, 10, 0)
+    with pytest.raises(UserRateLimited):
+        limits.admit(frank, 10, 0)
+
+
+def test_leased_room_does_not_refill_so_no_instant_sees_more_than_the_capacity(store, monkeypatch):
+    # a's lease is a's business here: b refuses at once instead of waiting for it to come back.
+    monkeypatch.setattr("workbench.gateway.limits.LEASE_GRACE_S", -1.0)
+    now = [1_000_000.0]
+    rule = gw.RateLimit(requests=1_000, window_s=1)  # refills 1,000 a second
+    a, b = bound(store, rule, clock=lambda: now[0]), bound(store, rule, clock=lambda: now[0])
+    gina = gw.Caller("gina")
+    a.admit(gina, 1, 0)
+    a.admit(gina, 1, 0)  # busy: a takes a lease
+    leased = a._leases[("user:gina", "requests")].left
+    assert leased > 0
+    now[0] += 0.3  # refill enough to fill the bucket, were the leased room not subtracted
+
+    def drain(limits) -> int:
+        admitted = 0
+        while admitted <= 1_000:
+            try:
+                limits.admit(gina, 1, 0)
+            except UserRateLimited:
+                break
+            admitted += 1
+        return admitted
+
+    # At one instant, a (its lease, then the file) and b (the file) together get the capacity, not more.
+    assert drain(a) + drain(b) == 1_000
+
+
+def test_an_idle_lease_goes_back_to_the_file_when_it_expires(store):
+    limits = bound(store, gw.RateLimit(requests=100_000, window_s=86_400))
+    hank = gw.Caller("hank")
+    limits.admit(hank, 1, 0)
+    limits.admit(hank, 1, 0)
+    conn = limits._connection()
+    count = "SELECT COUNT(*) FROM gateway_buckets WHERE name LIKE 'requests@lease:%'"
+    assert conn.execute(count).fetchone()[0] == 1
+    import time
+
+    deadline = time.monotonic() + 30  # the timer gives it back about LEASE_S later; generous on a busy machine
+    while conn.execute(count).fetchone()[0] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert conn.execute(count).fetchone()[0] == 0
+    level = conn.execute("SELECT level FROM gateway_buckets WHERE scope = 'user:hank' AND name = 'requests'").fetchone()[0]
+    assert level == pytest.approx(100_000 - 2, abs=1)  # everything but the two calls came back
+    limits.close()
+
+
+def test_a_call_in_flight_keeps_its_budget_held_after_its_lease_goes_back(store):
+    limits = bound(store, gw.Budget(usd=100, period="day"))
+    ivy = gw.Caller("ivy")
+    limits.settle(limits.admit(ivy, 1, 0.5), 1, 0.1)
+    in_flight = limits.admit(ivy, 1, 0.5)  # busy: drawn from a fresh lease
+    assert in_flight.decisions[0].get("lease") or in_flight.drawn
+    limits.flush()  # the lease goes back while the call is still out
+    conn = limits._connection()
+    held = conn.execute("SELECT COALESCE(SUM(usd), 0) FROM gateway_reservations").fetchone()[0]
+    assert held == pytest.approx(0.5)  # its worst case, still held
+    limits.settle(in_flight, 1, 0.2)
+    limits.flush()
+    assert conn.execute("SELECT COUNT(*) FROM gateway_reservations").fetchone()[0] == 0
+    assert limits.spend()[0]["spent_usd"] == pytest.approx(0.3)
+
+
+def test_threads_with_leases_admit_exactly_the_limit(store, monkeypatch):
+    """8 instances (as 8 processes would be) hammer 3 users: exactly the limit each, never more."""
+    monkeypatch.setattr("workbench.gateway.limits.LEASE_GRACE_S", 5.0)  # a busy machine may stall a lease's timer
+    rules = (gw.RateLimit(requests=300, window_s=86_400), gw.Budget(usd=1_000, period="day"))
+    users = ["u1", "u2", "u3"]
+    admitted: Counter[str] = Counter()
+    leased: Counter[str] = Counter()
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def work() -> None:
+        limits = bound(store, *rules)
+        start.wait()
+        for _ in range(50):
+            for user in users:
+                try:
+                    admission = limits.admit(gw.Caller(user), 10, 0.02)
+                except GatewayRefused:
+                    continue
+                limits.settle(admission, 10, 0.01)
+                with lock:
+                    admitted[user] += 1
+                    leased[user] += bool(admission.drawn)
+        limits.close()
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert admitted == {u: 300 for u in users}
+    assert all(leased[u] > 100 for u in users), leased  # most calls never touched the file
+    spend = {r["scope"]: r["spent_usd"] for r in bound(store, *rules).spend()}
+    assert spend == {f"user:{u}": pytest.approx(3.0) for u in users}
+
+
+@pytest.mark.slow
+def test_two_processes_with_leases_admit_exactly_a_large_limit(tmp_path):
+    import os
+
+    path = tmp_path / "two-leases.db"
+    Store(path).close()
+    users = ["alice", "bob", "carol"]
+    env = {**os.environ, "WORKBENCH_TEST_REQUESTS": "300", "WORKBENCH_TEST_LEASE_GRACE_S": "5"}
+    procs = [
+        subprocess.Popen([sys.executable, str(HELPER), str(path), "4", "40", *users], stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]
+    outs = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    admitted = Counter()
+    for out in outs:
+        admitted.update(out["admitted"])
+    assert admitted == {u: 300 for u in users}  # 320 tried per user, in two processes
+    store = Store(path)
+    spent = {r["scope"]: r["spent_usd"] for r in bound(store, gw.Budget(usd=1)).spend()}
+    store.close()
+    assert spent == {f"user:{u}": pytest.approx(3.0) for u in users}

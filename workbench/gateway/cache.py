@@ -246,7 +246,7 @@ class ExactCache:
         if self.store is not None:
             self._outbox.put(self.sink or self.store.writer.put, UPSERT_EXACT_SQL, (
                 "exact", self.namespace, key, None, None, None, payload or _completion_json(completion), cost_usd,
-                utc_from_epoch(now), expires,
+                _created_text(now), expires,
             ))
         return True
 
@@ -348,6 +348,22 @@ def _flush_outboxes() -> None:
 def _prefix(key: str) -> int:
     """The first 64 bits of a 'sha256:...' key."""
     return int(key[7:23], 16)
+
+
+_second: list[Any] = [None, ""]
+"""The whole second last written by ``_created_text`` and its text up to the seconds."""
+
+
+def _created_text(now: float) -> str:
+    """``utc_from_epoch(now)``, with the date and time formatted once a second (two per cached answer)."""
+    second = math.floor(now)
+    micros = round((now - second) * 1e6)
+    if micros >= 1_000_000:
+        return utc_from_epoch(now)  # rounds up into the next second: let datetime carry it
+    if _second[0] != second:
+        _second[1] = utc_from_epoch(second)[:19]
+        _second[0] = second
+    return f"{_second[1]}.{micros:06d}+00:00"
 
 
 def _epoch(iso: str) -> float:
@@ -840,10 +856,10 @@ class SemanticCache:
         vec = self.embed([text])[0] if vector is None else vector
         expires = None if self.ttl_s is None else now + self.ttl_s
         row_id = _row_id()
-        created = utc_from_epoch(now)
+        created = _created_text(now)
         payload = payload or _completion_json(completion)
         self._outbox.put(self.sink or self.store.writer.put, INSERT_ROW_SQL, (
-            row_id, "semantic", self.namespace, guard, text, vec.astype("float32").tobytes(), self.embedder_name,
+            row_id, "semantic", self.namespace, guard, text, vec.astype("float32", copy=False).tobytes(), self.embedder_name,
             payload, cost_usd, created, expires,
         ))
         with self._lock:

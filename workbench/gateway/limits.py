@@ -21,15 +21,17 @@ for up to ``LEASE_S``. What this keeps exact:
 
 - *Never more than the limit.* Leased requests and tokens leave the bucket when
   the lease is taken, and leased dollars are held as a reservation, so what every
-  process can spend still adds up to what the file allows. A bucket's refill
-  stops short of its capacity by what is leased out (the lease's row in
-  ``gateway_buckets``), so leased tokens cannot come back as a burst either. A lease
-  is never drawn on after it expires; its unused part goes back to the file then
-  (a timer returns an idle one), on ``flush()`` and ``close()``.
+  process can spend still adds up to what the file allows. Until a lease goes
+  back, a bucket's refill stops short of its capacity by the lease (its row in
+  ``gateway_buckets``), and going back first brings the level to the lease's last
+  draw: leased tokens never come back as a burst. A lease is never drawn on after
+  it expires; its unused part goes back to the file then (a timer returns an idle
+  one), at the holder's next call through the file, on ``flush()`` and ``close()``.
 - *Refused only when the limit is used up.* A call the file would refuse while
   another process holds a lease on that scope waits (up to ``LEASE_S`` +
-  ``LEASE_GRACE_S``) for the lease to come back, then is decided again. A lease
-  of a process that died is lost until it expires: stricter, never looser.
+  ``LEASE_GRACE_S``) for the lease to come back, then is decided again. The lease
+  of a process that died stays out of its bucket for ``RESERVATION_TTL_S``:
+  stricter, never looser.
 - Small limits never lease (a share must cover ``LEASE_CALLS[0]`` calls), so a
   limit of 10 a day is decided call by call, exactly as before.
 """
@@ -68,10 +70,13 @@ LEASE_SHARE = 1 / 8
 """A lease takes at most this share of the room a bucket or budget has left after the call taking it..."""
 LEASE_CALLS = (4, 64)
 """...and only when that share covers at least 4 calls like it; it holds at most 64."""
-LEASE_GRACE_S = 0.25
-"""How long past another process's lease expiry a call that would be refused waits for its return."""
+LEASE_GRACE_S = 1.0
+"""How long past another process's lease expiry a call that would be refused waits for its return
+(its timer gives it back at expiry; this covers a busy machine's scheduling delays)."""
 LEASE_MARK = "@lease:"
 """A bucket row named ``requests@lease:<instance>`` records the requests that instance has leased."""
+QUEUED_ROWS = 64
+"""Rows queued while calls draw on leases that the background thread writes in one transaction."""
 WAIT_STEP_S = 0.02
 """How often a call waiting for another process's lease asks the file again."""
 
@@ -89,7 +94,6 @@ def _flush_at_exit() -> None:
 
 
 REFUND_SQL = "UPDATE gateway_buckets SET level = level + ? WHERE scope = ? AND name = 'tokens'"
-GIVE_BACK_SQL = "UPDATE gateway_buckets SET level = level + ? WHERE scope = ? AND name = ?"
 UNRESERVE_SQL = "DELETE FROM gateway_reservations WHERE id = ?"
 HOLD_SQL = "UPDATE gateway_reservations SET usd = ? WHERE id = ?"
 SPEND_SQL = (
@@ -196,6 +200,11 @@ class _Lease:
     """Requests, tokens or dollars not drawn yet (below 0 when calls used more than they took)."""
     expires: float
     budget: bool = False
+    capacity: float = 0.0
+    """Buckets: the rule's capacity and refill per second, to settle the level when it goes back."""
+    rate: float = 0.0
+    last_draw: float = 0.0
+    """Buckets: when it was last drawn on (taken, at first)."""
     held: float = 0.0
     """Budgets: worst cases of calls drawn from it and not settled yet."""
     spent: float = 0.0
@@ -220,9 +229,6 @@ class Admission:
 
 class _Wait(Exception):
     """The file would refuse the call, but another process's lease on the scope may come back first."""
-
-    def __init__(self, refusal: Exception) -> None:
-        self.refusal = refusal
 
 
 class Limits:
@@ -249,6 +255,9 @@ class Limits:
         """Settled calls not yet written (see ``settle``)."""
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        """Guards what is in memory (leases, pending writes); held briefly."""
+        self._db = threading.Lock()
+        """Guards the connection; taken before ``_lock``, so drawing on a lease never waits for a write."""
         self._instance = new_id()
         """Names this object's leases in the file."""
         self._leases: dict[tuple[str, str], _Lease] = {}
@@ -257,6 +266,7 @@ class Limits:
         """scope -> when it last called: a lease is taken only for a scope that calls often."""
         self._returner: threading.Thread | None = None
         self._closing = threading.Event()
+        self._wake = threading.Event()
 
     def spec(self) -> list[dict[str, Any]]:
         return [r.spec() for r in self.rules]
@@ -314,12 +324,12 @@ class Limits:
                 await asyncio.sleep(WAIT_STEP_S)
 
     def _admit(self, caller: Caller, tokens: int, reserve_usd: float | None, *, may_wait: bool) -> Admission:
-        now = self.clock()
         with self._lock:
-            admission = self._from_leases(caller, tokens, reserve_usd, now)
-            if admission is not None:
-                return admission
-            return self._through_file(caller, tokens, reserve_usd, now, may_wait)
+            admission = self._from_leases(caller, tokens, reserve_usd, self.clock())
+        if admission is not None:
+            return admission
+        with self._db, self._lock:
+            return self._through_file(caller, tokens, reserve_usd, self.clock(), may_wait)
 
     def _from_leases(self, caller: Caller, tokens: int, reserve_usd: float | None, now: float) -> Admission | None:
         """The call admitted from this process's leases, or None when they do not cover it (the lock is held)."""
@@ -345,6 +355,7 @@ class Limits:
         admission = Admission()
         for lease, need, label, rule in draws:
             lease.left -= need
+            lease.last_draw = now
             admission.drawn.append((lease, need))
             if lease.budget:
                 lease.held += need
@@ -362,13 +373,14 @@ class Limits:
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         applied = self._pending
+        scopes = {self.scope(r.per, caller) for r in self.rules}
+        # This process's own leases on these scopes go back first: they never refuse it.
+        returned = [lease for key, lease in self._leases.items() if key[0] in scopes]
         try:
-            # This process's own leases on these scopes go back first: they never refuse it.
-            scopes = {self.scope(r.per, caller) for r in self.rules}
-            for key in [k for k in self._leases if k[0] in scopes]:
-                self._give_back(self._leases[key])
             if self._pending:
                 self._apply_pending(conn)
+            for lease in returned:
+                self._give_back(conn, lease, now)
             admission, writes, busy = Admission(), [], []
             refusal: Exception | None = None
             for rule in self.rate_limits:
@@ -436,10 +448,11 @@ class Limits:
                                                 "reserve_usd": round(reserve, 6)})
             if refusal is not None:
                 conn.execute("COMMIT")  # the leases given back and the settlements stay written
+                self._forget(returned)
                 if busy and may_wait:
-                    raise _Wait(refusal)
+                    raise _Wait()
                 raise refusal
-            self._write(conn, admission, writes, now, self._leasing(caller, now, writes))
+            taken = self._write(conn, admission, writes, now, self._leasing(caller, now, writes))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:  # not after a refusal, which committed
@@ -447,6 +460,10 @@ class Limits:
                 # The settlements written with it are rolled back too: keep them for the next call.
                 self._pending = applied + self._pending
             raise
+        # Only now that the file has them: the old leases are gone, the new ones may be drawn on.
+        self._forget(returned)
+        for lease in taken:
+            self._hold(lease)
         for scope in scopes:
             self._last_call[scope] = now
         if len(self._last_call) > 100_000:
@@ -464,11 +481,12 @@ class Limits:
             if not mark:
                 buckets[name] = (level, updated_at)
                 continue
-            # A lease row: its level is what was leased, its updated_at when the lease expires.
+            # A lease row: its level is what was leased, its updated_at when the lease expires. Until it
+            # is given back (even expired) its room stays out of the refill: its holder settles it then.
             if updated_at < now - RESERVATION_TTL_S:
                 stale.append(name)  # a process that died holding it: nobody will give it back
-            elif updated_at > now:
-                leased[bucket] = leased.get(bucket, 0.0) + level
+                continue
+            leased[bucket] = leased.get(bucket, 0.0) + level
             if holder != self._instance:
                 others[bucket] = max(others.get(bucket, -math.inf), updated_at)
         if stale:
@@ -502,9 +520,10 @@ class Limits:
         return sizes
 
     def _write(self, conn: sqlite3.Connection, admission: Admission, writes: list[tuple[Any, ...]], now: float,
-               leases: dict[int, float] | None) -> None:
-        """Take what was decided from the file, as leases when ``leases`` gives their sizes (lock held, in the transaction)."""
-        buckets = []
+               leases: dict[int, float] | None) -> list[_Lease]:
+        """Take what was decided from the file, with leases when ``leases`` gives their sizes (lock held, in the
+        transaction); returns the leases, to draw on once the transaction has committed."""
+        buckets, taken = [], []
         for i, (kind, rule, scope, name, need, room) in enumerate(writes):
             lease_size = 0.0 if leases is None else leases[i]
             expires = now + LEASE_S
@@ -513,7 +532,8 @@ class Limits:
                 if leases is not None:
                     record = f"{name}{LEASE_MARK}{self._instance}"
                     buckets.append((scope, record, lease_size, expires))
-                    self._hold(_Lease(scope, name, record, lease_size, expires))
+                    taken.append(_Lease(scope, name, record, lease_size, expires, capacity=getattr(rule, name),
+                                        rate=getattr(rule, name) / rule.window_s, last_draw=now))
                 # This call's own tokens came from the bucket, not the lease: its refund goes to the bucket.
                 if name == "tokens":
                     admission.tokens_taken[scope] = admission.tokens_taken.get(scope, 0) + need
@@ -526,37 +546,64 @@ class Limits:
                 rid = f"lease:{self._instance}:{new_id()}"
                 conn.execute(RESERVE_SQL, (rid, scope, name, lease_size + need, expires + RESERVATION_TTL_S))
                 lease = _Lease(scope, name, rid, lease_size, expires, budget=True, held=need)
-                self._hold(lease)
+                taken.append(lease)
                 admission.drawn.append((lease, need))
         if buckets:
             conn.executemany(BUCKET_SQL, buckets)
+        return taken
 
     def _hold(self, lease: _Lease) -> None:
         """Keep ``lease`` to draw on, and make sure something gives it back once it expires (lock held)."""
         self._leases[(lease.scope, lease.name)] = lease
         if self._returner is None or not self._returner.is_alive():
             self._closing.clear()  # bound again after close()
-            self._returner = threading.Thread(target=self._return_expired, name="workbench-limits-leases", daemon=True)
+            self._returner = threading.Thread(target=self._background, name="workbench-limits", daemon=True)
             self._returner.start()
 
-    def _give_back(self, lease: _Lease) -> None:
-        """Queue the writes that return a lease's unused part to the file (lock held; written with the next write)."""
-        if lease.returned:
-            return
-        lease.returned = True
-        if self._leases.get((lease.scope, lease.name)) is lease:
-            del self._leases[(lease.scope, lease.name)]
+    def _give_back(self, conn: sqlite3.Connection, lease: _Lease, now: float) -> None:
+        """Return a lease's unused part to the file, inside the caller's transaction (lock held).
+
+        A bucket's level is first brought to the lease's last draw with the lease's
+        room still kept out of the refill, then the unused part goes back: the
+        same level as if every call had been admitted through the file.
+        """
         if lease.budget:
             if lease.calls:
-                self._pending.append((SPEND_SQL, (lease.scope, lease.name, lease.spent, lease.calls)))
+                conn.execute(SPEND_SQL, (lease.scope, lease.name, lease.spent, lease.calls))
             # Calls still in flight keep their worst case held until they settle.
-            self._pending.append((HOLD_SQL, (lease.held, lease.record)) if lease.held > 1e-12 else (UNRESERVE_SQL, (lease.record,)))
-        else:
-            self._pending.append((GIVE_BACK_SQL, (lease.left, lease.scope, lease.name)))
-            self._pending.append((DROP_LEASE_SQL, (lease.scope, lease.record)))
+            if lease.held > 1e-12:
+                conn.execute(HOLD_SQL, (lease.held, lease.record))
+            else:
+                conn.execute(UNRESERVE_SQL, (lease.record,))
+            return
+        base, leased = None, 0.0
+        for name, level, updated_at in conn.execute(
+            "SELECT name, level, updated_at FROM gateway_buckets WHERE scope = ? AND (name = ? OR name LIKE ?)",
+            (lease.scope, lease.name, f"{lease.name}{LEASE_MARK}%"),
+        ):
+            if name == lease.name:
+                base = (level, updated_at)
+            elif updated_at >= now - RESERVATION_TTL_S:
+                leased += level  # this lease's row included
+        if base is not None:
+            at = max(base[1], lease.last_draw)
+            level = min(lease.capacity - leased, base[0] + (at - base[1]) * lease.rate) + lease.left
+            conn.execute(BUCKET_SQL, (lease.scope, lease.name, level, at))
+        conn.execute(DROP_LEASE_SQL, (lease.scope, lease.record))
 
-    def _return_expired(self) -> None:
-        """The lease timer's thread: gives back leases nobody drew on before they expired."""
+    def _forget(self, leases: list[_Lease]) -> None:
+        """Stop drawing on leases whose return has been committed (lock held)."""
+        for lease in leases:
+            lease.returned = True
+            if self._leases.get((lease.scope, lease.name)) is lease:
+                del self._leases[(lease.scope, lease.name)]
+
+    def _background(self) -> None:
+        """While leases are held: give back the ones nobody drew on before they expired, and write queued rows.
+
+        Calls drawn from leases make no transaction, so the rows queued meanwhile
+        (the gateway's cache rows) are written here, off the callers' path.
+        """
         while not self._closing.is_set():
             with self._lock:
                 if not self._leases:
@@ -565,16 +612,36 @@ class Limits:
                 due = min(lease.expires for lease in self._leases.values())
             wait = due - self.clock()
             if wait > 0:
-                self._closing.wait(min(wait, LEASE_S) + 0.001)
+                if self._wake.wait(min(wait, LEASE_S) + 0.001):
+                    self._wake.clear()
+                    try:
+                        self._write_queued()
+                    except Exception:  # noqa: BLE001 - kept queued; the next transaction writes them
+                        pass
                 continue
-            with self._lock:
-                now = self.clock()
-                for lease in [lease for lease in self._leases.values() if lease.expires <= now]:
-                    self._give_back(lease)
             try:
-                self.flush(return_leases=False)
-            except Exception:  # noqa: BLE001 - a closed file at exit; the next admit writes them
+                self._write_pending(expired_by=self.clock())
+            except Exception:  # noqa: BLE001 - a closed file at exit; flush() or the next admit returns them
                 return
+
+    def _write_queued(self) -> None:
+        """Write what is queued in one transaction, holding ``_lock`` only to take the queue."""
+        with self._db:
+            with self._lock:
+                rows, self._pending = self._pending, []
+            if not rows or self.path is None:
+                return
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                _execute_in_order(conn, rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                with self._lock:
+                    self._pending = rows + self._pending
+                raise
 
     # -- settling ------------------------------------------------------------------------------
 
@@ -625,48 +692,47 @@ class Limits:
         """
         with self._lock:
             self._pending.append((sql, tuple(params)))
-            due = len(self._pending) >= 64 and bool(self._leases)
+            due = len(self._pending) >= QUEUED_ROWS and bool(self._leases)
         if due:
-            self.flush(return_leases=False)
+            self._wake.set()  # the background thread writes them
 
     def _apply_pending(self, conn: sqlite3.Connection) -> None:
         """Write settled calls inside the caller's open transaction (the lock is held)."""
         pending, self._pending = self._pending, []
-        # In order, but runs of one statement go in one executemany.
-        i = 0
-        while i < len(pending):
-            j = i
-            while j < len(pending) and pending[j][0] == pending[i][0]:
-                j += 1
-            conn.executemany(pending[i][0], [p for _, p in pending[i:j]])
-            i = j
+        _execute_in_order(conn, pending)
 
-    def flush(self, *, return_leases: bool = True) -> None:
+    def flush(self) -> None:
         """Write every settled call to the file now, and give back every lease."""
-        with self._lock:
-            if return_leases:
-                for lease in list(self._leases.values()):
-                    self._give_back(lease)
-            if not self._pending or self.path is None:
+        self._write_pending(expired_by=math.inf)
+
+    def _write_pending(self, expired_by: float) -> None:
+        """One transaction: settled calls and queued rows, and the leases expired by then."""
+        with self._db, self._lock:
+            now = self.clock()
+            returned = [lease for lease in self._leases.values() if lease.expires <= expired_by]
+            if not (self._pending or returned) or self.path is None:
                 return
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             applied = self._pending
             try:
-                self._apply_pending(conn)
+                if self._pending:
+                    self._apply_pending(conn)
+                for lease in returned:
+                    self._give_back(conn, lease, now)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 self._pending = applied + self._pending
                 raise
+            self._forget(returned)
 
     def spend(self, per: str = "user") -> list[dict[str, Any]]:
         """Dollars spent per scope and period (budgets' ledger)."""
         self.flush()
-        conn = self._connection()
-        with self._lock:
-            rows = conn.execute(
+        with self._db:
+            rows = self._connection().execute(
                 "SELECT scope, period, spent_usd, calls FROM gateway_spend WHERE scope LIKE ? ORDER BY spent_usd DESC",
                 (f"{per}:%",),
             ).fetchall()
@@ -678,7 +744,7 @@ class Limits:
             self.flush()
         except sqlite3.ProgrammingError:
             pass  # the file was closed under us at exit
-        with self._lock:
+        with self._db:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
@@ -687,6 +753,17 @@ class Limits:
 
     def __repr__(self) -> str:
         return f"Limits({', '.join(repr(r) for r in self.rules)})"
+
+
+def _execute_in_order(conn: sqlite3.Connection, rows: list[tuple[str, tuple[Any, ...]]]) -> None:
+    """Run queued statements in order, each run of one statement as one executemany."""
+    i = 0
+    while i < len(rows):
+        j = i
+        while j < len(rows) and rows[j][0] == rows[i][0]:
+            j += 1
+        conn.executemany(rows[i][0], [p for _, p in rows[i:j]])
+        i = j
 
 
 def _bucket_label(rule: RateLimit, name: str) -> str:
