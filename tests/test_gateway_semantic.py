@@ -150,3 +150,19 @@ def test_truncated_answers_are_not_stored_and_a_bad_embedder_is_named(store):
     with pytest.raises(ConfigError, match=r"\(0, 1\]"):
         gw.SemanticCache(threshold=1.5)
     assert math.isfinite(cache.threshold)
+
+
+@needs_wordllama
+def test_word_by_word_ids_are_the_tokenizers_own():
+    """The embedder tokenizes word by word (remembering each word): it must give the tokenizer's ids exactly."""
+    from workbench.gateway.cache import SPACE, _load_wordllama, _wordllama_ids
+
+    tokenizer, _ = _load_wordllama()
+    # What makes it exact: no token has the word marker anywhere but first, except runs of the marker alone.
+    assert not [t for t in tokenizer.get_vocab() if SPACE in t[1:] and set(t) != {SPACE}]
+    texts = [q for p in PAIRS for q in (p["cached"], p["asked"])] + [
+        " leading space", "trailing space ", "two  spaces", "", " ", "own ▁ marker", "tab\tand\nnewline",
+        "ünïcödé and emoji 🙂 and 中文", "don't, can't; e-mail: a@b.co!", "x" * 300, "1234 5678 9012 3456",
+    ]
+    for text in texts * 2:  # the second time from what it remembered
+        assert _wordllama_ids(tokenizer, text) == tokenizer.encode(text, add_special_tokens=False).ids, text

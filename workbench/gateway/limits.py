@@ -693,7 +693,7 @@ class Limits:
         with self._lock:
             self._pending.append((sql, tuple(params)))
             due = len(self._pending) >= QUEUED_ROWS and bool(self._leases)
-        if due:
+        if due and not self._wake.is_set():
             self._wake.set()  # the background thread writes them
 
     def _apply_pending(self, conn: sqlite3.Connection) -> None:
