@@ -377,7 +377,7 @@ class Gateway:
             vector = guard = None
             question = self.semantic_cache.question(request)
             if question is not None:
-                vector = self.semantic_cache.embed([question])[0]
+                vector = self.semantic_cache.embed_question(question)
                 guard = self.semantic_cache.guard(request)
                 d["_vector"], d["_guard"] = vector, guard
             hit, info = self.semantic_cache.lookup(request, vector=vector, guard=guard)
