@@ -66,19 +66,22 @@ def test_limits_hold_across_a_restart(tmp_path):
     s2.close()
 
 
-def test_threads_never_exceed_any_users_limit_or_budget(store):
-    """4 users x 16 threads, each thread with its own connection (as separate processes would have)."""
-    rules = (gw.RateLimit(requests=12, window_s=86_400), gw.Budget(usd=0.10, period="day"))
-    users = ["u1", "u2", "u3", "u4"]
+def hammer(store, rules, users, threads: int, rounds: int) -> tuple[Counter, Counter, Counter]:
+    """``threads`` instances (each its own connection, as processes would be) call for every user ``rounds`` times.
+
+    Each call estimates 10 tokens and reserves 2 cents, then settles at 1 cent.
+    Returns admitted calls per user, refusals per error type, and admitted calls drawn from a lease per user.
+    """
     admitted: Counter[str] = Counter()
     refused: Counter[str] = Counter()
+    leased: Counter[str] = Counter()
     lock = threading.Lock()
-    start = threading.Barrier(16)
+    start = threading.Barrier(threads)
 
     def work() -> None:
         limits = bound(store, *rules)
         start.wait()
-        for _ in range(3):
+        for _ in range(rounds):
             for user in users:
                 try:
                     admission = limits.admit(gw.Caller(user), 10, 0.02)
@@ -89,13 +92,21 @@ def test_threads_never_exceed_any_users_limit_or_budget(store):
                 limits.settle(admission, 10, 0.01)
                 with lock:
                     admitted[user] += 1
+                    leased[user] += bool(admission.drawn)
         limits.close()
 
-    threads = [threading.Thread(target=work) for _ in range(16)]
-    for t in threads:
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for t in workers:
         t.start()
-    for t in threads:
+    for t in workers:
         t.join()
+    return admitted, refused, leased
+
+
+def test_threads_never_exceed_any_users_limit_or_budget(store):
+    """4 users x 16 threads, each thread with its own connection (as separate processes would have)."""
+    rules = (gw.RateLimit(requests=12, window_s=86_400), gw.Budget(usd=0.10, period="day"))
+    admitted, refused, _ = hammer(store, rules, ["u1", "u2", "u3", "u4"], threads=16, rounds=3)
     # 0.02 is reserved per call and 0.01 settled: the budget admits at most 10 calls a user,
     # fewer while reservations are held; the rate limit 12. Never more.
     assert all(n <= 10 for n in admitted.values()) and sum(admitted.values()) >= 4 * 5
@@ -104,26 +115,32 @@ def test_threads_never_exceed_any_users_limit_or_budget(store):
     assert sum(refused.values()) == 16 * 3 * 4 - sum(admitted.values())
 
 
-@pytest.mark.slow
-def test_two_processes_on_one_file_never_exceed_a_limit(tmp_path):
-    path = tmp_path / "two.db"
+def two_processes(path, threads: int, calls: int, users: list[str], env: dict[str, str] | None = None) -> tuple[Counter, dict]:
+    """Run ``tests/helpers/limits_worker.py`` in two processes on one file: (admitted per user, spent per scope)."""
     Store(path).close()  # migrate once, before both start
-    users = ["alice", "bob", "carol"]
     procs = [
-        subprocess.Popen([sys.executable, str(HELPER), str(path), "6", "4", *users], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen([sys.executable, str(HELPER), str(path), str(threads), str(calls), *users],
+                         stdout=subprocess.PIPE, text=True, env=env)
         for _ in range(2)
     ]
     outs = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
     assert all(p.returncode == 0 for p in procs)
-    admitted = Counter()
+    admitted: Counter[str] = Counter()
     for out in outs:
         admitted.update(out["admitted"])
-    # Rate limit 10 a day per user; budget $0.25 at 1 cent settled (2 reserved) per call.
-    assert set(admitted) == set(users)
-    assert all(n == 10 for n in admitted.values()), admitted
     store = Store(path)
     spent = {r["scope"]: r["spent_usd"] for r in bound(store, gw.Budget(usd=1)).spend()}
     store.close()
+    return admitted, spent
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_file_never_exceed_a_limit(tmp_path):
+    users = ["alice", "bob", "carol"]
+    admitted, spent = two_processes(tmp_path / "two.db", 6, 4, users)
+    # Rate limit 10 a day per user; budget $0.25 at 1 cent settled (2 reserved) per call.
+    assert set(admitted) == set(users)
+    assert all(n == 10 for n in admitted.values()), admitted
     assert spent == {f"user:{u}": pytest.approx(0.10) for u in users}
 
 
@@ -267,31 +284,7 @@ def test_threads_with_leases_admit_exactly_the_limit(store, monkeypatch):
     monkeypatch.setattr("workbench.gateway.limits.LEASE_GRACE_S", 5.0)  # a busy machine may stall a lease's timer
     rules = (gw.RateLimit(requests=300, window_s=86_400), gw.Budget(usd=1_000, period="day"))
     users = ["u1", "u2", "u3"]
-    admitted: Counter[str] = Counter()
-    leased: Counter[str] = Counter()
-    lock = threading.Lock()
-    start = threading.Barrier(8)
-
-    def work() -> None:
-        limits = bound(store, *rules)
-        start.wait()
-        for _ in range(50):
-            for user in users:
-                try:
-                    admission = limits.admit(gw.Caller(user), 10, 0.02)
-                except GatewayRefused:
-                    continue
-                limits.settle(admission, 10, 0.01)
-                with lock:
-                    admitted[user] += 1
-                    leased[user] += bool(admission.drawn)
-        limits.close()
-
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    admitted, _, leased = hammer(store, rules, users, threads=8, rounds=50)
     assert admitted == {u: 300 for u in users}
     assert all(leased[u] > 100 for u in users), leased  # most calls never touched the file
     spend = {r["scope"]: r["spent_usd"] for r in bound(store, *rules).spend()}
@@ -302,21 +295,8 @@ def test_threads_with_leases_admit_exactly_the_limit(store, monkeypatch):
 def test_two_processes_with_leases_admit_exactly_a_large_limit(tmp_path):
     import os
 
-    path = tmp_path / "two-leases.db"
-    Store(path).close()
     users = ["alice", "bob", "carol"]
     env = {**os.environ, "WORKBENCH_TEST_REQUESTS": "300", "WORKBENCH_TEST_LEASE_GRACE_S": "5"}
-    procs = [
-        subprocess.Popen([sys.executable, str(HELPER), str(path), "4", "40", *users], stdout=subprocess.PIPE, text=True, env=env)
-        for _ in range(2)
-    ]
-    outs = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
-    assert all(p.returncode == 0 for p in procs)
-    admitted = Counter()
-    for out in outs:
-        admitted.update(out["admitted"])
+    admitted, spent = two_processes(tmp_path / "two-leases.db", 4, 40, users, env)
     assert admitted == {u: 300 for u in users}  # 320 tried per user, in two processes
-    store = Store(path)
-    spent = {r["scope"]: r["spent_usd"] for r in bound(store, gw.Budget(usd=1)).spend()}
-    store.close()
     assert spent == {f"user:{u}": pytest.approx(3.0) for u in users}

@@ -305,23 +305,26 @@ class Limits:
             SpendLimitReached: the reservation would pass a budget; ``retry_after`` is
                 the time until the period starts again.
         """
-        give_up = None
-        while True:
-            try:
-                return self._admit(caller, tokens, reserve_usd, may_wait=give_up is None or time.monotonic() < give_up)
-            except _Wait:
-                give_up = give_up or time.monotonic() + LEASE_S + LEASE_GRACE_S
-                time.sleep(WAIT_STEP_S)
+        admission, give_up = self._try(caller, tokens, reserve_usd, None)
+        while admission is None:
+            time.sleep(WAIT_STEP_S)
+            admission, give_up = self._try(caller, tokens, reserve_usd, give_up)
+        return admission
 
     async def aadmit(self, caller: Caller, tokens: int, reserve_usd: float | None) -> Admission:
         """``admit`` for a coroutine: a wait for another process's lease does not block the event loop."""
-        give_up = None
-        while True:
-            try:
-                return self._admit(caller, tokens, reserve_usd, may_wait=give_up is None or time.monotonic() < give_up)
-            except _Wait:
-                give_up = give_up or time.monotonic() + LEASE_S + LEASE_GRACE_S
-                await asyncio.sleep(WAIT_STEP_S)
+        admission, give_up = self._try(caller, tokens, reserve_usd, None)
+        while admission is None:
+            await asyncio.sleep(WAIT_STEP_S)
+            admission, give_up = self._try(caller, tokens, reserve_usd, give_up)
+        return admission
+
+    def _try(self, caller: Caller, tokens: int, reserve_usd: float | None, give_up: float | None) -> tuple[Admission | None, float | None]:
+        """(the admission, or None to wait and try again; the monotonic time after which a refusal no longer waits)."""
+        try:
+            return self._admit(caller, tokens, reserve_usd, may_wait=give_up is None or time.monotonic() < give_up), give_up
+        except _Wait:
+            return None, give_up or time.monotonic() + LEASE_S + LEASE_GRACE_S
 
     def _admit(self, caller: Caller, tokens: int, reserve_usd: float | None, *, may_wait: bool) -> Admission:
         with self._lock:
