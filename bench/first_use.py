@@ -3,12 +3,15 @@
 ``workbench demo`` twice (the second run has every call recorded and makes
 none), then in a new process on the demo's file: ``wb.open``, ``summary()``,
 the first chart, and the report; and how long a chart-name typo takes to fail.
+Statistics need only ``scipy.special``; what importing ``scipy.stats`` as well
+would cost (as ``summary()`` did before) is measured beside it in fresh processes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,6 +41,7 @@ lap("first chart (built, spec validated)")
 bench.report(exp, sys.argv[2])
 lap("report")
 bench.close()
+times["scipy.stats imported"] = "scipy.stats" in sys.modules
 print(json.dumps(times))
 """
 
@@ -72,6 +76,10 @@ def main() -> None:
         altair_alone = min(float(_run([sys.executable, "-c", IMPORT.format("import altair")], env, tmp)[1]) for _ in range(3))
         altair_after = min(float(_run([sys.executable, "-c", "import workbench; " + IMPORT.format("import altair")], env, tmp)[1])
                            for _ in range(3))
+        # What summary() no longer imports: scipy.stats after what it does import (polars, scipy.special).
+        stats_after = statistics.median(
+            float(_run([sys.executable, "-c", "import workbench.stats, polars; " + IMPORT.format("import scipy.stats")], env, tmp)[1])
+            for _ in range(3))
         demo = [sys.executable, "-m", "workbench.cli", "demo"]
         first, _ = _run(demo, env, tmp)
         second, out = _run(demo, env, tmp)
@@ -88,8 +96,11 @@ def main() -> None:
     print(f"workbench demo, first run:          {first:.1f} s  ({first / bare:.0f}x baseline; 360 simulated calls)")
     print(f"workbench demo, again:              {second:.1f} s  ({second / bare:.0f}x; every call recorded, none made)")
     print("a fresh process on the demo file:")
+    stats_loaded = steps.pop("scipy.stats imported")
     for name, seconds in steps.items():
         print(f"  {name:38s}{seconds:6.2f} s")
+    print(f"  {'scipy.stats imported':38s}{'yes' if stats_loaded else '  no'}  (it would add {stats_after:.2f} s: "
+          f"{stats_after / steps['summary()']:.2f}x this summary())")
     print(f"  {'total, process start to report':38s}{total:6.2f} s  ({total / bare:.0f}x baseline)")
     print(f"chart-name typo fails after:        {float(in_process):.2f} s in the process "
           f"({'Altair imported' if altair_loaded == 'True' else 'before Altair is imported'})")

@@ -65,26 +65,59 @@ def test_the_cache_in_the_file_agrees_with_the_evaluation(store):
     assert (right, wrong) == (report["right_hits"], report["wrong_hits"])
 
 
-def test_one_matrix_product_finds_what_a_loop_over_entries_finds(store):
-    rng = np.random.default_rng(3)
-    dim = 32
-    table = rng.normal(size=(500, dim)).astype(np.float32)
+@pytest.mark.parametrize("dim", [8, 32, 128])
+def test_the_two_pass_search_finds_what_a_loop_over_entries_finds(store, dim):
+    """Hits and near misses exactly as a loop over every entry; farther misses only say so."""
+    rng = np.random.default_rng(dim)
+    table = rng.normal(size=(1_000, dim)).astype(np.float32)
+    # Half the probes are close to a stored entry (a hit or a near miss), half are random.
+    table[900:950] = table[:50] + rng.normal(scale=0.45, size=(50, dim)).astype(np.float32) * np.linalg.norm(table[:50], axis=1, keepdims=True) / np.sqrt(dim)
 
     def embed(texts):
         return np.stack([table[int(t.split()[-1])] for t in texts])
 
-    cache = gw.SemanticCache(threshold=0.5, embedder=embed)
+    threshold = 0.9
+    cache = gw.SemanticCache(threshold=threshold, embedder=embed)
     cache.bind(store)
-    cache.add_many([(ask(f"entry {i}"), answer(f"entry {i}")) for i in range(400)])
-    for q in range(400, 420):
+    cache.add_many([(ask(f"entry {i}"), answer(f"entry {i}")) for i in range(800)])
+    unit = table / np.linalg.norm(table, axis=1, keepdims=True)
+    seen = {"hit": 0, "near": 0, "far": 0}
+    for q in [*range(900, 950), *range(950, 1000)]:
         hit, info = cache.lookup(ask(f"probe {q}"))
-        v = table[q] / np.linalg.norm(table[q])
-        sims = [float(np.dot(v, table[i] / np.linalg.norm(table[i]))) for i in range(400)]
-        best = max(range(400), key=sims.__getitem__)
-        assert info["similarity"] == pytest.approx(sims[best], abs=1e-4)
-        assert (hit is not None) == (sims[best] >= 0.5)
+        sims = [float(np.dot(unit[q], unit[i])) for i in range(800)]
+        best = max(range(800), key=sims.__getitem__)
+        assert (hit is not None) == (sims[best] >= threshold)
+        if sims[best] >= threshold - 0.1:
+            assert info["similarity"] == pytest.approx(sims[best], abs=1e-4)  # rounded to 4 places
+            seen["hit" if hit is not None else "near"] += 1
+        else:
+            assert info == {"result": "miss", "similarity": None, "below": pytest.approx(threshold - 0.1)}
+            seen["far"] += 1
         if hit is not None:
             assert hit.completion.text == f"answer to: entry {best}"
+    assert all(seen.values()), seen  # every branch was exercised
+
+
+def test_the_search_skips_expired_entries_even_when_they_are_the_closest(store):
+    now = [1_000_000.0]
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=32).astype(np.float32)
+    table = np.stack([base, base + rng.normal(scale=0.2, size=32).astype(np.float32)])  # similarity about 0.98
+
+    def embed(texts):
+        return np.stack([table[int(t.split()[-1])] for t in texts])
+
+    cache = gw.SemanticCache(threshold=0.9, embedder=embed, ttl_s=10, clock=lambda: now[0])
+    cache.bind(store)
+    cache.store_answer(ask("entry 0"), answer("entry 0"), 0.0)
+    now[0] += 5
+    cache.store_answer(ask("entry 1"), answer("entry 1"), 0.0)
+    assert cache.lookup(ask("entry 0"))[0].completion.text == "answer to: entry 0"
+    now[0] += 6  # entry 0 has expired, entry 1 has not
+    hit, info = cache.lookup(ask("entry 0"))
+    assert hit.completion.text == "answer to: entry 1" and 0.9 <= info["similarity"] < 1
+    now[0] += 5
+    assert cache.lookup(ask("entry 0"))[0] is None
 
 
 def test_entries_expire_and_survive_a_restart(tmp_path):
@@ -117,3 +150,19 @@ def test_truncated_answers_are_not_stored_and_a_bad_embedder_is_named(store):
     with pytest.raises(ConfigError, match=r"\(0, 1\]"):
         gw.SemanticCache(threshold=1.5)
     assert math.isfinite(cache.threshold)
+
+
+@needs_wordllama
+def test_word_by_word_ids_are_the_tokenizers_own():
+    """The embedder tokenizes word by word (remembering each word): it must give the tokenizer's ids exactly."""
+    from workbench.gateway.cache import SPACE, _load_wordllama, _wordllama_ids
+
+    tokenizer, _ = _load_wordllama()
+    # What makes it exact: no token has the word marker anywhere but first, except runs of the marker alone.
+    assert not [t for t in tokenizer.get_vocab() if SPACE in t[1:] and set(t) != {SPACE}]
+    texts = [q for p in PAIRS for q in (p["cached"], p["asked"])] + [
+        " leading space", "trailing space ", "two  spaces", "", " ", "own ▁ marker", "tab\tand\nnewline",
+        "ünïcödé and emoji 🙂 and 中文", "don't, can't; e-mail: a@b.co!", "x" * 300, "1234 5678 9012 3456",
+    ]
+    for text in texts * 2:  # the second time from what it remembered
+        assert _wordllama_ids(tokenizer, text) == tokenizer.encode(text, add_special_tokens=False).ids, text

@@ -4,12 +4,15 @@
 
 Each thread has its own ``Limits`` (its own SQLite connection) and, for every
 user, admits CALLS calls that each cost 1 cent, settling each. Prints one JSON
-line: admitted calls per user and refusals by error type.
+line: admitted calls per user and refusals by error type. With
+``WORKBENCH_TEST_REQUESTS=N`` the rate limit is N a day and the budget large
+enough that the rate limit binds: busy users then draw on leases.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from collections import Counter
@@ -19,6 +22,10 @@ from workbench.errors import GatewayRefused
 from workbench.store import Store
 
 RULES = (gw.RateLimit(requests=10, window_s=86_400), gw.Budget(usd=0.25, period="day"))
+if os.environ.get("WORKBENCH_TEST_LEASE_GRACE_S"):  # a busy test machine can stall a lease's return
+    gw.limits.LEASE_GRACE_S = float(os.environ["WORKBENCH_TEST_LEASE_GRACE_S"])
+if os.environ.get("WORKBENCH_TEST_REQUESTS"):
+    RULES = (gw.RateLimit(requests=int(os.environ["WORKBENCH_TEST_REQUESTS"]), window_s=86_400), gw.Budget(usd=1_000, period="day"))
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from .._retry import DEFAULT_POLICY
 from ..errors import ConfigError, GatewayRefused, GuardrailTriggered, ProviderError, ProviderUnavailable
 from ..providers.base import CallNote, Completion, Message, Request, Usage
-from .cache import ExactCache, SemanticCache, request_key
+from .cache import ExactCache, SemanticCache, _completion_json, cacheable, request_key
 from .fallback import Fallbacks, Target
 from .guardrails import Guardrails
 from .limits import Admission, Limits
@@ -63,7 +63,19 @@ def _caller_of(request: Request) -> tuple[Caller, Request]:
         return Caller(meta.get("user_id"), meta), request
     rest = {k: v for k, v in meta.items() if k != CALLER_KEY}
     caller_meta = {**rest, **(given.get("metadata") or {})}
-    return Caller(given.get("user_id"), caller_meta), dataclasses.replace(request, metadata=rest)
+    return Caller(given.get("user_id"), caller_meta), _replace(request, metadata=rest)
+
+
+def _replace(record: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` for the plain frozen records that cross the gateway, at a tenth of its cost.
+
+    ``Request`` and ``Completion`` have no ``__post_init__`` to rerun, so copying
+    the instance dictionary is the same record; ``dataclasses.replace`` goes
+    through ``__init__`` and its field machinery (about 5 µs a call, three times a call).
+    """
+    new = object.__new__(type(record))
+    new.__dict__.update(record.__dict__, **changes)
+    return new
 
 
 class Gateway:
@@ -234,7 +246,7 @@ class Gateway:
                 ), d, request)
             if text != request.messages[-1].content:
                 last = request.messages[-1]
-                request = dataclasses.replace(request, messages=(*request.messages[:-1], Message(last.role, text)))
+                request = _replace(request, messages=(*request.messages[:-1], Message(last.role, text)))
         if self.router is not None:
             model, route = await self.router.choose(request, caller, self.provider)
             spent = route["inputs"].get("classifier_usage")
@@ -243,14 +255,14 @@ class Gateway:
                 route["classifier_cost_usd"] = self._cost(route["inputs"]["classifier_model"], Usage(*spent), None)
             if model != request.model:
                 route["requested"] = request.model
-                request = dataclasses.replace(request, model=model)
+                request = _replace(request, model=model)
             d["route"] = route
         admission: Admission | None = None
         if self.limits is not None:
             tokens = input_tokens(request) + request.max_tokens
             reserve = self.worst_cost(request, routed=True) if self.limits.budgets else 0.0
             try:
-                admission = self.limits.admit(caller, tokens, reserve)
+                admission = await self.limits.aadmit(caller, tokens, reserve)
             except GatewayRefused as exc:
                 d["limits"] = {"refused": exc.rule, "retry_after_s": None if exc.retry_after is None else round(exc.retry_after, 3)}
                 raise self._refused(exc, d, request) from None
@@ -285,13 +297,13 @@ class Gateway:
                     f"output guardrail {blocked.name!r} blocked the answer: {out_fired[-1]['detail']}", rule=blocked.name,
                 ), d, sent, paid=paid, provider=answered_by, price_provider=price_provider, attempts=attempts)
             if text != completion.text:
-                completion = dataclasses.replace(completion, text=text)
+                completion = _replace(completion, text=text)
         if admission is not None:
             self.limits.settle(admission, _tokens(completion.usage), cost)  # type: ignore[union-attr]
         if not out_fired and not caller.metadata.get("no_cache"):
             self._store(request, completion, cost, d)
         d["gateway_ms"] = round((time.perf_counter() - started) * 1000 - completion.latency_ms, 3)
-        return dataclasses.replace(completion, note=CallNote(
+        return _replace(completion, note=CallNote(
             decisions=d, request=sent, provider=answered_by, price_provider=price_provider, attempts=attempts,
         ))
 
@@ -360,12 +372,15 @@ class Gateway:
             hit = self.cache.lookup(request, key)
             cache_d["exact"] = "hit" if hit is not None else "miss"
         if hit is None and self.semantic_cache is not None:
-            vector = None
+            # Embedded only when the exact cache missed and the request is eligible;
+            # the vector and the guard's hash are kept for storing the answer.
+            vector = guard = None
             question = self.semantic_cache.question(request)
             if question is not None:
-                vector = self.semantic_cache.embed([question])[0]
-                d["_vector"] = vector
-            hit, info = self.semantic_cache.lookup(request, vector=vector)
+                vector = self.semantic_cache.embed_question(question)
+                guard = self.semantic_cache.guard(request)
+                d["_vector"], d["_guard"] = vector, guard
+            hit, info = self.semantic_cache.lookup(request, vector=vector, guard=guard)
             cache_d["semantic"] = info
         if hit is None:
             cache_d["result"] = "miss"
@@ -377,8 +392,7 @@ class Gateway:
         })
         if hit.similarity is not None:
             cache_d["similarity"] = round(hit.similarity, 4)
-        d.pop("_key", None)
-        d.pop("_vector", None)
+        _drop_scratch(d)
         elapsed = (time.perf_counter() - started) * 1000
         return Completion(
             text=original.text, model=original.model, stop_reason=original.stop_reason, usage=Usage(),
@@ -389,10 +403,13 @@ class Gateway:
     def _store(self, request: Request, completion: Completion, cost: float | None, d: dict[str, Any]) -> None:
         key = d.pop("_key", None)
         vector = d.pop("_vector", None)
+        guard = d.pop("_guard", None)
         stored = []
-        if self.cache is not None and self.cache.store_answer(request, completion, cost, key):
+        payload = _completion_json(completion) if cacheable(completion) else None  # one JSON for both caches
+        if self.cache is not None and self.cache.store_answer(request, completion, cost, key, payload=payload):
             stored.append("exact")
-        if self.semantic_cache is not None and self.semantic_cache.store_answer(request, completion, cost, vector=vector):
+        if self.semantic_cache is not None and self.semantic_cache.store_answer(
+                request, completion, cost, vector=vector, guard=guard, payload=payload):
             stored.append("semantic")
         if "cache" in d:
             d["cache"]["stored"] = stored
@@ -407,7 +424,7 @@ class Gateway:
         d["attempts"] = attempts
         last: ProviderError | None = None
         for target in targets:
-            sent = request if target.model is None or target.model == request.model else dataclasses.replace(request, model=target.model)
+            sent = request if target.model is None or target.model == request.model else _replace(request, model=target.model)
             label = f"{target.provider.name}:{sent.model}"
             state = None
             if breaker is not None:
@@ -450,15 +467,13 @@ class Gateway:
         # The gateway has retried and fallen back already: the caller's loop must not redo it all.
         exc.retryable = False
         exc.note = CallNote(decisions=d, request=sent, attempts=attempts)
-        d.pop("_key", None)
-        d.pop("_vector", None)
+        _drop_scratch(d)
         return exc
 
     def _refused(self, exc: GatewayRefused, d: dict[str, Any], request: Request, **note: Any) -> GatewayRefused:
         status = "guardrail_triggered" if isinstance(exc, GuardrailTriggered) else "error"
         d["refused"] = {"error_type": type(exc).__name__, "rule": exc.rule}
-        d.pop("_key", None)
-        d.pop("_vector", None)
+        _drop_scratch(d)
         exc.note = CallNote(
             status=status, decisions=d, request=request, provider=note.get("provider"),
             price_provider=note.get("price_provider"), completion=note.get("paid"), attempts=note.get("attempts", 0),
@@ -533,6 +548,12 @@ def _base_prices(model: str, provider_id: str | None) -> Any:
     if base[0] is None or base[1] is None:
         return False
     return start, Price(base[0], base[1], base[2], base[3])
+
+
+def _drop_scratch(d: dict[str, Any]) -> None:
+    """Remove what ``_lookup`` kept for ``_store`` (key, vector, guard): it is not for the trace."""
+    for name in ("_key", "_vector", "_guard"):
+        d.pop(name, None)
 
 
 def _same_file(a: str, b: str) -> bool:

@@ -25,6 +25,12 @@ PII_PATTERNS = {
     "card": re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)"),
     "phone": re.compile(r"(?<![\w+])\+?\d{1,3}[ .-]?\(?\d{2,4}\)?[ .-]?\d{3,4}[ .-]?\d{3,4}(?!\d)"),
 }
+_DIGIT = re.compile(r"\d")
+
+
+def _may_match(kind: str, text: str) -> bool:
+    """Whether ``PII_PATTERNS[kind]`` can match at all: a cheap look first, since most texts hold no PII."""
+    return "@" in text if kind == "email" else _DIGIT.search(text) is not None
 
 
 def luhn_ok(digits: str) -> bool:
@@ -111,6 +117,8 @@ def pii(kinds: Sequence[str] = ("email", "card"), *, action: str = "redact", nam
         counts: dict[str, int] = {}
         out = text
         for kind in kinds:
+            if not _may_match(kind, out):
+                continue
             pattern = PII_PATTERNS[kind]
 
             def replace(m: re.Match[str], kind: str = kind) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
@@ -70,7 +71,7 @@ class Route:
             except re.error as exc:
                 raise ConfigError(f"Route matches={self.matches!r} is not a valid regex: {exc}") from None
 
-    @property
+    @cached_property  # asked for on every routed call; a frozen route's conditions never change
     def label(self) -> str:
         if self.name:
             return self.name
