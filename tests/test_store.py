@@ -86,6 +86,34 @@ def test_opening_twice_applies_no_migration_again(tmp_path):
         second.close()
 
 
+def test_threads_tracing_their_first_rows_at_once_share_one_writer(store, monkeypatch):
+    # Two writers would both write, but sync() waits for only one: reads missed rows (seen in CI).
+    import workbench.store as store_module
+
+    made = []
+    real = store_module.BatchWriter
+
+    def slow_writer(*args, **kwargs):
+        made.append(1)
+        threading.Event().wait(0.05)  # widen the window a race needs
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store_module, "BatchWriter", slow_writer)
+    start = threading.Barrier(8)
+    seen = []
+
+    def first_use():
+        start.wait()
+        seen.append(store.writer)
+
+    threads = [threading.Thread(target=first_use) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1 and len({id(w) for w in seen}) == 1
+
+
 def test_pragmas_wal_normal_sync_and_busy_timeout(store):
     assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL

@@ -158,6 +158,7 @@ class Store:
         self._local = threading.local()
         self._thread_conns: list[sqlite3.Connection] = []
         self._writer: BatchWriter | None = None
+        self._writer_lock = threading.Lock()
         self._immutable = False
         self._recovered = 0
         if self.path == ":memory:":
@@ -440,8 +441,13 @@ class Store:
             raise self.refused("recording traces in")
         writer = self._writer
         if writer is None or writer._closed:
-            writer = self._writer = BatchWriter(self.path, backend=self.backend, idle=self._idle_work())
-            _install_signal_handlers()
+            # Threads tracing their first calls at once must share one writer: rows given
+            # to a second one would be written, but no sync() or flush() would wait for them.
+            with self._writer_lock:
+                writer = self._writer
+                if writer is None or writer._closed:
+                    writer = self._writer = BatchWriter(self.path, backend=self.backend, idle=self._idle_work())
+                    _install_signal_handlers()
         return writer
 
     def _idle_work(self) -> Any:
