@@ -175,6 +175,30 @@ def test_budgets_through_the_gateway_are_reserved_settled_and_traced(target):
     bench.close()
 
 
+def test_a_paid_call_of_unknown_cost_spends_its_whole_reservation(store):
+    # A fallback to an unpriced model answers: its cost is unknown, so the budget counts the
+    # worst case held for it, never zero. A call that used nothing (a cache hit) spends nothing.
+    now = [1_000_000.0]
+    limits = bound(store, gw.Budget(usd=1.0, period="day"), clock=lambda: now[0])
+    alice = gw.Caller("alice")
+    limits.settle(limits.admit(alice, 100, 0.25), 120, None)
+    limits.settle(limits.admit(alice, 100, 0.25), 0, None)
+    limits.settle(limits.admit(alice, 100, 0.25), 120, 0.01)
+    [row] = limits.spend()
+    assert row["spent_usd"] == pytest.approx(0.26) and row["calls"] == 3
+
+
+def test_unknown_cost_counts_the_worst_case_on_a_lease_too(store):
+    now = [1_000_000.0]
+    limits = bound(store, gw.Budget(usd=1_000, period="day"), clock=lambda: now[0])
+    bob = gw.Caller("bob")
+    for _ in range(40):  # busy enough to lease
+        limits.settle(limits.admit(bob, 100, 0.5), 120, None)
+    limits.close()
+    [row] = limits.spend()
+    assert row["calls"] == 40 and row["spent_usd"] == pytest.approx(20.0)
+
+
 def test_limits_need_a_file():
     with pytest.raises(ConfigError, match="file"):
         gw.Limits(gw.RateLimit(requests=1)).bind(Store(":memory:"))

@@ -299,6 +299,8 @@ class Gateway:
             if text != completion.text:
                 completion = _replace(completion, text=text)
         if admission is not None:
+            if cost is None and admission.reserved_usd:
+                d["limits"].append({"unpriced": sent.model, "counted_usd": round(admission.reserved_usd, 6)})
             self.limits.settle(admission, _tokens(completion.usage), cost)  # type: ignore[union-attr]
         if not out_fired and not caller.metadata.get("no_cache"):
             self._store(request, completion, cost, d)

@@ -225,6 +225,8 @@ class Admission:
     settled: bool = False
     drawn: list[tuple[_Lease, float]] = field(default_factory=list)
     """Leases this call drew on, and how much (tokens, or the dollars held)."""
+    reserved_usd: float = 0.0
+    """The worst case held against each budget: what a paid call of unknown cost is counted as."""
 
 
 class _Wait(Exception):
@@ -330,10 +332,12 @@ class Limits:
     def _admit(self, caller: Caller, tokens: int, reserve_usd: float | None, *, may_wait: bool) -> Admission:
         with self._lock:
             admission = self._from_leases(caller, tokens, reserve_usd, self.clock())
-        if admission is not None:
-            return admission
-        with self._db, self._lock:
-            return self._through_file(caller, tokens, reserve_usd, self.clock(), may_wait)
+        if admission is None:
+            with self._db, self._lock:
+                admission = self._through_file(caller, tokens, reserve_usd, self.clock(), may_wait)
+        if self.budgets:
+            admission.reserved_usd = reserve_usd or 0.0
+        return admission
 
     def _from_leases(self, caller: Caller, tokens: int, reserve_usd: float | None, now: float) -> Admission | None:
         """The call admitted from this process's leases, or None when they do not cover it (the lock is held)."""
@@ -652,6 +656,9 @@ class Limits:
     def settle(self, admission: Admission, tokens_used: int, cost_usd: float | None) -> None:
         """Give back unused tokens and turn the reservation into the real spend (once).
 
+        ``cost_usd`` None with tokens used (the answer could not be priced) spends the
+        whole reservation.
+
         The changes are increments kept in memory and written at the start of the
         next transaction (or by ``flush``): no second transaction per call, and no
         second writer competing for the file's lock. Until they are written the
@@ -662,7 +669,9 @@ class Limits:
         if admission.settled:
             return
         admission.settled = True
-        cost = cost_usd or 0.0
+        # A paid call whose price is unknown (a fallback to an unpriced model) counts as its
+        # worst case: a budget must never come out looser for what it could not price.
+        cost = cost_usd if cost_usd is not None else (admission.reserved_usd if tokens_used else 0.0)
         with self._lock:
             # Tokens taken beyond what was used go back; more used than taken leaves the bucket in debt.
             for scope, taken in admission.tokens_taken.items():
