@@ -444,6 +444,7 @@ class PostgresStore(Store):
         self._local = threading.local()
         self._thread_conns: list[Any] = []
         self._writer = None
+        self._writer_lock = threading.Lock()
         self._immutable = False
         self._recovered = 0
         self._identity: tuple[Any, ...] | None = None
