@@ -311,6 +311,81 @@ def test_a_wrapped_client_goes_through_the_gateway(tmp_path):
         assert bench.traces(1)[0]["status"] == "guardrail_triggered"
 
 
+def _fake_anthropic():
+    try:
+        from .fake_anthropic import FakeAnthropic
+    except ImportError:
+        from fake_anthropic import FakeAnthropic
+    return FakeAnthropic()
+
+
+def test_a_wrapped_clients_streams_go_through_guardrails_routes_and_limits(tmp_path):
+    import anthropic
+
+    guard = gw.Guardrails(input=[gw.pii(("email",))], output=[gw.regex("forbidden", name="banned word")])
+    with _fake_anthropic() as server, wb.open(tmp_path / "s.db", provider=ScriptedProvider()) as bench:
+        gateway = gw.Gateway(cache=True, guardrails=guard,
+                             router=gw.Router([gw.Route("claude-haiku-4-5", max_input_tokens=300)]),
+                             limits=gw.Limits(gw.RateLimit(requests=3, per="user"), gw.Budget(usd=5, period="day")))
+        client = bench.wrap(anthropic.Anthropic(base_url=server.base_url, api_key="test", max_retries=0), gateway=gateway)
+        ask = dict(model="claude-sonnet-4-5", max_tokens=100, metadata={"user_id": "gil"},
+                   messages=[{"role": "user", "content": "I am gil@example.com, where are my invoices?"}])
+        server.reply = lambda body: "Under Billing; this is forbidden"
+        text = "".join(e.delta.text for e in client.messages.create(**ask, stream=True)
+                       if e.type == "content_block_delta")
+        with client.messages.stream(**ask) as stream:
+            assert stream.get_final_text() == text == "Under Billing; this is forbidden"  # flagged, never cut
+        bodies = server.completed_bodies
+        assert len(bodies) == 2 and all(b["model"] == "claude-haiku-4-5" for b in bodies)  # routed
+        assert all("gil@example.com" not in b["messages"][0]["content"] for b in bodies)  # redacted
+        server.reply = lambda body: "Under Billing."
+        client.messages.create(**ask)  # gil's third call
+        with pytest.raises(UserRateLimited):
+            client.messages.create(**ask, stream=True)
+        rows = [r for r in bench.traces(10) if r["kind"] == "llm"]
+        refused, plain, *streamed = rows
+        assert refused["error_type"] == "UserRateLimited" and refused["metadata"]["gateway"]["limits"]["refused"]
+        for row in streamed:
+            d = row["metadata"]["gateway"]
+            assert row["status"] == "ok" and row["model"] == "claude-haiku-4-5" and row["cost_usd"] > 0
+            assert d["cache"] == {"result": "skipped", "reason": "stream"} and d["route"]["requested"] == "claude-sonnet-4-5"
+            assert [g["rule"] for g in d["guardrails"]] == ["pii", "banned word"]
+            assert d["guardrails"][1]["streamed"] is True
+        [spend] = gateway.limits.spend()
+        assert spend["calls"] == 3 and spend["spent_usd"] == pytest.approx(sum(r["cost_usd"] for r in rows[1:]))
+        blocked_guard = gw.Gateway(guardrails=gw.Guardrails(input=[gw.regex("password", name="secrets")]))
+        blocked = bench.wrap(anthropic.Anthropic(base_url=server.base_url, api_key="test"), gateway=blocked_guard)
+        with pytest.raises(GuardrailTriggered), blocked.messages.stream(
+                model="claude-haiku-4-5", max_tokens=50, messages=[{"role": "user", "content": "my password is x"}]):
+            pass
+        assert bench.traces(1)[0]["status"] == "guardrail_triggered" and len(server.completed_bodies) == 3
+
+
+def test_a_wrapped_client_falls_back_to_the_chains_other_targets(tmp_path):
+    import anthropic
+
+    backup = ScriptedProvider().queue("from the backup")
+    with _fake_anthropic() as server, wb.open(tmp_path / "f.db", provider=ScriptedProvider()) as bench:
+        chain = gw.Fallbacks([bench.provider, gw.Target(backup, "claude-haiku-4-5")], on=("overloaded",))
+        client = bench.wrap(anthropic.Anthropic(base_url=server.base_url, api_key="test", max_retries=1),
+                            gateway=gw.Gateway(fallbacks=chain))
+        server.queue_faults([("status", 529), ("status", 529)])  # the client's try and its own retry
+        message = client.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=ASK)
+        assert type(message).__name__ == "Message" and message.content[0].text == "from the backup"
+        row = bench.traces(1)[0]
+        d = row["metadata"]["gateway"]
+        assert row["status"] == "ok" and row["model"] == "claude-haiku-4-5" and backup.calls == 1
+        assert [a["ok"] for a in d["attempts"]] == [False, True] and d["attempts"][0]["status"] == 529
+        assert d["fallback"]["used"] == "scripted:claude-haiku-4-5"
+        # An error the chain does not fall back on is the SDK's own, with the decisions on the trace.
+        server.queue_faults([("status", 400)])
+        with pytest.raises(anthropic.BadRequestError):
+            client.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=ASK)
+        row = bench.traces(1)[0]
+        assert row["status"] == "error" and row["metadata"]["gateway"]["attempts"][0]["status"] == 400
+        assert backup.calls == 1
+
+
 def test_opening_the_file_again_rebinds_the_same_gateway(tmp_path, scripted):
     scripted.queue("first")
     gateway = gw.Gateway(scripted, cache=True, limits=gw.Limits(gw.RateLimit(requests=2, window_s=3600)))

@@ -238,8 +238,9 @@ class Workbench:
     def wrap(self, client: Any, *, gateway: Any = None) -> Any:
         """A traced stand-in for an ``anthropic.Anthropic`` or ``AsyncAnthropic`` client.
 
-        With ``gateway=``, its non-streamed ``messages.create`` calls go through that
-        gateway's caches, routes, guardrails and limits (the client still makes the call).
+        With ``gateway=``, its calls go through that gateway's guardrails, routes and
+        limits, and non-streamed ``messages.create`` calls also through its caches and
+        fallbacks (the client still makes the call; see ``wrap_client``).
         """
         from .providers.wrap import wrap_client
 

@@ -228,9 +228,12 @@ class Gateway:
             raise ConfigError("this gateway has no provider: Gateway(provider=...) or bind it to a workbench")
         return await self._run(request, self._call_chain)
 
-    async def _run(self, request: Request, call: Any) -> Completion:
-        """Every layer around ``call(request, decisions) -> (completion, provider, sent request, attempts)``."""
-        started = time.perf_counter()
+    async def _prepare(self, request: Request) -> tuple[Request, Caller, dict[str, Any], Admission | None]:
+        """Input guardrails, the route and the limits: (the request to send, caller, decisions, admission).
+
+        Raises:
+            GuardrailTriggered, UserRateLimited, SpendLimitReached: refused, with the decisions noted.
+        """
         caller, request = _caller_of(request)
         d: dict[str, Any] = {"policy": self.policy}
         if caller.user_id is not None:
@@ -267,6 +270,13 @@ class Gateway:
                 d["limits"] = {"refused": exc.rule, "retry_after_s": None if exc.retry_after is None else round(exc.retry_after, 3)}
                 raise self._refused(exc, d, request) from None
             d["limits"] = admission.decisions
+        return request, caller, d, admission
+
+    async def _run(self, request: Request, call: Any) -> Completion:
+        """Every layer around ``call(request, decisions) -> (completion, provider, sent request, attempts)``."""
+        started = time.perf_counter()
+        request, caller, d, admission = await self._prepare(request)
+        guard = self.guardrails
         try:
             hit = self._lookup(request, caller, d, started)
             if hit is not None:
@@ -316,48 +326,65 @@ class Gateway:
     def wrapped_create(self, request: Request, create: Any, kwargs: dict[str, Any], is_async: bool) -> Any:
         """Run a wrapped client's non-streamed ``messages.create`` through the layers.
 
-        Returns ``(coroutine or result)``: for an async client a coroutine giving
-        ``(message, completion)``, else that pair. ``create`` is the client's own
-        method: its retries, timeouts and headers apply; a routed model or a redacted
-        last turn is passed to it in ``kwargs``. A cache hit returns an SDK
-        ``Message`` built from the stored answer.
+        Returns, for an async client, a coroutine giving ``(message, completion)``,
+        else that pair. ``create`` is the client's own method: its retries, timeouts
+        and headers apply; a routed model or a redacted last turn is passed to it in
+        ``kwargs``. The client takes the place of the first fallback target: when it
+        fails with an error the chain falls back on (after its own retries), the
+        chain's other targets are asked, and their answer comes back as an SDK
+        ``Message``. A cache hit also returns a ``Message`` built from the stored answer.
+
+        Raises:
+            the SDK's exception when the client's call failed and no fallback answered
+            (a fallback target's failure raises its ``ProviderError``), with the
+            decisions on its ``note``; ``GatewayRefused`` for refusals.
         """
         from .._loop import run_sync
         from ..providers._wrapcall import _completion
 
         holder: dict[str, Any] = {}
-        user = (kwargs.get("metadata") or {}).get("user_id") if isinstance(kwargs.get("metadata"), dict) else None
-        if user is not None:
-            # The Messages API's own metadata.user_id is who limits count.
-            request = dataclasses.replace(request, metadata={**request.metadata, CALLER_KEY: {"user_id": user}})
-
-        async def call(sent: Request, d: dict[str, Any]) -> tuple[Completion, Any, Request, int]:
-            args = dict(kwargs, model=sent.model)
-            messages = list(args.get("messages") or ())
-            if messages and sent.messages and messages[-1].get("content") != sent.messages[-1].content:
-                messages[-1] = {**messages[-1], "content": sent.messages[-1].content}
-                args["messages"] = messages
-            t0 = time.perf_counter()
-            if is_async:
-                message = await create(**args)
-            else:
-                import asyncio
-
-                message = await asyncio.to_thread(create, **args)
-            holder["message"] = message
-            d["attempts"] = [{"target": f"anthropic:{sent.model}", "ok": True, "client": "wrapped"}]
-            return _completion(message, (time.perf_counter() - t0) * 1000, None), "anthropic", sent, 1
+        client = _WrappedClient(create, kwargs, is_async, holder)
 
         async def run() -> tuple[Any, Completion]:
-            completion = await self._run(request, call)
+            try:
+                completion = await self._run(_with_sdk_user(request, kwargs), lambda sent, d: self._call_chain(sent, d, client))
+            except ProviderError as exc:
+                sdk = getattr(exc, "sdk_exception", None)
+                if sdk is not None:
+                    sdk.note = exc.note
+                    raise sdk from None
+                raise
             message = holder.get("message")
-            if message is None or completion.note is not None and completion.note.status == "cached":
-                message = _sdk_message(completion)
+            answered_by_client = completion.note is not None and completion.note.provider is client
+            if message is None or not answered_by_client:
+                message = _sdk_message(completion)  # a cache hit or a fallback's answer
             elif completion.text != _completion(message, 0.0, None).text:
                 message = _sdk_message(completion, message)  # an output guardrail redacted it
             return message, completion
 
         return run() if is_async else run_sync(run())
+
+    def open_stream(self, request: Request, kwargs: dict[str, Any], is_async: bool) -> Any:
+        """Input guardrails, the route and the limits for a wrapped client's stream.
+
+        Returns ``(kwargs to send, StreamTicket)`` (a coroutine giving it for an async
+        client). Caches never answer a stream and fallbacks never take one over: its
+        text reaches the caller as it arrives. Output guardrails run when it ends and
+        can only flag (the text is already shown). The ticket settles the limits and
+        notes the decisions when the stream's row is written.
+
+        Raises:
+            GatewayRefused: blocked by an input guardrail or refused by a limit.
+        """
+        from .._loop import run_sync
+
+        async def prepare() -> tuple[dict[str, Any], StreamTicket]:
+            sent, _caller, d, admission = await self._prepare(_with_sdk_user(request, kwargs))
+            if self.cache is not None or self.semantic_cache is not None:
+                d["cache"] = {"result": "skipped", "reason": "stream"}
+            return _sent_kwargs(kwargs, sent), StreamTicket(self, sent, d, admission)
+
+        return prepare() if is_async else run_sync(prepare())
 
     def _lookup(self, request: Request, caller: Caller, d: dict[str, Any], started: float) -> Completion | None:
         if self.cache is None and self.semantic_cache is None:
@@ -416,10 +443,15 @@ class Gateway:
         if "cache" in d:
             d["cache"]["stored"] = stored
 
-    async def _call_chain(self, request: Request, d: dict[str, Any]) -> tuple[Completion, Any, Request, int]:
-        """(answer, the provider that gave it, the request it was sent, attempts)."""
+    async def _call_chain(self, request: Request, d: dict[str, Any], first: Any = None) -> tuple[Completion, Any, Request, int]:
+        """(answer, the provider that gave it, the request it was sent, attempts).
+
+        ``first`` takes the first target's place (a wrapped client).
+        """
         chain = self.fallbacks
         targets = chain.targets if chain is not None else (Target(self.provider),)
+        if first is not None:
+            targets = (Target(first), *targets[1:])
         retries = chain.retries if chain is not None else self.retries
         breaker = chain.breaker if chain is not None else None
         attempts: list[dict[str, Any]] = []
@@ -596,3 +628,107 @@ def _sdk_message(completion: Completion, like: Any = None) -> Any:
 
 def _tokens(usage: Usage) -> int:
     return usage.total_input_tokens + usage.output_tokens
+
+
+class StreamTicket:
+    """A wrapped client's stream admitted by a gateway; ``finish`` settles it once, when its row is written."""
+
+    __slots__ = ("gateway", "request", "decisions", "admission")
+
+    def __init__(self, gateway: Gateway, request: Request, decisions: dict[str, Any], admission: Admission | None) -> None:
+        self.gateway = gateway
+        self.request = request
+        self.decisions = decisions
+        self.admission = admission
+
+    def finish(self, completion: Completion | None, error: BaseException | None, tokens_used: int) -> Completion | None:
+        """Settle the limits, run the output guardrails as flags, and put the decisions on the answer or error.
+
+        A stream cut after tokens arrived counts its whole reservation (its cost is not known).
+        """
+        gateway, d = self.gateway, self.decisions
+        cost: float | None = None
+        if completion is not None:
+            cost = gateway._cost(self.request.model, completion.usage, None)
+            tokens_used = _tokens(completion.usage)
+            guard = gateway.guardrails
+            if guard is not None and guard.output:
+                _, fired, _blocked = Guardrails.apply(guard.output, completion.text, "output")
+                for f in fired:
+                    f["streamed"] = True  # the text had reached the caller: flagged, never blocked
+                if fired:
+                    d.setdefault("guardrails", []).extend(fired)
+        if self.admission is not None and gateway.limits is not None:
+            if completion is not None and cost is None and self.admission.reserved_usd:
+                d["limits"].append({"unpriced": self.request.model, "counted_usd": round(self.admission.reserved_usd, 6)})
+            gateway.limits.settle(self.admission, tokens_used, cost if completion is not None or not tokens_used else None)
+        note = CallNote(decisions=d, request=self.request)
+        if completion is not None:
+            return _replace(completion, note=note)
+        if error is not None:
+            error.note = note  # type: ignore[attr-defined]
+        return None
+
+
+class _WrappedClient:
+    """A wrapped client's own ``messages.create`` as the first target of a gateway's chain.
+
+    Its errors are not retried again (the client retried them itself); an error the
+    chain falls back on moves to the next target, any other is raised as the SDK's.
+    """
+
+    name = "anthropic"
+    simulated = False
+
+    def __init__(self, create: Any, kwargs: dict[str, Any], is_async: bool, holder: dict[str, Any]) -> None:
+        self.create = create
+        self.kwargs = kwargs
+        self.is_async = is_async
+        self.holder = holder
+
+    async def complete(self, request: Request) -> Completion:
+        from ..providers._wrapcall import _completion
+        from ..providers.anthropic import _provider_error
+
+        args = _sent_kwargs(self.kwargs, request)
+        t0 = time.perf_counter()
+        try:
+            if self.is_async:
+                message = await self.create(**args)
+            else:
+                import asyncio
+
+                message = await asyncio.to_thread(self.create, **args)
+        except Exception as exc:
+            error = _provider_error(exc)
+            if error is None:
+                raise
+            error.retryable = False
+            error.sdk_exception = exc  # type: ignore[attr-defined]
+            raise error from exc
+        self.holder["message"] = message
+        return _completion(message, (time.perf_counter() - t0) * 1000, None)
+
+    async def sleep(self, seconds: float) -> None:
+        import asyncio
+
+        await asyncio.sleep(seconds)
+
+
+def _with_sdk_user(request: Request, kwargs: dict[str, Any]) -> Request:
+    """The Messages API's own ``metadata.user_id`` is who limits count."""
+    meta = kwargs.get("metadata")
+    user = meta.get("user_id") if isinstance(meta, dict) else None
+    if user is None:
+        return request
+    return dataclasses.replace(request, metadata={**request.metadata, CALLER_KEY: {"user_id": user}})
+
+
+def _sent_kwargs(kwargs: dict[str, Any], sent: Request) -> dict[str, Any]:
+    """The client's arguments with the routed model and the redacted last turn."""
+    args = dict(kwargs, model=sent.model)
+    messages = list(args.get("messages") or ())
+    if messages and sent.messages and messages[-1].get("content") != sent.messages[-1].content:
+        messages[-1] = {**messages[-1], "content": sent.messages[-1].content}
+        args["messages"] = messages
+    return args

@@ -112,7 +112,7 @@ class _Call:
         "tracer", "request", "redact", "parent", "started", "t0", "first", "ended", "parts",
         "model", "message_id", "stop_reason", "input_tokens", "output_tokens", "cache_read",
         "cache_write", "cache_write_1h", "stopped", "error", "done", "counted", "attempts",
-        "waited", "answered_at",
+        "waited", "answered_at", "gate",
     )
 
     def __init__(self, tracer: Tracer, request: Request, redact: Redactor, counted: bool = False) -> None:
@@ -133,6 +133,8 @@ class _Call:
         self.stopped = False
         self.error: BaseException | None = None
         self.done = False
+        self.gate: Any = None
+        """A gateway's ``StreamTicket`` for a stream it admitted: settled when the row is written."""
         self.begin()
 
     def begin(self) -> None:
@@ -253,6 +255,9 @@ class _Call:
         error: BaseException = exc
         if isinstance(exc, Exception) and not isinstance(exc, WorkbenchError):
             error = _provider_error(exc) or exc
+            note = getattr(exc, "note", None)  # a gateway's decisions on the SDK's exception
+            if note is not None and error is not exc:
+                error.note = note  # type: ignore[attr-defined]
         if partial and (self.parts or self.message_id):
             self.request = dataclasses.replace(self.request, metadata={**self.request.metadata, "partial": {
                 "output": traces.clip("".join(self.parts)),
@@ -269,6 +274,8 @@ class _Call:
     def _write(self, completion: Completion | None, error: BaseException | None) -> None:
         self.done = True
         try:
+            if self.gate is not None:
+                completion = self.gate.finish(completion, error, self.input_tokens + self.output_tokens)
             self.tracer.record_call(
                 PROVIDER, self.request, completion, error, attempts=self.attempts if self.counted else None,
                 started=self.started, parent=self.parent, context={}, waited_s=self.waited,

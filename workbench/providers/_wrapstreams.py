@@ -150,12 +150,14 @@ def _request_id(stream: Any) -> str | None:
 class _StreamManager:
     """What the sync and async stand-ins of ``messages.stream(...)`` share."""
 
-    __slots__ = ("_manager", "_call", "_stream")
+    __slots__ = ("_manager", "_call", "_stream", "_make")
 
-    def __init__(self, manager: Any, call: _Call) -> None:
+    def __init__(self, manager: Any, call: _Call, make: Any = None) -> None:
         self._manager = manager
         self._call = call
         self._stream: _MessageStream | None = None
+        self._make = make
+        """Makes the SDK's manager at ``with`` (after a gateway admitted the call), when ``manager`` is None."""
 
     def _entered(self, stream: Any, cls: type[_MessageStream]) -> Any:
         self._stream = cls(stream, self._call)
@@ -173,6 +175,8 @@ class TracedStreamManager(_StreamManager):
 
     def __enter__(self) -> TracedMessageStream:
         self._call.begin()
+        if self._manager is None:
+            self._manager = self._make()  # a gateway's refusal is written by the call and raised here
         try:
             with sending(self._call):  # the request (and the SDK's retries) go out here
                 stream = self._manager.__enter__()
@@ -195,6 +199,8 @@ class AsyncTracedStreamManager(_StreamManager):
 
     async def __aenter__(self) -> AsyncTracedMessageStream:
         self._call.begin()
+        if self._manager is None:
+            self._manager = await self._make()  # a gateway's refusal is written by the call and raised here
         try:
             with sending(self._call):  # the request (and the SDK's retries) go out here
                 stream = await self._manager.__aenter__()

@@ -46,8 +46,10 @@ def wrap_client(client: Any, tracer: Tracer, gateway: Any = None) -> Any:
     Args:
         client: the app's client, used as configured (retries, timeouts, base URL).
         tracer: where the rows go (``bench.tracer``).
-        gateway: a bound ``wb.gateway.Gateway`` whose caches, routes, guardrails and
-            limits every non-streamed ``messages.create`` goes through.
+        gateway: a bound ``wb.gateway.Gateway``: every call gets its input guardrails,
+            route and limits; a non-streamed ``create`` also its caches and fallbacks
+            (the client in the chain's first place); streams are never cached nor
+            failed over, and output guardrails only flag them.
 
     Raises:
         ConfigError: ``client`` has no ``messages.create``.
@@ -153,8 +155,11 @@ class TracedMessages(_Delegate):
         """``messages.create``; with ``stream=True`` the stream is traced as it is read."""
         stream = bool(kwargs.get("stream", False))
         call = self._call(kwargs, "messages.create")
-        if self._owner._gateway is not None and not stream and not args:
-            return _gated(call, self._owner._gateway, self._target.create, kwargs, False)
+        gateway = self._owner._gateway
+        if gateway is not None and not args:
+            if not stream:
+                return _gated(call, gateway, self._target.create, kwargs, False)
+            kwargs = _admitted(call, gateway, kwargs)
         try:
             with sending(call):
                 result = self._target.create(*args, **kwargs)
@@ -167,8 +172,14 @@ class TracedMessages(_Delegate):
         return result
 
     def stream(self, *args: Any, **kwargs: Any) -> Any:
-        """``messages.stream``: a context manager; the row is written when it exits."""
+        """``messages.stream``: a context manager; the row is written when it exits.
+
+        With a gateway, its input guardrails, route and limits run at ``with``.
+        """
         call = self._call(kwargs, "messages.stream")
+        gateway = self._owner._gateway
+        if gateway is not None and not args:
+            return TracedStreamManager(None, call, lambda: self._target.stream(**_admitted(call, gateway, kwargs)))
         try:
             manager = self._target.stream(*args, **kwargs)
         except BaseException as exc:
@@ -186,8 +197,11 @@ class AsyncTracedMessages(TracedMessages):
         """``await messages.create``; with ``stream=True`` the stream is traced as it is read."""
         stream = bool(kwargs.get("stream", False))
         call = self._call(kwargs, "messages.create")
-        if self._owner._gateway is not None and not stream and not args:
-            return await _gated(call, self._owner._gateway, self._target.create, kwargs, True)
+        gateway = self._owner._gateway
+        if gateway is not None and not args:
+            if not stream:
+                return await _gated(call, gateway, self._target.create, kwargs, True)
+            kwargs = await _admitted_async(call, gateway.open_stream(call.request, kwargs, True))
         try:
             with sending(call):
                 result = await self._target.create(*args, **kwargs)
@@ -200,14 +214,45 @@ class AsyncTracedMessages(TracedMessages):
         return result
 
     def stream(self, *args: Any, **kwargs: Any) -> Any:
-        """``messages.stream``: an async context manager; the row is written when it exits."""
+        """``messages.stream``: an async context manager; the row is written when it exits.
+
+        With a gateway, its input guardrails, route and limits run at ``async with``.
+        """
         call = self._call(kwargs, "messages.stream")
+        gateway = self._owner._gateway
+        if gateway is not None and not args:
+            async def open_manager() -> Any:
+                sent = await _admitted_async(call, gateway.open_stream(call.request, kwargs, True))
+                return self._target.stream(**sent)
+
+            return AsyncTracedStreamManager(None, call, open_manager)
         try:
             manager = self._target.stream(*args, **kwargs)
         except BaseException as exc:
             call.fail(exc)
             raise
         return AsyncTracedStreamManager(manager, call)
+
+
+def _admitted(call: _Call, gateway: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The arguments ``gateway`` lets a sync client's stream go out with; its ticket goes on
+    the call, and a refusal is the call's error row."""
+    try:
+        sent, call.gate = gateway.open_stream(call.request, kwargs, False)
+    except BaseException as exc:
+        call.fail(exc)
+        raise
+    return sent
+
+
+async def _admitted_async(call: _Call, opening: Any) -> dict[str, Any]:
+    """``_admitted`` for an async client: a refusal is the call's error row."""
+    try:
+        kwargs, call.gate = await opening
+    except BaseException as exc:
+        call.fail(exc)
+        raise
+    return kwargs
 
 
 def _gated(call: _Call, gateway: Any, create: Any, kwargs: dict[str, Any], is_async: bool) -> Any:
