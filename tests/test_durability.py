@@ -535,6 +535,13 @@ def walk(p, bench):
     check(p + "summary", lambda: bench.experiments.get("e").summary())
     check(p + "compare", lambda: bench.experiments.get("e").compare("A", "A"))
     check(p + "report", lambda: bench.report("traces", os.path.join(os.environ["WB_OUT"], "r.html")))
+    import workbench.gateway, workbench.parquet
+    gated = lambda: wb.gateway.Gateway(cache=True, limits=wb.gateway.Limits(wb.gateway.RateLimit(requests=100)))
+    check(p + "gateway.complete", lambda: bench.complete(model="claude-haiku-4-5", messages=[{"role": "user", "content": "hi"}], gateway=gated()))
+    check(p + "savings", bench.savings)
+    check(p + "monitor.check", lambda: bench.monitor.check())
+    check(p + "rollout.readout", lambda: bench.rollout("p", "prod").readout())
+    check(p + "export_parquet", lambda: wb.parquet.export_parquet(bench, os.path.join(os.environ["WB_OUT"], "lake")))
     check(p + "health", bench.health)
     check(p + "recover", bench.recover)
     check(p + "close", bench.close)
@@ -611,6 +618,9 @@ sys.argv[1:] = [os.path.join(DISK, "wb.db"), "full"]
         seen = run(WALK, str(path), kind)
     raw = {name: cls for name, (cls, ours, _) in seen.items() if cls != "ok" and not ours}
     assert raw == {}, f"raw exceptions left the public API for a {kind} file: {raw}"
+    # A failure of the file is a StoreError, whichever layer met it: never a provider's error.
+    provider_named = {name: cls for name, (cls, _, _) in seen.items() if "Provider" in cls or "Unexpected" in cls}
+    assert provider_named == {}, f"a {kind} file's failure was reported as a provider's: {provider_named}"
     expected = {
         "not-sqlite": "NotAWorkbenchDatabase", "foreign": "NotAWorkbenchDatabase", "damaged": "CorruptDatabase",
         "locked": "DatabaseLocked", "read-only-file": "ReadOnlyDatabase", "read-only-folder": "ReadOnlyDatabase",

@@ -228,6 +228,13 @@ class Gateway:
             raise ConfigError("this gateway has no provider: Gateway(provider=...) or bind it to a workbench")
         return await self._run(request, self._call_chain)
 
+    def _file_error(self, exc: BaseException) -> BaseException:
+        """A driver error of the file (caches, limits) as the store's ``StoreError``; anything else as it is."""
+        store = self.store
+        if store is not None and isinstance(exc, store.backend.errors):
+            return store.error(exc, "keeping the gateway's caches and limits in")
+        return exc
+
     async def _prepare(self, request: Request) -> tuple[Request, Caller, dict[str, Any], Admission | None]:
         """Input guardrails, the route and the limits: (the request to send, caller, decisions, admission).
 
@@ -274,6 +281,16 @@ class Gateway:
 
     async def _run(self, request: Request, call: Any) -> Completion:
         """Every layer around ``call(request, decisions) -> (completion, provider, sent request, attempts)``."""
+        try:
+            return await self._layers(request, call)
+        except Exception as exc:
+            translated = self._file_error(exc)
+            if translated is exc:
+                raise
+            raise translated from None
+
+    async def _layers(self, request: Request, call: Any) -> Completion:
+        """``_run`` without the translation of the file's errors."""
         started = time.perf_counter()
         request, caller, d, admission = await self._prepare(request)
         guard = self.guardrails
@@ -379,7 +396,13 @@ class Gateway:
         from .._loop import run_sync
 
         async def prepare() -> tuple[dict[str, Any], StreamTicket]:
-            sent, _caller, d, admission = await self._prepare(_with_sdk_user(request, kwargs))
+            try:
+                sent, _caller, d, admission = await self._prepare(_with_sdk_user(request, kwargs))
+            except Exception as exc:
+                translated = self._file_error(exc)
+                if translated is exc:
+                    raise
+                raise translated from None
             if self.cache is not None or self.semantic_cache is not None:
                 d["cache"] = {"result": "skipped", "reason": "stream"}
             return _sent_kwargs(kwargs, sent), StreamTicket(self, sent, d, admission)
