@@ -361,6 +361,26 @@ def test_a_wrapped_clients_streams_go_through_guardrails_routes_and_limits(tmp_p
         assert bench.traces(1)[0]["status"] == "guardrail_triggered" and len(server.completed_bodies) == 3
 
 
+def test_a_wrapped_clients_other_parameters_keep_their_own_cache_entries(tmp_path):
+    import anthropic
+
+    tool = {"name": "lookup_order", "description": "Find an order", "input_schema": {"type": "object", "properties": {}}}
+    with _fake_anthropic() as server, wb.open(tmp_path / "p.db", provider=ScriptedProvider()) as bench:
+        client = bench.wrap(anthropic.Anthropic(base_url=server.base_url, api_key="test"), gateway=gw.Gateway(cache=True))
+        ask = dict(model="claude-haiku-4-5", max_tokens=100, messages=[{"role": "user", "content": "Where is my order?"}])
+        variants = [{}, {"service_tier": "standard_only"}, {"tools": [tool]},
+                    {"tools": [tool], "tool_choice": {"type": "any"}}, {"tools": [{**tool, "name": "refund"}]},
+                    {"metadata": {"user_id": "hal"}, "extra_headers": {"x-trace": "1"}}]  # the last changes no answer
+        for extra in variants:
+            client.messages.create(**ask, **extra)
+        assert server.completed == 5
+        for extra in variants[:-1]:
+            client.messages.create(**ask, **extra)  # each is now served from its own entry
+        assert server.completed == 5
+        statuses = [r["status"] for r in bench.traces(11)]
+        assert statuses.count("cached") == 6
+
+
 def test_a_wrapped_client_falls_back_to_the_chains_other_targets(tmp_path):
     import anthropic
 

@@ -166,3 +166,52 @@ def test_word_by_word_ids_are_the_tokenizers_own():
     ]
     for text in texts * 2:  # the second time from what it remembered
         assert _wordllama_ids(tokenizer, text) == tokenizer.encode(text, add_special_tokens=False).ids, text
+
+
+# -- guards: one answer never serves a request that could get another ---------------------------
+
+BASE = dict(model="claude-haiku-4-5", system="You answer billing questions.", max_tokens=300, temperature=0.2,
+            stop=["END"], metadata={"prompt_name": "support", "prompt_version": 3})
+QUESTION = "How do I change the card I pay with?"
+
+
+def asked(messages=QUESTION, **changes) -> Request:
+    fields = {**BASE, **changes}
+    model = fields.pop("model")
+    return Request.of(model, messages, **fields)
+
+
+@pytest.mark.parametrize("change", [
+    {"model": "claude-sonnet-4-5"},
+    {"system": "You answer shipping questions."},
+    {"max_tokens": 800},
+    {"temperature": 1.0},
+    {"stop": ["STOP"]},
+    {"metadata": {"prompt_name": "support", "prompt_version": 4}},
+    {"metadata": {"prompt_name": "sales", "prompt_version": 3}},
+    {"metadata": {**BASE["metadata"], "answer_params": "sha256:tools"}},
+], ids=["model", "system", "max_tokens", "temperature", "stop", "version", "prompt", "other-params"])
+def test_the_same_question_under_one_other_setting_is_never_served(store, change):
+    cache = gw.SemanticCache(threshold=0.9, embedder=gw.hashing_embedder())
+    cache.bind(store)
+    assert cache.store_answer(asked(), answer(QUESTION), 0.001)
+    hit, _ = cache.lookup(asked())
+    assert hit is not None and hit.similarity == pytest.approx(1.0)  # the same request is served
+    assert cache.lookup(asked(**change))[0] is None
+
+
+def test_a_follow_up_is_looked_up_only_when_asked_for_and_then_under_its_history(store):
+    earlier = [{"role": "user", "content": "I moved house."}, {"role": "assistant", "content": "Noted."}]
+    follow_up = [*earlier, {"role": "user", "content": QUESTION}]
+    single = gw.SemanticCache(threshold=0.9, embedder=gw.hashing_embedder())
+    single.bind(store)
+    single.store_answer(asked(), answer(QUESTION), 0.001)
+    hit, info = single.lookup(asked(follow_up))
+    assert hit is None and single.question(asked(follow_up)) is None  # not even embedded
+    multi = gw.SemanticCache(threshold=0.9, embedder=gw.hashing_embedder(), multi_turn=True, namespace="multi")
+    multi.bind(store)
+    multi.store_answer(asked(follow_up), answer(QUESTION), 0.001)
+    assert multi.lookup(asked(follow_up))[0] is not None
+    other_history = [{"role": "user", "content": "I never moved."}, earlier[1], follow_up[-1]]
+    assert multi.lookup(asked(other_history))[0] is None
+    assert multi.lookup(asked())[0] is None  # the single question has no such history

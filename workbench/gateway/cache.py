@@ -92,13 +92,16 @@ class CacheHit:
 def request_key(request: Request) -> str:
     """'sha256:' of everything in a request that changes the answer.
 
-    Model, system prompt, every turn, max_tokens, temperature, stop sequences and
-    whether the system prompt is cached. Metadata is left out (it never reaches
-    the provider), except ``sample``: the simulated provider draws by it.
+    Model, system prompt, every turn, max_tokens, temperature and stop sequences.
+    Whether the system prompt is marked for prompt caching is left out (it changes
+    the price, not the answer), and so is metadata (it never reaches the provider),
+    except ``sample`` (the simulated provider draws by it) and ``answer_params``
+    (a wrapped client's other parameters: tools, top_p, thinking, ...).
     """
+    meta = request.metadata
     raw = json.dumps([
         request.model, request.system, [(m.role, m.content) for m in request.messages],
-        request.max_tokens, request.temperature, request.stop, request.metadata.get("sample"),
+        request.max_tokens, request.temperature, request.stop, meta.get("sample"), meta.get("answer_params"),
     ], ensure_ascii=False, separators=(",", ":"), default=str)
     return "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
 
@@ -743,8 +746,9 @@ class SemanticCache:
     @staticmethod
     def guard(request: Request) -> str:
         """What must be equal for one answer to serve another request (hashed)."""
+        meta = request.metadata
         parts = (request.model, request.system, request.max_tokens, request.temperature, request.stop,
-                 request.metadata.get("prompt_name"), request.metadata.get("prompt_version"))
+                 meta.get("prompt_name"), meta.get("prompt_version"), meta.get("answer_params"))
         single = len(request.messages) <= 1
         if single:
             # A single-turn request's guard is its settings': few, and asked for on every miss.
