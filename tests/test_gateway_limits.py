@@ -181,7 +181,9 @@ def test_a_paid_call_of_unknown_cost_spends_its_whole_reservation(store):
     now = [1_000_000.0]
     limits = bound(store, gw.Budget(usd=1.0, period="day"), clock=lambda: now[0])
     alice = gw.Caller("alice")
-    limits.settle(limits.admit(alice, 100, 0.25), 120, None)
+    unpriced = limits.admit(alice, 100, 0.25)
+    limits.settle(unpriced, 120, None)
+    assert unpriced.decisions[-1] == {"unpriced": True, "counted_usd": 0.25}  # what the trace shows
     limits.settle(limits.admit(alice, 100, 0.25), 0, None)
     limits.settle(limits.admit(alice, 100, 0.25), 120, 0.01)
     [row] = limits.spend()

@@ -20,10 +20,11 @@ the completion or the error carries.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -228,12 +229,16 @@ class Gateway:
             raise ConfigError("this gateway has no provider: Gateway(provider=...) or bind it to a workbench")
         return await self._run(request, self._call_chain)
 
-    def _file_error(self, exc: BaseException) -> BaseException:
-        """A driver error of the file (caches, limits) as the store's ``StoreError``; anything else as it is."""
-        store = self.store
-        if store is not None and isinstance(exc, store.backend.errors):
-            return store.error(exc, "keeping the gateway's caches and limits in")
-        return exc
+    @contextlib.contextmanager
+    def _file_errors(self) -> Iterator[None]:
+        """A driver error of the file (caches, limits) leaves as the store's ``StoreError``."""
+        try:
+            yield
+        except Exception as exc:
+            store = self.store
+            if store is None or not isinstance(exc, store.backend.errors):
+                raise
+            raise store.error(exc, "keeping the gateway's caches and limits in") from None
 
     async def _prepare(self, request: Request) -> tuple[Request, Caller, dict[str, Any], Admission | None]:
         """Input guardrails, the route and the limits: (the request to send, caller, decisions, admission).
@@ -281,16 +286,10 @@ class Gateway:
 
     async def _run(self, request: Request, call: Any) -> Completion:
         """Every layer around ``call(request, decisions) -> (completion, provider, sent request, attempts)``."""
-        try:
+        with self._file_errors():
             return await self._layers(request, call)
-        except Exception as exc:
-            translated = self._file_error(exc)
-            if translated is exc:
-                raise
-            raise translated from None
 
     async def _layers(self, request: Request, call: Any) -> Completion:
-        """``_run`` without the translation of the file's errors."""
         started = time.perf_counter()
         request, caller, d, admission = await self._prepare(request)
         guard = self.guardrails
@@ -326,8 +325,6 @@ class Gateway:
             if text != completion.text:
                 completion = _replace(completion, text=text)
         if admission is not None:
-            if cost is None and admission.reserved_usd:
-                d["limits"].append({"unpriced": sent.model, "counted_usd": round(admission.reserved_usd, 6)})
             self.limits.settle(admission, _tokens(completion.usage), cost)  # type: ignore[union-attr]
         if not out_fired and not caller.metadata.get("no_cache"):
             self._store(request, completion, cost, d)
@@ -364,7 +361,7 @@ class Gateway:
 
         async def run() -> tuple[Any, Completion]:
             try:
-                completion = await self._run(_with_sdk_user(request, kwargs), lambda sent, d: self._call_chain(sent, d, client))
+                completion = await self._run(_of_wrapped(request, kwargs), lambda sent, d: self._call_chain(sent, d, client))
             except ProviderError as exc:
                 sdk = getattr(exc, "sdk_exception", None)
                 if sdk is not None:
@@ -396,13 +393,8 @@ class Gateway:
         from .._loop import run_sync
 
         async def prepare() -> tuple[dict[str, Any], StreamTicket]:
-            try:
-                sent, _caller, d, admission = await self._prepare(_with_sdk_user(request, kwargs))
-            except Exception as exc:
-                translated = self._file_error(exc)
-                if translated is exc:
-                    raise
-                raise translated from None
+            with self._file_errors():
+                sent, _caller, d, admission = await self._prepare(_of_wrapped(request, kwargs))
             if self.cache is not None or self.semantic_cache is not None:
                 d["cache"] = {"result": "skipped", "reason": "stream"}
             return _sent_kwargs(kwargs, sent), StreamTicket(self, sent, d, admission)
@@ -682,8 +674,6 @@ class StreamTicket:
                 if fired:
                     d.setdefault("guardrails", []).extend(fired)
         if self.admission is not None and gateway.limits is not None:
-            if completion is not None and cost is None and self.admission.reserved_usd:
-                d["limits"].append({"unpriced": self.request.model, "counted_usd": round(self.admission.reserved_usd, 6)})
             gateway.limits.settle(self.admission, tokens_used, cost if completion is not None or not tokens_used else None)
         note = CallNote(decisions=d, request=self.request)
         if completion is not None:
@@ -738,13 +728,38 @@ class _WrappedClient:
         await asyncio.sleep(seconds)
 
 
-def _with_sdk_user(request: Request, kwargs: dict[str, Any]) -> Request:
-    """The Messages API's own ``metadata.user_id`` is who limits count."""
-    meta = kwargs.get("metadata")
-    user = meta.get("user_id") if isinstance(meta, dict) else None
-    if user is None:
-        return request
-    return dataclasses.replace(request, metadata={**request.metadata, CALLER_KEY: {"user_id": user}})
+_NOT_ANSWER_PARAMS = frozenset({
+    "model", "messages", "system", "max_tokens", "temperature", "stop_sequences",  # on the Request itself
+    "stream", "metadata", "extra_headers", "extra_query", "timeout",  # never change the answer
+})
+
+
+def _of_wrapped(request: Request, kwargs: dict[str, Any]) -> Request:
+    """A wrapped client's request as the gateway sees it: who limits count (the Messages API's
+    own ``metadata.user_id``) and ``answer_params``, the hash of its other parameters (tools,
+    thinking, ...), so a cache never serves an answer made with others."""
+    meta = dict(request.metadata)
+    given = kwargs.get("metadata")
+    user = given.get("user_id") if isinstance(given, dict) else None
+    if user is not None:
+        meta[CALLER_KEY] = {"user_id": user}
+    others = {k: v for k, v in kwargs.items() if k not in _NOT_ANSWER_PARAMS}
+    if others:
+        meta["answer_params"] = _params_hash(others)
+    return _replace(request, metadata=meta) if meta != request.metadata else request
+
+
+def _params_hash(params: dict[str, Any]) -> str:
+    """'sha256:' of parameters in canonical JSON (SDK objects by their fields)."""
+    import hashlib
+    import json
+
+    def plain(value: Any) -> Any:
+        dump = getattr(value, "model_dump", None)
+        return dump() if callable(dump) else repr(value)
+
+    raw = json.dumps(params, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=plain)
+    return "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
 
 
 def _sent_kwargs(kwargs: dict[str, Any], sent: Request) -> dict[str, Any]:

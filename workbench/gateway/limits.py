@@ -672,6 +672,8 @@ class Limits:
         # A paid call whose price is unknown (a fallback to an unpriced model) counts as its
         # worst case: a budget must never come out looser for what it could not price.
         cost = cost_usd if cost_usd is not None else (admission.reserved_usd if tokens_used else 0.0)
+        if cost_usd is None and tokens_used and admission.reserved_usd:
+            admission.decisions.append({"unpriced": True, "counted_usd": round(admission.reserved_usd, 6)})
         with self._lock:
             # Tokens taken beyond what was used go back; more used than taken leaves the bucket in debt.
             for scope, taken in admission.tokens_taken.items():

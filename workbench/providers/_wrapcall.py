@@ -319,10 +319,6 @@ def _request_of(kwargs: dict[str, Any], method: str) -> Request:
     temperature = kwargs.get("temperature")
     if isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
         params["temperature"] = float(temperature)
-    others = {k: v for k, v in kwargs.items() if k not in _NOT_ANSWER_PARAMS}
-    if others:
-        # Tools, top_p, thinking, ...: a gateway's caches must not serve an answer made with others.
-        metadata["answer_params"] = _params_hash(others)
     try:
         turns = [{"role": _field(m, "role", "user"), "content": _field(m, "content", None) or ""}
                  for m in messages or ()]
@@ -330,25 +326,6 @@ def _request_of(kwargs: dict[str, Any], method: str) -> Request:
     except Exception as exc:  # noqa: BLE001 - unreadable messages still get a row
         note = f"<messages not readable for the trace: {type(exc).__name__}>"
         return Request(model=model, messages=(Message("user", note),), **{**params, "stop": ()})
-
-
-_NOT_ANSWER_PARAMS = frozenset({
-    "model", "messages", "system", "max_tokens", "temperature", "stop_sequences",  # on the Request itself
-    "stream", "metadata", "extra_headers", "extra_query", "timeout",  # never change the answer
-})
-
-
-def _params_hash(params: dict[str, Any]) -> str:
-    """'sha256:' of the call's other parameters, canonical (SDK objects by their fields)."""
-    import hashlib
-    import json
-
-    def plain(value: Any) -> Any:
-        dump = getattr(value, "model_dump", None)
-        return dump() if callable(dump) else repr(value)
-
-    raw = json.dumps(params, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=plain)
-    return "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
 
 
 def _field(item: Any, name: str, default: Any) -> Any:
